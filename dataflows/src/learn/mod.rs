@@ -1,0 +1,2 @@
+//! Learning: the online learner, and the operator that trains it across workers.
+pub mod logistic;

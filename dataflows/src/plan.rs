@@ -1,0 +1,348 @@
+//! The plan: a pipeline spec with every name resolved to an index, ready to build a graph from.
+//!
+//! `src/spec.rs` reads a TOML spec, checks it, and produces a [`Plan`]. Everything here is plain
+//! data: the graph reads it, and so do the readers that parse source files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fact::{SourceId, Symbol, Time};
+
+/// A whole pipeline: sources, the examples and their label, features, model and serving.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The pipeline's name.
+    pub name: String,
+    /// Length of an epoch in event-time seconds. Epoch `e` covers `[e * tick, (e + 1) * tick)`.
+    pub tick_secs: u64,
+    /// The sources facts are read from.
+    pub sources: Vec<SourcePlan>,
+    /// Which facts are examples, and how each is identified and partitioned.
+    pub examples: ExamplePlan,
+    /// How an example's label is derived.
+    pub label: LabelPlan,
+    /// Features of an example, in model order.
+    pub features: Vec<FeaturePlan>,
+    /// Aggregates maintained over sources, looked up by features and labels.
+    pub aggregates: Vec<AggregatePlan>,
+    /// The learner.
+    pub model: ModelPlan,
+    /// How published models are served.
+    pub serving: ServingPlan,
+}
+
+impl Plan {
+    /// The epoch an event time falls in.
+    pub fn epoch(&self, time: Time) -> u64 {
+        time / self.tick_secs
+    }
+
+    /// The first second of an epoch.
+    pub fn epoch_start(&self, epoch: u64) -> Time {
+        epoch.saturating_mul(self.tick_secs)
+    }
+
+    /// The source examples are drawn from.
+    pub fn example_source(&self) -> &SourcePlan {
+        &self.sources[usize::from(self.examples.source)]
+    }
+
+    /// Groups of aggregate lookups, one per example field that aggregates are keyed by.
+    ///
+    /// An example visits the worker that owns each group's key once, and reads all of that
+    /// group's aggregates there.
+    pub fn lookup_groups(&self) -> Vec<LookupGroup> {
+        let mut groups: Vec<LookupGroup> = Vec::new();
+        for (index, aggregate) in self.aggregates.iter().enumerate() {
+            let AggregateUse::Feature { example_field } = aggregate.used_by else {
+                continue;
+            };
+            match groups
+                .iter_mut()
+                .find(|group| group.example_field == example_field)
+            {
+                Some(group) => group.aggregates.push(index),
+                None => groups.push(LookupGroup {
+                    example_field,
+                    aggregates: vec![index],
+                }),
+            }
+        }
+        groups
+    }
+}
+
+/// Aggregates looked up under the same example field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupGroup {
+    /// The example field whose symbol is the lookup key.
+    pub example_field: usize,
+    /// Indexes into [`Plan::aggregates`], ascending.
+    pub aggregates: Vec<usize>,
+}
+
+/// One source: where its facts are and what their fields are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourcePlan {
+    /// The source's name, as the spec gives it.
+    pub name: String,
+    /// The files to read, in order.
+    pub paths: Vec<std::path::PathBuf>,
+    /// How lines are laid out.
+    pub format: Format,
+    /// Whether the first line of each file names the fields rather than holding a fact.
+    pub header: bool,
+    /// The fields of a fact, in column order.
+    pub fields: Vec<FieldPlan>,
+    /// The field that holds the event time.
+    pub time_field: usize,
+    /// How far behind the latest event time already read a fact may be and still be placed
+    /// at its own time. Later facts are dead-lettered with reason `late`.
+    pub lateness_secs: u64,
+}
+
+impl SourcePlan {
+    /// The index of the field called `name`.
+    pub fn field(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|field| field.name == name)
+    }
+}
+
+/// The line format of a source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    /// Comma-separated values, with RFC 4180 quoting.
+    Csv,
+    /// Tab-separated values.
+    Tsv,
+}
+
+impl Format {
+    /// The field delimiter.
+    pub fn delimiter(self) -> u8 {
+        match self {
+            Format::Csv => b',',
+            Format::Tsv => b'\t',
+        }
+    }
+}
+
+/// One field of a source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldPlan {
+    /// The field's name.
+    pub name: String,
+    /// How its text is read.
+    pub kind: FieldKind,
+    /// Whether an empty value is an error rather than [`crate::fact::Value::Missing`].
+    pub required: bool,
+}
+
+/// How the text of a field becomes a [`crate::fact::Value`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FieldKind {
+    /// A whole number.
+    Int,
+    /// A real number.
+    Real,
+    /// A string, hashed to a symbol.
+    Text,
+    /// A list of strings separated by `separator`, each hashed.
+    List {
+        /// The byte between list items.
+        separator: u8,
+    },
+    /// A point in time.
+    Time {
+        /// How the text encodes the time.
+        unit: TimeUnit,
+    },
+}
+
+/// The encoding of a time field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeUnit {
+    /// Whole seconds since the Unix epoch.
+    Seconds,
+    /// Whole milliseconds since the Unix epoch (truncated to seconds).
+    Milliseconds,
+}
+
+/// Which facts are examples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExamplePlan {
+    /// The source whose facts are examples.
+    pub source: SourceId,
+    /// The field that identifies an example, if any; otherwise its position in the file does.
+    pub id_field: Option<usize>,
+    /// The field whose symbol partitions training across workers, typically the entity the
+    /// example is about (the dog that posts, the user who rates).
+    pub entity_field: usize,
+    /// A field holding the ground-truth probability of the label, for generated data.
+    pub truth_field: Option<usize>,
+}
+
+/// How an example's label is derived.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LabelPlan {
+    /// Positive when a numeric field of the example is at least `at_least`. Known at once.
+    Threshold {
+        /// The example field.
+        field: usize,
+        /// The threshold.
+        at_least: f64,
+    },
+    /// Positive when at least `at_least` facts counted by an aggregate arrive within
+    /// `within_secs` of the example. Known `within_secs` after the example.
+    CountWithin {
+        /// Index into [`Plan::aggregates`] of the count, keyed by the example's id field.
+        aggregate: usize,
+        /// The delay after which the label is known.
+        within_secs: u64,
+        /// The count that makes the label positive.
+        at_least: i64,
+    },
+}
+
+impl LabelPlan {
+    /// How long after an example its label is known.
+    pub fn delay_secs(&self) -> u64 {
+        match self {
+            LabelPlan::Threshold { .. } => 0,
+            LabelPlan::CountWithin { within_secs, .. } => *within_secs,
+        }
+    }
+}
+
+/// One feature of an example.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeaturePlan {
+    /// The feature's name, which is also its hashing namespace.
+    pub name: String,
+    /// The namespace symbol: the hash of the name.
+    pub namespace: Symbol,
+    /// What the feature reads.
+    pub kind: FeatureKind,
+    /// How a numeric value is transformed before it reaches the model.
+    pub transform: Transform,
+}
+
+/// What a feature reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FeatureKind {
+    /// One coordinate per level of a text or list field of the example.
+    Categorical {
+        /// The example field.
+        field: usize,
+    },
+    /// The hour of day (UTC) of the example's event time, as a categorical level.
+    HourOfDay,
+    /// A numeric field of the example.
+    Numeric {
+        /// The example field.
+        field: usize,
+    },
+    /// An aggregate of facts looked up as it stood just before the example.
+    Aggregate {
+        /// Index into [`Plan::aggregates`].
+        aggregate: usize,
+    },
+}
+
+/// A numeric transform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transform {
+    /// The value as it is.
+    Identity,
+    /// `ln(1 + max(value, 0))`.
+    Log1p,
+}
+
+impl Transform {
+    /// Applies the transform.
+    pub fn apply(self, value: f64) -> f64 {
+        match self {
+            Transform::Identity => value,
+            Transform::Log1p => value.max(0.0).ln_1p(),
+        }
+    }
+}
+
+/// An aggregate kept incrementally over a source, keyed by one of its fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggregatePlan {
+    /// A name for logs and errors.
+    pub name: String,
+    /// The source aggregated.
+    pub source: SourceId,
+    /// The field of the source that keys the aggregate.
+    pub key_field: usize,
+    /// Re-keys the source's facts through another source first.
+    pub via: Option<Via>,
+    /// What is aggregated.
+    pub function: Function,
+    /// When set, only facts from the last `window_secs` seconds count.
+    pub window_secs: Option<u64>,
+    /// Who reads the aggregate.
+    pub used_by: AggregateUse,
+}
+
+/// Re-keying through another source: each fact's key is replaced by the `value_field` of the
+/// facts of `source` whose `key_field` equals it (for example, a like's post by the post's dog).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Via {
+    /// The source to look through.
+    pub source: SourceId,
+    /// Its field that matches the aggregated fact's key.
+    pub key_field: usize,
+    /// Its field that becomes the new key.
+    pub value_field: usize,
+}
+
+/// What an aggregate computes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Function {
+    /// The number of facts.
+    Count,
+    /// The sum of a numeric field over facts where it is present.
+    Sum {
+        /// The summed field of the aggregated source.
+        field: usize,
+    },
+    /// The mean of a numeric field over facts where it is present; 0 when there are none.
+    Mean {
+        /// The averaged field of the aggregated source.
+        field: usize,
+    },
+}
+
+/// Who reads an aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggregateUse {
+    /// A feature, looked up by the symbol of an example field.
+    Feature {
+        /// The example field whose symbol is matched against the aggregate's key.
+        example_field: usize,
+    },
+    /// The label, looked up by the example's id field when the label is due.
+    Label,
+}
+
+/// The learner and its hyperparameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelPlan {
+    /// The model's name, under which versions are published and served.
+    pub name: String,
+    /// The model has `2^bits` weights.
+    pub bits: u32,
+    /// The base learning rate of the adaptive per-coordinate update.
+    pub learning_rate: f64,
+    /// L2 regularisation strength.
+    pub l2: f64,
+}
+
+/// How published models are served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServingPlan {
+    /// How many recent versions the serving arrangement holds.
+    pub keep_versions: usize,
+}
