@@ -1,6 +1,109 @@
-//! What pooch computes. (Crate documentation is completed with the graph.)
+//! What pooch computes: one dataflow graph from facts to features, models and answers.
+//!
+//! The crate knows nothing of files, sockets or clocks. The root crate reads sources, feeds
+//! facts and queries into the graph [`build`] makes, and writes what comes out.
+//!
+//! ```text
+//!  facts ──► collect ──► features ──► examples ──► learn ──────► publish ──► serve ──► answers
+//!  (each      (split by   (feature     (as-of       (score with    (versions   (as-of
+//!   worker     source)     store:      lookups,      the servable   arranged    lookups,
+//!   reads a                aggregates  delayed       model, train,  on every    newest
+//!   share)                 by key)     labels)       merge rounds)  worker)     version)
+//!                              │                          │                        ▲
+//!                              └──── feature store ───────┼────────────────────────┘
+//!                                                         └──► evaluate ──► epoch metrics
+//!  queries ──────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Every collection is timestamped with event time in seconds. Epochs are `tick_secs` long;
+//! the readers close an epoch when their input has moved past it, and a training round is
+//! merged at each epoch's close.
+
+pub mod collect;
+pub mod evaluate;
+pub mod event;
+pub mod examples;
 pub mod fact;
+pub mod features;
 pub mod hashing;
 pub mod learn;
+pub mod lookup;
 pub mod model;
 pub mod plan;
+pub mod serve;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::StreamVec;
+
+use crate::evaluate::EpochMetrics;
+use crate::event::{Answer, Query};
+use crate::fact::{Fact, Symbol, Time};
+use crate::lookup::Store;
+use crate::model::ModelVersion;
+use crate::plan::Plan;
+use crate::serve::Models;
+
+/// What the graph produces.
+pub struct Graph<'scope> {
+    /// Answers to queries, on the worker that answered each.
+    pub answers: StreamVec<'scope, Time, Answer>,
+    /// Progressive metrics of each epoch, at worker 0.
+    pub epochs: StreamVec<'scope, Time, EpochMetrics>,
+    /// Every version published, and retracted once it leaves the serving window; each worker
+    /// publishes the same versions.
+    pub versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
+    /// The published versions held on this worker.
+    pub models: Models<'scope>,
+    /// The feature store, for inspection and tests. Drop it when not reading it: a held
+    /// handle keeps the store from compacting.
+    pub store: Store<'scope>,
+}
+
+/// Builds the whole pipeline over a collection of facts and a collection of queries.
+pub fn build<'scope>(
+    plan: &Rc<Plan>,
+    facts: VecCollection<'scope, Time, Fact>,
+    queries: VecCollection<'scope, Time, Query>,
+) -> Graph<'scope> {
+    // collect: one collection per source
+    let sources = collect::split_sources(plan, facts);
+
+    // transform: the feature store, the examples with their features, and their labels
+    let store = features::feature_store(plan, &sources);
+    let example_facts = sources[usize::from(plan.examples.source)].clone();
+    let events = examples::example_events(plan, example_facts.clone());
+    let examples = examples::with_features(plan, events, &store, |time| time, "examples");
+    let label_requests = match examples::label_requests(plan, example_facts) {
+        Some(requests) => examples::labels(plan, requests, &store),
+        None => collect::empty(&examples),
+    };
+
+    // learn and publish
+    let trained = learn::train::train(plan, examples, label_requests);
+    let epochs = evaluate::evaluate(trained.outcomes, plan.tick_secs);
+    let versions = trained.versions;
+    let models = serve::arrange_models(versions.clone());
+
+    // serve: queries read the state complete at the start of their epoch
+    let query_events = collect::query_events(plan, queries);
+    let tick = plan.tick_secs;
+    let query_events = examples::with_features(
+        plan,
+        query_events,
+        &store,
+        move |time| time - time % tick,
+        "queries",
+    );
+    let answers = serve::answer(plan, query_events, &models);
+
+    Graph {
+        answers,
+        epochs,
+        versions,
+        models,
+        store,
+    }
+}

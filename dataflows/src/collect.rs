@@ -1,0 +1,59 @@
+//! Collection, inside the graph: facts split by source, and queries made into events.
+//!
+//! Reading and parsing files happens before the graph (in the root crate); what enters here is
+//! already typed. Malformed lines never reach the graph as facts: they travel as dead letters.
+
+use std::rc::Rc;
+
+use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
+use timely::dataflow::operators::ToStream;
+use timely::dataflow::operators::vec::Map;
+
+use crate::event::{Event, Query};
+use crate::fact::{Fact, SourceId, Time};
+use crate::plan::Plan;
+
+/// One collection of facts per source, indexed by source id.
+pub fn split_sources<'scope>(
+    plan: &Plan,
+    facts: VecCollection<'scope, Time, Fact>,
+) -> Vec<VecCollection<'scope, Time, Fact>> {
+    (0..plan.sources.len())
+        .map(|index| {
+            let source = index as SourceId;
+            facts.clone().filter(move |fact| fact.source == source)
+        })
+        .collect()
+}
+
+/// Queries as events to score, asked as of the start of their epoch.
+pub fn query_events<'scope>(
+    plan: &Rc<Plan>,
+    queries: VecCollection<'scope, Time, Query>,
+) -> VecCollection<'scope, Time, Event> {
+    let plan = Rc::clone(plan);
+    queries
+        .inner
+        .map(move |(query, time, diff)| {
+            let as_of = plan.epoch_start(plan.epoch(query.time));
+            (
+                Event::new(&plan, query.number, query.time, as_of, query.row),
+                time,
+                diff,
+            )
+        })
+        .as_collection()
+}
+
+/// An empty collection in the same scope as `like`.
+pub fn empty<'scope, D: differential_dataflow::Data, E>(
+    like: &VecCollection<'scope, Time, E>,
+) -> VecCollection<'scope, Time, D>
+where
+    E: differential_dataflow::Data,
+{
+    Vec::<(D, Time, isize)>::new()
+        .to_stream(like.scope())
+        .as_collection()
+}

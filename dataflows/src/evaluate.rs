@@ -1,0 +1,291 @@
+//! Progressive validation: per-epoch and running log loss and AUC of the servable model, and of
+//! the ground truth when the data carries it.
+//!
+//! Outcomes are gathered at worker 0. Each epoch's AUC is exact; the running AUC is computed
+//! from a fine histogram of logits, so its memory stays fixed however long the stream runs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::fact::Time;
+use crate::learn::logistic::log_loss;
+use crate::learn::train::Outcome;
+
+/// Progressive metrics of one epoch, and of the whole run up to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// The epoch in which these labels arrived.
+    pub epoch: u64,
+    /// The epoch's figures.
+    pub epoch_scores: Scores,
+    /// Figures over every epoch so far.
+    pub running: Scores,
+}
+
+/// Log loss and AUC over a set of labelled examples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Labelled examples.
+    pub examples: u64,
+    /// Positive labels among them.
+    pub positives: u64,
+    /// Examples that will never have a label.
+    pub unlabeled: u64,
+    /// Labels for examples that were never seen.
+    pub orphaned: u64,
+    /// Mean log loss of the servable model's predictions.
+    pub logloss: Option<f64>,
+    /// Area under the ROC curve of those predictions; `None` when only one class occurred.
+    pub auc: Option<f64>,
+    /// Mean log loss of the ground-truth probabilities, when the data has them.
+    pub truth_logloss: Option<f64>,
+    /// AUC of the ground-truth probabilities.
+    pub truth_auc: Option<f64>,
+}
+
+/// Exact AUC with ties counted as half, the Mann–Whitney statistic; `None` with one class.
+pub fn auc(scored: &mut [(f64, bool)]) -> Option<f64> {
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let positives = scored.iter().filter(|(_, label)| *label).count() as f64;
+    let negatives = scored.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return None;
+    }
+    // sum of positive ranks, with tied scores sharing their average rank
+    let mut rank_sum = 0.0;
+    let mut start = 0;
+    while start < scored.len() {
+        let end = start
+            + scored[start..]
+                .iter()
+                .take_while(|(score, _)| *score == scored[start].0)
+                .count();
+        let average_rank = (start + end + 1) as f64 / 2.0;
+        rank_sum += average_rank
+            * scored[start..end]
+                .iter()
+                .filter(|(_, label)| *label)
+                .count() as f64;
+        start = end;
+    }
+    Some((rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
+}
+
+/// Counts of positives and negatives per logit bucket, for a running AUC in fixed memory.
+#[derive(Clone, Debug)]
+pub struct LogitHistogram {
+    positives: Vec<u64>,
+    negatives: Vec<u64>,
+}
+
+/// Buckets of the running AUC's histogram, spread over logits in [-LOGIT_RANGE, LOGIT_RANGE].
+const BUCKETS: usize = 1 << 18;
+const LOGIT_RANGE: f64 = 20.0;
+
+impl Default for LogitHistogram {
+    fn default() -> Self {
+        LogitHistogram {
+            positives: vec![0; BUCKETS],
+            negatives: vec![0; BUCKETS],
+        }
+    }
+}
+
+impl LogitHistogram {
+    /// Records one labelled probability.
+    pub fn insert(&mut self, probability: f64, label: bool) {
+        let p = probability.clamp(1e-12, 1.0 - 1e-12);
+        let logit = (p / (1.0 - p)).ln();
+        let position = ((logit + LOGIT_RANGE) / (2.0 * LOGIT_RANGE) * BUCKETS as f64).floor();
+        let bucket = (position.max(0.0) as usize).min(BUCKETS - 1);
+        if label {
+            self.positives[bucket] += 1;
+        } else {
+            self.negatives[bucket] += 1;
+        }
+    }
+
+    /// The AUC, with examples in one bucket counted as ties.
+    pub fn auc(&self) -> Option<f64> {
+        let positives: u64 = self.positives.iter().sum();
+        let negatives: u64 = self.negatives.iter().sum();
+        if positives == 0 || negatives == 0 {
+            return None;
+        }
+        let mut negatives_below = 0.0;
+        let mut wins = 0.0;
+        for (bucket_positives, bucket_negatives) in self.positives.iter().zip(&self.negatives) {
+            let (p, n) = (*bucket_positives as f64, *bucket_negatives as f64);
+            wins += p * (negatives_below + n / 2.0);
+            negatives_below += n;
+        }
+        Some(wins / (positives as f64 * negatives as f64))
+    }
+}
+
+/// Running totals over the whole stream.
+#[derive(Clone, Debug, Default)]
+struct Running {
+    scores: Scores,
+    loss_sum: f64,
+    truth_loss_sum: f64,
+    truth_examples: u64,
+    histogram: LogitHistogram,
+    truth_histogram: LogitHistogram,
+}
+
+/// Scores one epoch's outcomes exactly, and folds them into the running totals.
+fn score_epoch(mut outcomes: Vec<Outcome>, running: &mut Running) -> Scores {
+    // the same order on every layout, so the float sums agree
+    outcomes.sort_by_key(outcome_key);
+    let mut scores = Scores::default();
+    let (mut loss_sum, mut truth_loss_sum, mut truth_examples) = (0.0, 0.0, 0u64);
+    let mut model = Vec::new();
+    let mut truth = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Evaluated {
+                probability,
+                label,
+                truth: truth_probability,
+                ..
+            } => {
+                scores.examples += 1;
+                scores.positives += u64::from(label);
+                loss_sum += log_loss(probability, label);
+                model.push((probability, label));
+                running.histogram.insert(probability, label);
+                if let Some(truth_probability) = truth_probability {
+                    truth_examples += 1;
+                    truth_loss_sum += log_loss(truth_probability, label);
+                    truth.push((truth_probability, label));
+                    running.truth_histogram.insert(truth_probability, label);
+                }
+            }
+            Outcome::Unlabeled { .. } => scores.unlabeled += 1,
+            Outcome::Orphaned { .. } => scores.orphaned += 1,
+        }
+    }
+    if scores.examples > 0 {
+        scores.logloss = Some(loss_sum / scores.examples as f64);
+        scores.auc = auc(&mut model);
+    }
+    if truth_examples > 0 {
+        scores.truth_logloss = Some(truth_loss_sum / truth_examples as f64);
+        scores.truth_auc = auc(&mut truth);
+    }
+
+    running.scores.examples += scores.examples;
+    running.scores.positives += scores.positives;
+    running.scores.unlabeled += scores.unlabeled;
+    running.scores.orphaned += scores.orphaned;
+    running.loss_sum += loss_sum;
+    running.truth_loss_sum += truth_loss_sum;
+    running.truth_examples += truth_examples;
+    if running.scores.examples > 0 {
+        running.scores.logloss = Some(running.loss_sum / running.scores.examples as f64);
+        running.scores.auc = running.histogram.auc();
+    }
+    if running.truth_examples > 0 {
+        running.scores.truth_logloss = Some(running.truth_loss_sum / running.truth_examples as f64);
+        running.scores.truth_auc = running.truth_histogram.auc();
+    }
+    scores
+}
+
+fn outcome_key(outcome: &Outcome) -> (u8, u64) {
+    match outcome {
+        Outcome::Evaluated { id, .. } => (0, *id),
+        Outcome::Unlabeled { id } => (1, *id),
+        Outcome::Orphaned { id } => (2, *id),
+    }
+}
+
+/// Gathers outcomes at worker 0 and reports each epoch once it is complete.
+pub fn evaluate<'scope>(
+    outcomes: StreamVec<'scope, Time, Outcome>,
+    tick_secs: u64,
+) -> StreamVec<'scope, Time, EpochMetrics> {
+    outcomes.unary_frontier::<CapacityContainerBuilder<Vec<EpochMetrics>>, _, _, _>(
+        Exchange::new(|_: &Outcome| 0),
+        "Evaluate",
+        move |_, _| {
+            let mut epochs: BTreeMap<u64, (Capability<Time>, Vec<Outcome>)> = BTreeMap::new();
+            let mut running = Running::default();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|capability, data| {
+                    let Some(time) = capability.least().copied() else {
+                        return;
+                    };
+                    let epoch = time / tick_secs;
+                    let entry = epochs
+                        .entry(epoch)
+                        .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                    if *entry.0.time() > time {
+                        entry.0 = capability.delayed(&time, 0);
+                    }
+                    for container in data {
+                        entry.1.append(container);
+                    }
+                });
+                while let Some(entry) = epochs.first_entry() {
+                    let end = (entry.key() + 1).saturating_mul(tick_secs);
+                    if frontier.less_than(&end) {
+                        break;
+                    }
+                    let epoch = *entry.key();
+                    let (capability, outcomes) = entry.remove();
+                    let epoch_scores = score_epoch(outcomes, &mut running);
+                    let metrics = EpochMetrics {
+                        epoch,
+                        epoch_scores,
+                        running: running.scores.clone(),
+                    };
+                    output.session(&capability).give(metrics);
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_counts_ties_as_half() {
+        assert_eq!(auc(&mut [(0.1, false), (0.9, true)]), Some(1.0));
+        assert_eq!(auc(&mut [(0.1, true), (0.9, false)]), Some(0.0));
+        assert_eq!(auc(&mut [(0.5, true), (0.5, false)]), Some(0.5));
+        // positives at 0.4 and 0.8, negatives at 0.2 and 0.8: wins 1 + 1.5 of 4 pairs
+        assert_eq!(
+            auc(&mut [(0.4, true), (0.8, true), (0.2, false), (0.8, false)]),
+            Some(0.625)
+        );
+        assert_eq!(auc(&mut [(0.3, true)]), None);
+    }
+
+    #[test]
+    fn the_histogram_auc_agrees_with_the_exact_one() {
+        let mut scored = Vec::new();
+        let mut histogram = LogitHistogram::default();
+        for i in 0..2000u32 {
+            let probability = f64::from((i * 7919) % 1000) / 1000.0 + 0.0005;
+            let label = (i * 31) % 7 < 3 || probability > 0.8;
+            scored.push((probability, label));
+            histogram.insert(probability, label);
+        }
+        let exact = auc(&mut scored).expect("two classes");
+        let approximate = histogram.auc().expect("two classes");
+        assert!(
+            (exact - approximate).abs() < 1e-4,
+            "{exact} vs {approximate}"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Events: examples and queries on their way to a model, and what comes back.
+//!
+//! An example (a post, a rating) and a query (a post a dog is about to make) are the same
+//! kind of record: the fields of one event, plus the aggregates looked up for it as they
+//! stood just before a point in time. [`featurize`] turns either into the sparse vector a
+//! model scores, so training and serving cannot disagree on what a feature means.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fact::{Real, Row, Symbol, Time, Value};
+use crate::hashing::{BIAS, coordinate};
+use crate::learn::logistic::Features;
+use crate::plan::{FeatureKind, Function, Plan};
+
+/// The running state of one aggregate: `(facts counted, sum of values in fixed point)`.
+///
+/// It is the difference type of the feature store, so insertions and retractions add up
+/// exactly, in any order and on any worker layout.
+pub type Accum = (i64, i64);
+
+/// Fixed-point scale of aggregated values: six decimal places.
+pub const FIXED_POINT: f64 = 1_000_000.0;
+
+/// A value in fixed point, rounded to the nearest unit; `None` if it does not fit.
+pub fn to_fixed(value: f64) -> Option<i64> {
+    let scaled = (value * FIXED_POINT).round();
+    (scaled.is_finite() && scaled.abs() < 9.0e18).then_some(scaled as i64)
+}
+
+/// An example or a query, with the aggregates looked up for it so far.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    /// The example's id, or the query's number.
+    pub id: u64,
+    /// When the event happened.
+    pub time: Time,
+    /// Aggregates are read as they stood strictly before this time.
+    pub as_of: Time,
+    /// The event's own fields, in the example source's schema.
+    pub row: Row,
+    /// One accumulator per aggregate of the plan; lookups fill in the features' ones.
+    pub aggregates: Vec<Accum>,
+    /// The label, when the event itself says it (a rating); `None` while it is not known.
+    pub label: Option<bool>,
+}
+
+impl Event {
+    /// A fresh event, with every aggregate still zero.
+    pub fn new(plan: &Plan, id: u64, time: Time, as_of: Time, row: Row) -> Self {
+        let label = match plan.label {
+            crate::plan::LabelPlan::Threshold { field, at_least } => row
+                .get(field)
+                .and_then(Value::number)
+                .map(|value| value >= at_least),
+            crate::plan::LabelPlan::CountWithin { .. } => None,
+        };
+        Event {
+            id,
+            time,
+            as_of,
+            row,
+            aggregates: vec![(0, 0); plan.aggregates.len()],
+            label,
+        }
+    }
+
+    /// The symbol of one of the event's fields, if it has one.
+    pub fn symbol(&self, field: usize) -> Option<Symbol> {
+        self.row.get(field).and_then(Value::symbol)
+    }
+
+    /// The ground-truth probability the event carries, for generated data.
+    pub fn truth(&self, plan: &Plan) -> Option<f64> {
+        let field = plan.examples.truth_field?;
+        self.row
+            .get(field)
+            .and_then(Value::number)
+            .filter(|p| (0.0..=1.0).contains(p))
+    }
+}
+
+/// A query as it enters the graph: a numbered event to score, asked at `time`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Query {
+    /// The query's number, unique within a run.
+    pub number: u64,
+    /// When it is asked. It is answered from the serving state complete at the start of
+    /// this time's epoch, and never waits for the epoch being filled.
+    pub time: Time,
+    /// The fields of the event to score, in the example source's schema.
+    pub row: Row,
+}
+
+/// A request for an example's delayed label, due at `as_of`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LabelRequest {
+    /// The example's id.
+    pub id: u64,
+    /// The example's entity, which routes the label to the worker that scored the example.
+    pub entity: Symbol,
+    /// The key of the label's aggregate (the example's id field).
+    pub key: Option<Symbol>,
+    /// The label counts facts strictly before this time.
+    pub as_of: Time,
+    /// The count found, once looked up.
+    pub count: i64,
+}
+
+/// The answer to one query.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Answer {
+    /// The query's number.
+    pub query: u64,
+    /// The probability of a positive label.
+    pub probability: Real,
+    /// The model that answered.
+    pub model: String,
+    /// Its version; 0 when no version had been published yet, and the answer is the prior.
+    pub version: u64,
+    /// The last epoch whose facts the features include.
+    pub features_epoch: u64,
+}
+
+/// The sparse feature vector of an event: the intercept, then every feature of the plan.
+///
+/// Levels never seen in training have zero weight, so an unknown dog or a new hashtag moves
+/// the prediction by nothing rather than failing.
+pub fn featurize(plan: &Plan, event: &Event) -> Features {
+    let bits = plan.model.bits;
+    let mut features = vec![(BIAS, 1.0)];
+    for feature in &plan.features {
+        let namespace = feature.namespace;
+        match &feature.kind {
+            FeatureKind::Categorical { field } => match event.row.get(*field) {
+                Some(Value::List(levels)) => {
+                    features.extend(
+                        levels
+                            .iter()
+                            .map(|&level| (coordinate(namespace, level, bits), 1.0)),
+                    );
+                }
+                Some(value) => {
+                    if let Some(level) = value.symbol() {
+                        features.push((coordinate(namespace, level, bits), 1.0));
+                    }
+                }
+                None => {}
+            },
+            FeatureKind::HourOfDay => {
+                let hour = (event.time / 3600) % 24;
+                features.push((coordinate(namespace, hour, bits), 1.0));
+            }
+            FeatureKind::Numeric { field } => {
+                if let Some(number) = event.row.get(*field).and_then(Value::number) {
+                    push_numeric(
+                        &mut features,
+                        namespace,
+                        bits,
+                        feature.transform.apply(number),
+                    );
+                }
+            }
+            FeatureKind::Aggregate { aggregate } => {
+                let (count, sum) = event.aggregates.get(*aggregate).copied().unwrap_or((0, 0));
+                let value = match plan.aggregates[*aggregate].function {
+                    Function::Count => count as f64,
+                    Function::Sum { .. } => sum as f64 / FIXED_POINT,
+                    Function::Mean { .. } if count > 0 => sum as f64 / FIXED_POINT / count as f64,
+                    Function::Mean { .. } => 0.0,
+                };
+                push_numeric(
+                    &mut features,
+                    namespace,
+                    bits,
+                    feature.transform.apply(value),
+                );
+            }
+        }
+    }
+    features
+}
+
+fn push_numeric(features: &mut Features, namespace: Symbol, bits: u32, value: f64) {
+    if value.is_finite() && value != 0.0 {
+        features.push((coordinate(namespace, 0, bits), value as f32));
+    }
+}

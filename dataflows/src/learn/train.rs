@@ -1,0 +1,473 @@
+//! The training operator: scores each example with the servable model, learns from it when its
+//! label arrives, and closes a training round at the end of every epoch.
+//!
+//! Per worker it keeps two copies of the model:
+//! - the *base*, the last merged version, which is what serving holds. Every example is
+//!   scored by the base as it stood at the example's event time, before any model learned from
+//!   it: that is progressive validation against the model a user would have been served.
+//! - the *replica*, the base plus this worker's updates in the current round.
+//!
+//! A round is an epoch. When every example and label of the epoch has been seen, the worker
+//! sends the coordinates its replica changed to the merge (see [`super::merge`]), holding a
+//! capability at the last second of the epoch to do so. The merged coordinates come back
+//! through a feedback edge at the first second of the next epoch, before any of that epoch's
+//! examples are processed; the worker applies them to its base, and publishes the new version.
+//!
+//! The published versions leave on an output connected only to the feedback input. Serving
+//! therefore sees the version stream complete up to the next epoch boundary as soon as the
+//! previous round has been merged, and never waits for the epoch being ingested.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
+use timely::progress::Antichain;
+
+use crate::event::{Event, LabelRequest, featurize};
+use crate::fact::{Symbol, Time};
+use crate::hashing::symbol;
+use crate::learn::logistic::{Features, Hyper, Logistic, log_loss, predict};
+use crate::learn::merge::{Merged, RoundMessage, merge};
+use crate::model::{ModelVersion, RoundMetrics};
+use crate::plan::{LabelPlan, Plan};
+
+/// What became of an example, for progressive metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The example was scored and its label arrived.
+    Evaluated {
+        /// The example's id.
+        id: u64,
+        /// When the example happened.
+        event_time: Time,
+        /// The probability the servable model gave it at that time.
+        probability: f64,
+        /// Its label.
+        label: bool,
+        /// The ground-truth probability, for generated data.
+        truth: Option<f64>,
+    },
+    /// The example was scored, but it has no label and never will (its label field is
+    /// missing), so nothing was learned from it.
+    Unlabeled {
+        /// The example's id.
+        id: u64,
+    },
+    /// A label arrived for an example this worker never saw (for example a duplicate id).
+    Orphaned {
+        /// The example's id.
+        id: u64,
+    },
+}
+
+/// The outputs of training.
+pub struct Trained<'scope> {
+    /// One outcome per example or label, at the time it was decided.
+    pub outcomes: StreamVec<'scope, Time, Outcome>,
+    /// Every published version, keyed by the model's name symbol, on every worker; a version
+    /// is retracted once `keep_versions` newer ones exist.
+    pub versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
+}
+
+/// Trains the plan's model on examples (at their event time) and delayed labels (at the time
+/// they are due), across all workers.
+pub fn train<'scope>(
+    plan: &Rc<Plan>,
+    examples: VecCollection<'scope, Time, Event>,
+    labels: VecCollection<'scope, Time, LabelRequest>,
+) -> Trained<'scope> {
+    let scope = examples.scope();
+    let (feedback, merged) = scope.feedback::<Vec<Merged>>(1);
+
+    let mut builder = OperatorBuilder::new("Train".to_owned(), scope);
+    let entity_field = plan.examples.entity_field;
+    let by_entity = move |update: &(Event, Time, isize)| update.0.symbol(entity_field).unwrap_or(0);
+    let mut examples_in =
+        builder.new_input_connection(examples.inner, Exchange::new(by_entity), []);
+    let mut labels_in = builder.new_input_connection(
+        labels.inner,
+        Exchange::new(|update: &(LabelRequest, Time, isize)| update.0.entity),
+        [],
+    );
+    let mut merged_in = builder.new_input_connection(merged, Pipeline, []);
+    let identity = || Antichain::from_elem(Default::default());
+    // rounds leave only under the round capability the operator holds
+    let (rounds_out, rounds) = builder.new_output_connection::<Vec<RoundMessage>, _>([]);
+    let (outcomes_out, outcomes) =
+        builder.new_output_connection::<Vec<Outcome>, _>([(0, identity()), (1, identity())]);
+    let (versions_out, versions) = builder
+        .new_output_connection::<Vec<((Symbol, Arc<ModelVersion>), Time, isize)>, _>([(
+            2,
+            identity(),
+        )]);
+    let mut rounds_out = OutputBuilder::from(rounds_out);
+    let mut outcomes_out = OutputBuilder::from(outcomes_out);
+    let mut versions_out = OutputBuilder::from(versions_out);
+
+    let worker = scope.index() as u32;
+    let mut trainer = Trainer::new(Rc::clone(plan), worker);
+    builder.build(move |mut capabilities| {
+        // keep the capability of the rounds output; the others are taken from inputs
+        capabilities.truncate(1);
+        let mut round_capability = capabilities.pop();
+        let mut round_epoch: Option<u64> = None;
+        let mut work: BTreeMap<Time, Work> = BTreeMap::new();
+        let mut merges: BTreeMap<Time, (Capability<Time>, Vec<Merged>)> = BTreeMap::new();
+
+        move |frontiers| {
+            let mut rounds_session = rounds_out.activate();
+            let mut outcomes_session = outcomes_out.activate();
+            let mut versions_session = versions_out.activate();
+
+            examples_in.for_each_stamp(|capability, data| {
+                for container in data {
+                    for (event, time, _diff) in container.drain(..) {
+                        work.entry(time)
+                            .or_insert_with(|| Work::new(capability.delayed(&time, 1)))
+                            .events
+                            .push(event);
+                    }
+                }
+            });
+            labels_in.for_each_stamp(|capability, data| {
+                for container in data {
+                    for (label, time, _diff) in container.drain(..) {
+                        work.entry(time)
+                            .or_insert_with(|| Work::new(capability.delayed(&time, 1)))
+                            .labels
+                            .push(label);
+                    }
+                }
+            });
+            merged_in.for_each_stamp(|capability, data| {
+                let Some(time) = capability.least().copied() else {
+                    return;
+                };
+                let entry = merges
+                    .entry(time)
+                    .or_insert_with(|| (capability.delayed(&time, 2), Vec::new()));
+                for container in data {
+                    entry.1.append(container);
+                }
+            });
+
+            let complete =
+                |time: &Time| frontiers.iter().all(|frontier| !frontier.less_equal(time));
+
+            // process complete times in order: a merge before the examples of the same time
+            loop {
+                let next_merge = merges.keys().next().copied();
+                let next_work = work.keys().next().copied();
+                match (next_merge, next_work) {
+                    (Some(merge_time), _)
+                        if complete(&merge_time)
+                            && next_work.is_none_or(|work_time| merge_time <= work_time) =>
+                    {
+                        let (capability, messages) = merges.remove(&merge_time).expect("present");
+                        let mut session = versions_session.session(&capability);
+                        for update in trainer.apply(merge_time, messages) {
+                            session.give(update);
+                        }
+                    }
+                    (_, Some(work_time)) if complete(&work_time) => {
+                        let done = work.remove(&work_time).expect("present");
+                        let mut session = outcomes_session.session(&done.capability);
+                        trainer.process(work_time, done.events, done.labels, |outcome| {
+                            session.give(outcome)
+                        });
+                    }
+                    _ => break,
+                }
+            }
+
+            // close the round once its epoch's examples and labels are all processed
+            let data_frontier = |time: Time| {
+                frontiers[..2]
+                    .iter()
+                    .all(|frontier| !frontier.less_than(&time))
+            };
+            if let Some(capability) = round_capability.as_mut() {
+                let closed = match round_epoch {
+                    None => true,
+                    Some(epoch) => {
+                        let end = trainer.plan.epoch_start(epoch + 1);
+                        data_frontier(end) && work.keys().next().is_none_or(|&time| time >= end)
+                    }
+                };
+                if closed {
+                    if round_epoch.is_some() {
+                        let messages = trainer.close_round();
+                        if !messages.is_empty() {
+                            rounds_session
+                                .session(capability)
+                                .give_iterator(messages.into_iter());
+                        }
+                    }
+                    let earliest_data = frontiers[..2]
+                        .iter()
+                        .flat_map(|frontier| {
+                            frontier.frontier().iter().copied().collect::<Vec<_>>()
+                        })
+                        .chain(work.keys().next().copied())
+                        .min();
+                    match earliest_data {
+                        Some(time) => {
+                            let epoch = trainer.plan.epoch(time);
+                            let round_end = trainer.plan.epoch_start(epoch + 1).saturating_sub(1);
+                            capability.downgrade(&round_end.max(*capability.time()));
+                            round_epoch = Some(epoch);
+                        }
+                        None => {
+                            round_capability = None;
+                            round_epoch = None;
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    merge(rounds).connect_loop(feedback);
+    Trained {
+        outcomes,
+        versions: versions.as_collection(),
+    }
+}
+
+/// Examples and labels waiting for their time to complete.
+struct Work {
+    capability: Capability<Time>,
+    events: Vec<Event>,
+    labels: Vec<LabelRequest>,
+}
+
+impl Work {
+    fn new(capability: Capability<Time>) -> Self {
+        Work {
+            capability,
+            events: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+}
+
+/// An example scored and waiting for its label.
+struct Awaiting {
+    features: Features,
+    probability: f64,
+    truth: Option<f64>,
+    event_time: Time,
+}
+
+/// One worker's learner state.
+struct Trainer {
+    plan: Rc<Plan>,
+    worker: u32,
+    model_symbol: Symbol,
+    /// The last merged weights and squared-gradient sums: the servable model.
+    base_weights: Vec<f32>,
+    base_squared: Vec<f32>,
+    /// The base plus this worker's updates in the open round.
+    replica: Logistic,
+    /// Updates per coordinate in the open round, and the coordinates with any.
+    updates: Vec<u32>,
+    touched: Vec<u32>,
+    awaiting: HashMap<u64, Awaiting>,
+    round_loss: f64,
+    round_examples: u64,
+    version: u64,
+    live: VecDeque<Arc<ModelVersion>>,
+}
+
+impl Trainer {
+    fn new(plan: Rc<Plan>, worker: u32) -> Self {
+        let hyper = Hyper {
+            learning_rate: plan.model.learning_rate,
+            l2: plan.model.l2,
+        };
+        let replica = Logistic::new(plan.model.bits, hyper);
+        let size = replica.weights.len();
+        Trainer {
+            model_symbol: symbol(plan.model.name.as_bytes()),
+            base_weights: replica.weights.clone(),
+            base_squared: replica.squared_gradients.clone(),
+            replica,
+            updates: vec![0; size],
+            touched: Vec::new(),
+            awaiting: HashMap::new(),
+            round_loss: 0.0,
+            round_examples: 0,
+            version: 0,
+            live: VecDeque::new(),
+            plan,
+            worker,
+        }
+    }
+
+    /// Scores the examples of one time with the base, learns from those with labels, and
+    /// learns from the labels due at that time. Both are visited in id order, so that every
+    /// layout visits them alike.
+    fn process(
+        &mut self,
+        time: Time,
+        mut events: Vec<Event>,
+        mut labels: Vec<LabelRequest>,
+        mut emit: impl FnMut(Outcome),
+    ) {
+        events.sort_by_key(|event| event.id);
+        for event in events {
+            let features = featurize(&self.plan, &event);
+            let probability = predict(&self.base_weights, &features);
+            let truth = event.truth(&self.plan);
+            match (event.label, &self.plan.label) {
+                (Some(label), _) => {
+                    self.learn(&features, probability, label);
+                    emit(Outcome::Evaluated {
+                        id: event.id,
+                        event_time: time,
+                        probability,
+                        label,
+                        truth,
+                    });
+                }
+                (None, LabelPlan::CountWithin { .. }) => {
+                    self.awaiting.insert(
+                        event.id,
+                        Awaiting {
+                            features,
+                            probability,
+                            truth,
+                            event_time: time,
+                        },
+                    );
+                }
+                (None, LabelPlan::Threshold { .. }) => emit(Outcome::Unlabeled { id: event.id }),
+            }
+        }
+        labels.sort_by_key(|label| label.id);
+        let at_least = match self.plan.label {
+            LabelPlan::CountWithin { at_least, .. } => at_least,
+            LabelPlan::Threshold { .. } => i64::MAX,
+        };
+        for request in labels {
+            match self.awaiting.remove(&request.id) {
+                Some(awaiting) => {
+                    let label = request.count >= at_least;
+                    self.learn(&awaiting.features, awaiting.probability, label);
+                    emit(Outcome::Evaluated {
+                        id: request.id,
+                        event_time: awaiting.event_time,
+                        probability: awaiting.probability,
+                        label,
+                        truth: awaiting.truth,
+                    });
+                }
+                None => emit(Outcome::Orphaned { id: request.id }),
+            }
+        }
+    }
+
+    fn learn(&mut self, features: &[(u32, f32)], probability: f64, label: bool) {
+        self.round_loss += log_loss(probability, label);
+        self.round_examples += 1;
+        let (updates, touched) = (&mut self.updates, &mut self.touched);
+        self.replica.learn(features, label, |coordinate| {
+            let count = &mut updates[coordinate as usize];
+            if *count == 0 {
+                touched.push(coordinate);
+            }
+            *count += 1;
+        });
+    }
+
+    /// The messages that close the open round, resetting its counters.
+    fn close_round(&mut self) -> Vec<RoundMessage> {
+        let mut messages = Vec::with_capacity(self.touched.len() + 1);
+        for coordinate in self.touched.drain(..) {
+            let slot = coordinate as usize;
+            messages.push(RoundMessage::Coordinate {
+                coordinate,
+                worker: self.worker,
+                weight: self.replica.weights[slot],
+                squared_delta: f64::from(self.replica.squared_gradients[slot])
+                    - f64::from(self.base_squared[slot]),
+                updates: std::mem::take(&mut self.updates[slot]),
+            });
+        }
+        if self.round_examples > 0 {
+            messages.push(RoundMessage::Stats {
+                worker: self.worker,
+                loss_sum: std::mem::take(&mut self.round_loss),
+                examples: std::mem::take(&mut self.round_examples),
+            });
+        }
+        messages
+    }
+
+    /// Applies a merged round to the base and the replica, and publishes the new version
+    /// (retracting the one that falls out of the serving window).
+    fn apply(
+        &mut self,
+        time: Time,
+        merged: Vec<Merged>,
+    ) -> Vec<((Symbol, Arc<ModelVersion>), Time, isize)> {
+        let mut metrics = RoundMetrics::default();
+        let mut changed = false;
+        for message in merged {
+            match message {
+                Merged::Coordinate {
+                    coordinate,
+                    weight,
+                    squared_delta,
+                } => {
+                    let slot = coordinate as usize;
+                    let squared = (f64::from(self.base_squared[slot]) + squared_delta) as f32;
+                    self.base_weights[slot] = weight;
+                    self.base_squared[slot] = squared;
+                    self.replica.weights[slot] = weight;
+                    self.replica.squared_gradients[slot] = squared;
+                    changed = true;
+                }
+                Merged::Stats { loss_sum, examples } => {
+                    metrics = RoundMetrics {
+                        examples,
+                        logloss: if examples > 0 {
+                            loss_sum / examples as f64
+                        } else {
+                            0.0
+                        },
+                    };
+                }
+            }
+        }
+        if !changed {
+            return Vec::new();
+        }
+        self.version += 1;
+        let version = Arc::new(ModelVersion {
+            name: self.plan.model.name.clone(),
+            version: self.version,
+            epoch: self.plan.epoch(time).saturating_sub(1),
+            published_at: time,
+            bits: self.plan.model.bits,
+            weights: Arc::new(self.base_weights.clone()),
+            metrics,
+        });
+        let mut updates = vec![((self.model_symbol, Arc::clone(&version)), time, 1)];
+        self.live.push_back(version);
+        while self.live.len() > self.plan.serving.keep_versions.max(1) {
+            if let Some(old) = self.live.pop_front() {
+                updates.push(((self.model_symbol, old), time, -1));
+            }
+        }
+        updates
+    }
+}

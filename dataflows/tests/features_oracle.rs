@@ -1,0 +1,302 @@
+//! The feature store equals a from-scratch recomputation at every epoch, under random
+//! insertions and retractions, at 1, 2 and 4 workers.
+//!
+//! The oracle is semantic: at the close of an epoch it takes the facts that are live then
+//! (inserted before, not retracted before) and counts, sums and windows them directly.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use dataflows::fact::{Fact, Real, Value};
+use dataflows::hashing::symbol;
+use dataflows::plan::*;
+use differential_dataflow::input::Input;
+use proptest::prelude::*;
+use timely::dataflow::operators::Capture;
+use timely::dataflow::operators::capture::Extract;
+
+const TICK: u64 = 10;
+const EPOCHS: u64 = 10;
+
+/// One fact, inserted at its event time and perhaps retracted later.
+#[derive(Clone, Debug)]
+enum Row {
+    Post {
+        post: u8,
+        dog: u8,
+        score: Option<i8>,
+    },
+    Like {
+        post: u8,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Op {
+    row: Row,
+    time: u64,
+    retract_at: Option<u64>,
+}
+
+fn plan() -> Plan {
+    let field = |name: &str, kind: FieldKind| FieldPlan {
+        name: name.into(),
+        kind,
+        required: false,
+    };
+    let time = || {
+        field(
+            "time",
+            FieldKind::Time {
+                unit: TimeUnit::Seconds,
+            },
+        )
+    };
+    let source = |name: &str, fields: Vec<FieldPlan>| SourcePlan {
+        name: name.into(),
+        paths: vec![],
+        format: Format::Csv,
+        header: false,
+        time_field: fields.len() - 1,
+        fields,
+        lateness_secs: 0,
+    };
+    let aggregate = |name: &str,
+                     source: u16,
+                     key_field: usize,
+                     via: Option<Via>,
+                     function: Function,
+                     window_secs: Option<u64>| AggregatePlan {
+        name: name.into(),
+        source,
+        key_field,
+        via,
+        function,
+        window_secs,
+        used_by: AggregateUse::Feature { example_field: 1 },
+    };
+    Plan {
+        name: "oracle".into(),
+        tick_secs: TICK,
+        sources: vec![
+            source(
+                "posts",
+                vec![
+                    field("post", FieldKind::Text),
+                    field("dog", FieldKind::Text),
+                    field("score", FieldKind::Real),
+                    time(),
+                ],
+            ),
+            source("likes", vec![field("post", FieldKind::Text), time()]),
+        ],
+        examples: ExamplePlan {
+            source: 0,
+            id_field: Some(0),
+            entity_field: 1,
+            truth_field: None,
+        },
+        label: LabelPlan::Threshold {
+            field: 2,
+            at_least: 0.0,
+        },
+        features: vec![],
+        aggregates: vec![
+            aggregate("posts", 0, 1, None, Function::Count, None),
+            aggregate("posts_15", 0, 1, None, Function::Count, Some(15)),
+            aggregate(
+                "likes_via_20",
+                1,
+                0,
+                Some(Via {
+                    source: 0,
+                    key_field: 0,
+                    value_field: 1,
+                }),
+                Function::Count,
+                Some(20),
+            ),
+            aggregate(
+                "mean_score_25",
+                0,
+                1,
+                None,
+                Function::Mean { field: 2 },
+                Some(25),
+            ),
+            aggregate("sum_score", 0, 1, None, Function::Sum { field: 2 }, None),
+            aggregate("likes_by_post", 1, 0, None, Function::Count, None),
+        ],
+        model: ModelPlan {
+            name: "m".into(),
+            bits: 8,
+            learning_rate: 0.1,
+            l2: 0.0,
+        },
+        serving: ServingPlan { keep_versions: 1 },
+    }
+}
+
+fn fact(op: &Op, id: u64) -> Fact {
+    let text = |prefix: &str, value: u8| Value::Text(symbol(format!("{prefix}{value}").as_bytes()));
+    let time = Value::Time(op.time);
+    match &op.row {
+        Row::Post { post, dog, score } => Fact {
+            id,
+            source: 0,
+            row: vec![
+                text("p", *post),
+                text("d", *dog),
+                score.map_or(Value::Missing, |score| {
+                    Value::Real(Real(f64::from(score) / 4.0))
+                }),
+                time,
+            ],
+        },
+        Row::Like { post } => Fact {
+            id,
+            source: 1,
+            row: vec![text("p", *post), time],
+        },
+    }
+}
+
+type State = BTreeMap<((u64, u32), u64), (i64, i64)>;
+
+/// The store's contents at the close of every epoch, from the graph.
+fn run_graph(ops: &[Op], workers: usize) -> State {
+    let plan = plan();
+    let ops = ops.to_vec();
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&results);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, facts) = scope.new_collection::<Fact, isize>();
+            let sources = dataflows::collect::split_sources(&plan, facts);
+            let store = dataflows::features::feature_store(&plan, &sources);
+            let captured = store.as_collection(|key, _| *key).inner.capture();
+            (input, captured)
+        });
+        for epoch in 0..EPOCHS + 4 {
+            for (id, op) in ops.iter().enumerate() {
+                if id % peers != index {
+                    continue;
+                }
+                let fact = fact(op, id as u64);
+                if op.time / TICK == epoch {
+                    input.update_at(fact.clone(), op.time, 1);
+                }
+                if let Some(retract) = op.retract_at.filter(|time| time / TICK == epoch) {
+                    input.update_at(fact, retract, -1);
+                }
+            }
+            input.advance_to((epoch + 1) * TICK);
+            input.flush();
+            worker.step();
+        }
+        drop(input);
+        while worker.step_or_park(None) {}
+        sink.lock().expect("results").push(captured.extract());
+    })
+    .expect("timely runs");
+
+    let mut updates = Vec::new();
+    for per_worker in results.lock().expect("results").drain(..) {
+        for (_, batch) in per_worker {
+            updates.extend(batch);
+        }
+    }
+    let mut state = State::new();
+    for end in 1..=EPOCHS + 4 {
+        let end = end * TICK;
+        for &(key, time, (count, sum)) in &updates {
+            if time < end {
+                let entry = state.entry((key, end)).or_insert((0, 0));
+                entry.0 += count;
+                entry.1 += sum;
+            }
+        }
+    }
+    state.retain(|_, accum| *accum != (0, 0));
+    state
+}
+
+/// The same, recomputed from the live facts at each epoch close.
+fn oracle(ops: &[Op]) -> State {
+    let live =
+        |op: &Op, end: u64| op.time < end && op.retract_at.is_none_or(|retract| retract >= end);
+    let key = |prefix: &str, value: u8| symbol(format!("{prefix}{value}").as_bytes());
+    let mut state = State::new();
+    let mut add = |store_key: (u64, u32), end: u64, count: i64, sum: i64| {
+        let entry = state.entry((store_key, end)).or_insert((0, 0));
+        entry.0 += count;
+        entry.1 += sum;
+    };
+    for end in (1..=EPOCHS + 4).map(|epoch| epoch * TICK) {
+        let in_window = |op: &Op, window: u64| op.time + window >= end;
+        for op in ops.iter().filter(|op| live(op, end)) {
+            match &op.row {
+                Row::Post { dog, score, .. } => {
+                    let dog = key("d", *dog);
+                    add((dog, 0), end, 1, 0);
+                    if in_window(op, 15) {
+                        add((dog, 1), end, 1, 0);
+                    }
+                    if let Some(score) = score {
+                        let fixed = i64::from(*score) * 250_000;
+                        if in_window(op, 25) {
+                            add((dog, 3), end, 1, fixed);
+                        }
+                        add((dog, 4), end, 1, fixed);
+                    }
+                }
+                Row::Like { post } => {
+                    add((key("p", *post), 5), end, 1, 0);
+                    if in_window(op, 20) {
+                        // one contribution per live post fact with this id (the join's multiplicity)
+                        for other in ops.iter().filter(|other| live(other, end)) {
+                            if let Row::Post {
+                                post: other_post,
+                                dog,
+                                ..
+                            } = &other.row
+                                && other_post == post
+                            {
+                                add((key("d", *dog), 2), end, 1, 0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    state.retain(|_, accum| *accum != (0, 0));
+    state
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let row =
+        prop_oneof![
+            (0u8..6, 0u8..3, proptest::option::of(-8i8..8))
+                .prop_map(|(post, dog, score)| Row::Post { post, dog, score }),
+            (0u8..6).prop_map(|post| Row::Like { post }),
+        ];
+    (row, 0..EPOCHS * TICK, proptest::option::of(1u64..60)).prop_map(|(row, time, retract)| Op {
+        row,
+        time,
+        retract_at: retract.map(|delay| time + delay),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_equals_recomputation(ops in proptest::collection::vec(op(), 0..60)) {
+        let expected = oracle(&ops);
+        for workers in [1, 2, 4] {
+            prop_assert_eq!(&run_graph(&ops, workers), &expected, "at {} workers", workers);
+        }
+    }
+}
