@@ -1,1 +1,10 @@
-//! How pooch runs.
+//! How pooch runs: the command line's building blocks. Reading specs and source files,
+//! driving the workers, writing outputs and snapshots, and generating the Sniffable data.
+
+pub mod generate;
+pub mod ingest;
+pub mod job;
+pub mod output;
+pub mod queries;
+pub mod snapshot;
+pub mod spec;

@@ -1,1 +1,179 @@
-fn main() {}
+//! The `pooch` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pooch::generate::{SniffableConfig, generate_sniffable};
+use pooch::job::{RunError, RunOptions, run};
+use serde_json::Value as Json;
+
+/// pooch: a reactive machine-learning system on Timely and Differential Dataflow.
+///
+/// One dataflow graph ingests facts, keeps features up to date, learns a model online,
+/// publishes versioned snapshots and answers queries from them.
+#[derive(Parser)]
+#[command(name = "pooch", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline over its sources to the end of the input.
+    ///
+    /// Timely's own flags follow `--`: `-w N` threads per process, `-n N` processes,
+    /// `-p I` this process's index, `-h FILE` a hostfile of `host:port` lines.
+    ///
+    /// Example: pooch run --pipeline pipelines/sniffable.toml --out out/sniffable -- -w 2
+    Run(RunArgs),
+    /// Generate a data set.
+    #[command(subcommand)]
+    Generate(Generate),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The pipeline spec (TOML).
+    #[arg(long, value_name = "SPEC")]
+    pipeline: PathBuf,
+    /// Output directory: answers.jsonl, metrics.jsonl, dead-letter.jsonl, summary.json, snapshots/.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Resolve the spec's relative source paths against DIR instead of its `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Probe queries, one JSON object per line; answers go to OUT/answers.jsonl.
+    #[arg(long, value_name = "FILE")]
+    queries: Option<PathBuf>,
+    /// Files are shared among workers in chunks of this many MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_mib: u64,
+    /// Reading pauses while the graph is more than this many epochs behind it.
+    #[arg(long, value_name = "EPOCHS", default_value_t = 24)]
+    max_epochs_behind: u64,
+    /// Snapshot files kept per model.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    retain_snapshots: u64,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Timely flags, after `--`.
+    #[arg(last = true, value_name = "TIMELY FLAGS")]
+    timely: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// Sniffable, a social network for dogs: follows, posts and likes drawn from a documented
+    /// ground-truth model, plus probe queries and the truth itself (truth.json).
+    Sniffable {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Random seed: the same seed and sizes give the same bytes.
+        #[arg(long, default_value_t = SniffableConfig::default().seed)]
+        seed: u64,
+        /// Number of dogs.
+        #[arg(long, default_value_t = SniffableConfig::default().dogs)]
+        dogs: usize,
+        /// Days of activity.
+        #[arg(long, default_value_t = SniffableConfig::default().days)]
+        days: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::Generate(Generate::Sniffable {
+            out,
+            seed,
+            dogs,
+            days,
+        }) => {
+            let config = SniffableConfig { seed, dogs, days };
+            match generate_sniffable(&config, &out) {
+                Ok(report) => {
+                    println!(
+                        "wrote {} follows, {} posts, {} likes and {} queries to {} ({:.1}% of posts popular)",
+                        report.follows,
+                        report.posts,
+                        report.likes,
+                        report.queries,
+                        out.display(),
+                        100.0 * report.positive_rate
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("pooch generate: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let mut options = RunOptions::new(args.pipeline, args.out.clone());
+    options.data_dir = args.data;
+    options.queries = args.queries;
+    options.timely_args = args.timely;
+    options.chunk_bytes = args.chunk_mib << 20;
+    options.max_epochs_behind = args.max_epochs_behind;
+    options.retain_snapshots = args.retain_snapshots as usize;
+    options.progress = !args.quiet;
+    match run(options) {
+        Ok(Some(summary)) => {
+            print_summary(&summary, &args.out);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pooch run: {error}");
+            match error {
+                RunError::Spec(_)
+                | RunError::Source { .. }
+                | RunError::Queries { .. }
+                | RunError::Cluster(_) => ExitCode::from(2),
+                RunError::Output(_) | RunError::Worker { .. } => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn print_summary(summary: &Json, out: &std::path::Path) {
+    let number = |key: &str| summary.get(key).and_then(Json::as_f64);
+    let fixed = |key: &str| number(key).map_or("-".to_owned(), |value| format!("{value:.4}"));
+    println!(
+        "{}: {} facts read, {} dead-lettered, {} epochs, {} examples, {} model versions ({:.1}s, {:.0} facts/s)",
+        summary
+            .get("pipeline")
+            .and_then(Json::as_str)
+            .unwrap_or("pipeline"),
+        number("facts_read").unwrap_or(0.0),
+        number("dead_lettered").unwrap_or(0.0),
+        number("epochs").unwrap_or(0.0),
+        number("examples").unwrap_or(0.0),
+        number("model_versions").unwrap_or(0.0),
+        number("elapsed_secs").unwrap_or(0.0),
+        number("facts_per_sec").unwrap_or(0.0),
+    );
+    print!(
+        "progressive logloss {} auc {}",
+        fixed("logloss"),
+        fixed("auc")
+    );
+    if number("truth_logloss").is_some() {
+        print!(
+            " | truth logloss {} auc {}",
+            fixed("truth_logloss"),
+            fixed("truth_auc")
+        );
+    }
+    println!();
+    println!("outputs in {}", out.display());
+}

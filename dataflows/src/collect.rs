@@ -12,6 +12,7 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::event::{Event, Query};
 use crate::fact::{Fact, SourceId, Time};
+use crate::lookup::LATEST;
 use crate::plan::Plan;
 
 /// One collection of facts per source, indexed by source id.
@@ -27,7 +28,8 @@ pub fn split_sources<'scope>(
         .collect()
 }
 
-/// Queries as events to score, asked as of the start of their epoch.
+/// Queries as events to score, asked as of the start of their epoch, or of the latest complete
+/// state for live queries.
 pub fn query_events<'scope>(
     plan: &Rc<Plan>,
     queries: VecCollection<'scope, Time, Query>,
@@ -36,12 +38,14 @@ pub fn query_events<'scope>(
     queries
         .inner
         .map(move |(query, time, diff)| {
-            let as_of = plan.epoch_start(plan.epoch(query.time));
-            (
-                Event::new(&plan, query.number, query.time, as_of, query.row),
-                time,
-                diff,
-            )
+            let as_of = if query.live {
+                LATEST
+            } else {
+                plan.epoch_start(plan.epoch(query.time))
+            };
+            let mut event = Event::new(&plan, query.number, query.time, as_of, query.row);
+            event.live = query.live;
+            (event, time, diff)
         })
         .as_collection()
 }

@@ -42,6 +42,9 @@ pub struct Event {
     pub aggregates: Vec<Accum>,
     /// The label, when the event itself says it (a rating); `None` while it is not known.
     pub label: Option<bool>,
+    /// A live query: answered from the latest complete state when it arrives, rather than
+    /// from the state at a given event time.
+    pub live: bool,
 }
 
 impl Event {
@@ -61,6 +64,7 @@ impl Event {
             row,
             aggregates: vec![(0, 0); plan.aggregates.len()],
             label,
+            live: false,
         }
     }
 
@@ -84,11 +88,14 @@ impl Event {
 pub struct Query {
     /// The query's number, unique within a run.
     pub number: u64,
-    /// When it is asked. It is answered from the serving state complete at the start of
-    /// this time's epoch, and never waits for the epoch being filled.
+    /// When it is asked. A timed query is answered from the serving state complete at the
+    /// start of this time's epoch; it never waits for the epoch being filled.
     pub time: Time,
     /// The fields of the event to score, in the example source's schema.
     pub row: Row,
+    /// A live query is answered from whatever state is complete when it arrives, so its
+    /// answer depends on timing; a timed query's answer does not.
+    pub live: bool,
 }
 
 /// A request for an example's delayed label, due at `as_of`.

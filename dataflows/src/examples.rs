@@ -72,6 +72,7 @@ pub fn with_features<'scope>(
                 as_of: |event: &Event| event.as_of,
                 as_of_floor: as_of_floor.clone(),
                 write: |event: &mut Event, aggregate, value| event.aggregates[aggregate] = value,
+                settle: |event: &mut Event, as_of| event.as_of = as_of,
             },
         );
     }
@@ -135,6 +136,7 @@ pub fn labels<'scope>(
             as_of: |request: &LabelRequest| request.as_of,
             as_of_floor: |time| time,
             write: |request: &mut LabelRequest, _aggregate, (count, _sum)| request.count = count,
+            settle: |_: &mut LabelRequest, _| {},
         },
     )
 }

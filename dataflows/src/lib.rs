@@ -62,9 +62,24 @@ pub struct Graph<'scope> {
     pub store: Store<'scope>,
 }
 
+/// How a run differs from others of the same plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The number of the first version this run publishes; a run that continues a store of
+    /// published versions starts after its newest.
+    pub first_version: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { first_version: 1 }
+    }
+}
+
 /// Builds the whole pipeline over a collection of facts and a collection of queries.
 pub fn build<'scope>(
     plan: &Rc<Plan>,
+    settings: Settings,
     facts: VecCollection<'scope, Time, Fact>,
     queries: VecCollection<'scope, Time, Query>,
 ) -> Graph<'scope> {
@@ -82,7 +97,7 @@ pub fn build<'scope>(
     };
 
     // learn and publish
-    let trained = learn::train::train(plan, examples, label_requests);
+    let trained = learn::train::train(plan, settings.first_version, examples, label_requests);
     let epochs = evaluate::evaluate(trained.outcomes, plan.tick_secs);
     let versions = trained.versions;
     let models = serve::arrange_models(versions.clone());

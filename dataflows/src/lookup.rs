@@ -36,8 +36,12 @@ pub fn route(key: Symbol) -> u64 {
     key
 }
 
+/// The `as_of` of a request that wants the latest complete state, whatever it is when the
+/// request arrives: a live query, answered at once and never made to wait.
+pub const LATEST: Time = Time::MAX;
+
 /// How a lookup reads its requests.
-pub struct LookupSpec<K, A, F, W> {
+pub struct LookupSpec<K, A, F, W, S> {
     /// The operator's name, for logs and profiles.
     pub name: String,
     /// The aggregates read, ascending.
@@ -51,16 +55,19 @@ pub struct LookupSpec<K, A, F, W> {
     pub as_of_floor: F,
     /// Records an aggregate's value in a request.
     pub write: W,
+    /// Records the `as_of` a request was answered at (for a [`LATEST`] request, the store's
+    /// frontier when it arrived).
+    pub settle: S,
 }
 
 /// Reads, for each request, the aggregates of its key as they stood just before its `as_of`.
 ///
 /// Requests are moved to the worker that owns their key, answered once the store is complete
-/// up to their `as_of`, and emitted at their own record time.
-pub fn lookup<'scope, R, K, A, F, W>(
+/// up to their `as_of` (or at once, for [`LATEST`]), and emitted at their own record time.
+pub fn lookup<'scope, R, K, A, F, W, S>(
     requests: VecCollection<'scope, Time, R>,
     store: &Store<'scope>,
-    spec: LookupSpec<K, A, F, W>,
+    spec: LookupSpec<K, A, F, W, S>,
 ) -> VecCollection<'scope, Time, R>
 where
     R: timely::ExchangeData + differential_dataflow::Data,
@@ -68,6 +75,7 @@ where
     A: Fn(&R) -> Time + 'static,
     F: Fn(Time) -> Time + 'static,
     W: Fn(&mut R, usize, Accum) + 'static,
+    S: Fn(&mut R, Time) + 'static,
 {
     let LookupSpec {
         name,
@@ -76,6 +84,7 @@ where
         as_of,
         as_of_floor,
         write,
+        settle,
     } = spec;
     let mut trace = store.trace.clone();
     let route_key = {
@@ -107,19 +116,26 @@ where
                     // The batches themselves are read through the trace.
                     batches.for_each(|_, _| {});
 
-                    // Requests whose `as_of` the store has reached.
+                    // Requests whose `as_of` the store has reached; the latest-state requests
+                    // read whatever is complete now.
                     let store_frontier = store_frontier.frontier();
+                    let complete = store_frontier.first().copied().unwrap_or(LATEST);
                     let ready: Vec<(Time, Time)> = pending
                         .keys()
-                        .take_while(|(as_of, _)| !store_frontier.less_than(as_of))
+                        .take_while(|(as_of, _)| {
+                            *as_of != LATEST && !store_frontier.less_than(as_of)
+                        })
+                        .chain(pending.range((LATEST, 0)..).map(|(slot, _)| slot))
                         .copied()
                         .collect();
                     if !ready.is_empty() {
                         let mut answered: Vec<(Capability<Time>, Time, R, isize)> = Vec::new();
                         for slot in ready {
                             if let Some((capability, requests)) = pending.remove(&slot) {
-                                for (request, diff) in requests {
-                                    answered.push((capability.clone(), slot.0, request, diff));
+                                let as_of = if slot.0 == LATEST { complete } else { slot.0 };
+                                for (mut request, diff) in requests {
+                                    settle(&mut request, as_of);
+                                    answered.push((capability.clone(), as_of, request, diff));
                                 }
                             }
                         }
@@ -137,7 +153,13 @@ where
                         .map(|&time| as_of_floor(time))
                         .min();
                     let waiting = pending.keys().next().map(|&(as_of, _)| as_of);
-                    match future.into_iter().chain(waiting).min() {
+                    // never past what is complete: a latest-state request reads exactly that
+                    let floor = future
+                        .into_iter()
+                        .chain(waiting)
+                        .min()
+                        .map(|floor| floor.min(complete));
+                    match floor {
                         Some(floor) => {
                             let frontier = [floor.saturating_sub(1)];
                             trace.set_logical_compaction(AntichainRef::new(&frontier));

@@ -27,6 +27,7 @@ use crate::event::{Answer, Event, featurize};
 use crate::fact::{Real, Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::sigmoid;
+use crate::lookup::LATEST;
 use crate::model::ModelVersion;
 use crate::plan::Plan;
 
@@ -68,13 +69,17 @@ pub fn answer<'scope>(
             Pipeline,
             "Serve",
             move |_, _| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Event>)> = BTreeMap::new();
+                // queries waiting for the versions published up to a time, and their capabilities
+                let mut pending: BTreeMap<(Time, Time), (Capability<Time>, Vec<Event>)> =
+                    BTreeMap::new();
                 move |(queries, query_frontier), (batches, model_frontier), output| {
                     queries.for_each_stamp(|capability, data| {
                         for container in data {
                             for (query, time, _diff) in container.drain(..) {
+                                // a live query sees what is published when it arrives
+                                let view = if query.live { LATEST } else { time };
                                 pending
-                                    .entry(time)
+                                    .entry((view, time))
                                     .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
                                     .1
                                     .push(query);
@@ -83,66 +88,42 @@ pub fn answer<'scope>(
                     });
                     batches.for_each(|_, _| {});
 
-                    // versions published at or before a query's time are all in once the frontier is past it
+                    // versions published at or before a time are all in once the frontier is past it
                     let model_frontier = model_frontier.frontier();
-                    let ready: Vec<Time> = pending
+                    let published = model_frontier
+                        .first()
+                        .map_or(LATEST, |first| first.saturating_sub(1));
+                    let ready: Vec<(Time, Time)> = pending
                         .keys()
-                        .take_while(|time| !model_frontier.less_equal(time))
+                        .take_while(|(view, _)| *view != LATEST && !model_frontier.less_equal(view))
+                        .chain(pending.range((LATEST, 0)..).map(|(slot, _)| slot))
                         .copied()
                         .collect();
                     if !ready.is_empty()
                         && let Some(batches) = trace.batches_through(AntichainRef::new(&[]))
                     {
                         let (mut cursor, storage) = cursor_list(batches);
-                        for time in ready {
-                            let Some((capability, queries)) = pending.remove(&time) else {
+                        for slot in ready {
+                            let Some((capability, queries)) = pending.remove(&slot) else {
                                 continue;
                             };
-                            // the newest version live at `time`
-                            let mut live: BTreeMap<u64, (isize, Arc<ModelVersion>)> =
-                                BTreeMap::new();
-                            cursor.rewind_keys(&storage);
-                            cursor.seek_key(&storage, &model_symbol);
-                            if cursor.get_key(&storage) == Some(&model_symbol) {
-                                while let Some(version) = cursor.get_val(&storage) {
-                                    let mut count = 0;
-                                    cursor.map_times(&storage, |at, diff| {
-                                        if *at <= time {
-                                            count += diff;
-                                        }
-                                    });
-                                    if count > 0 {
-                                        live.insert(version.version, (count, Arc::clone(version)));
-                                    }
-                                    cursor.step_val(&storage);
-                                }
-                            }
-                            let newest = live.into_values().next_back().map(|(_, version)| version);
+                            let view = if slot.0 == LATEST { published } else { slot.0 };
+                            let newest = newest_version(&mut cursor, &storage, model_symbol, view);
                             let mut session = output.session(&capability);
                             for query in queries {
-                                let features = featurize(&plan, &query);
-                                let (probability, version) = match &newest {
-                                    Some(model) => (model.predict(&features), model.version),
-                                    None => (sigmoid(0.0), 0),
-                                };
-                                session.give(Answer {
-                                    query: query.id,
-                                    probability: Real(probability),
-                                    model: plan.model.name.clone(),
-                                    version,
-                                    features_epoch: plan.epoch(query.as_of).saturating_sub(1),
-                                });
+                                session.give(score(&plan, &query, newest.as_deref()));
                             }
                         }
                     }
 
-                    // no query asks about a time before the earliest one waiting or yet to come
+                    // no query asks about a time before the earliest one waiting or yet to come,
+                    // nor (a live one) before what is published now
                     let floor = query_frontier
                         .frontier()
                         .iter()
-                        .chain(pending.keys())
+                        .chain(pending.keys().map(|(view, _)| view))
                         .min()
-                        .copied();
+                        .map(|&floor| floor.min(published));
                     match floor {
                         Some(floor) => {
                             trace.set_logical_compaction(AntichainRef::new(&[floor]));
@@ -156,4 +137,59 @@ pub fn answer<'scope>(
                 }
             },
         )
+}
+
+/// The newest version of a model published at or before `view`.
+fn newest_version<C>(
+    cursor: &mut C,
+    storage: &C::Storage,
+    model: Symbol,
+    view: Time,
+) -> Option<Arc<ModelVersion>>
+where
+    C: for<'a> Cursor<
+            Key<'a> = &'a Symbol,
+            Val<'a> = &'a Arc<ModelVersion>,
+            TimeGat<'a> = &'a Time,
+            DiffGat<'a> = &'a isize,
+        >,
+{
+    let mut newest: Option<Arc<ModelVersion>> = None;
+    cursor.rewind_keys(storage);
+    cursor.seek_key(storage, &model);
+    if cursor.get_key(storage) == Some(&model) {
+        while let Some(version) = cursor.get_val(storage) {
+            let mut count = 0;
+            cursor.map_times(storage, |at, diff| {
+                if *at <= view {
+                    count += diff;
+                }
+            });
+            if count > 0
+                && newest
+                    .as_ref()
+                    .is_none_or(|newest| newest.version < version.version)
+            {
+                newest = Some(Arc::clone(version));
+            }
+            cursor.step_val(storage);
+        }
+    }
+    newest
+}
+
+/// The answer to one query from one version (or from the prior, before any version).
+fn score(plan: &Plan, query: &Event, model: Option<&ModelVersion>) -> Answer {
+    let features = featurize(plan, query);
+    let (probability, version) = match model {
+        Some(model) => (model.predict(&features), model.version),
+        None => (sigmoid(0.0), 0),
+    };
+    Answer {
+        query: query.id,
+        probability: Real(probability),
+        model: plan.model.name.clone(),
+        version,
+        features_epoch: plan.epoch(query.as_of).saturating_sub(1),
+    }
 }

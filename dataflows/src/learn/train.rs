@@ -78,9 +78,10 @@ pub struct Trained<'scope> {
 }
 
 /// Trains the plan's model on examples (at their event time) and delayed labels (at the time
-/// they are due), across all workers.
+/// they are due), across all workers, numbering published versions from `first_version`.
 pub fn train<'scope>(
     plan: &Rc<Plan>,
+    first_version: u64,
     examples: VecCollection<'scope, Time, Event>,
     labels: VecCollection<'scope, Time, LabelRequest>,
 ) -> Trained<'scope> {
@@ -113,7 +114,7 @@ pub fn train<'scope>(
     let mut versions_out = OutputBuilder::from(versions_out);
 
     let worker = scope.index() as u32;
-    let mut trainer = Trainer::new(Rc::clone(plan), worker);
+    let mut trainer = Trainer::new(Rc::clone(plan), worker, first_version);
     builder.build(move |mut capabilities| {
         // keep the capability of the rounds output; the others are taken from inputs
         capabilities.truncate(1);
@@ -288,7 +289,7 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(plan: Rc<Plan>, worker: u32) -> Self {
+    fn new(plan: Rc<Plan>, worker: u32, first_version: u64) -> Self {
         let hyper = Hyper {
             learning_rate: plan.model.learning_rate,
             l2: plan.model.l2,
@@ -305,7 +306,7 @@ impl Trainer {
             awaiting: HashMap::new(),
             round_loss: 0.0,
             round_examples: 0,
-            version: 0,
+            version: first_version.saturating_sub(1),
             live: VecDeque::new(),
             plan,
             worker,

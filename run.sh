@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# pooch's entry points.
+#
+#   ./run.sh                  the main job: Sniffable, generated if missing, at 2 workers
+#   ./run.sh test             formatting, lints, the release build and every test
+#   ./run.sh bench            the benchmarks (figures go to target/bench-results/)
+#   ./run.sh movielens        the MovieLens 100K pipeline on ../shared/data
+#   ./run.sh cluster N ARGS   `pooch run ARGS` as N local processes; `-- FLAGS` passes timely flags
+set -euo pipefail
+cd "$(dirname "$0")"
+
+POOCH=target/release/pooch
+
+build() {
+    cargo build --release --quiet
+}
+
+main_job() {
+    build
+    if [ ! -s data/sniffable/posts.csv ]; then
+        echo "== generating Sniffable data into data/sniffable"
+        "$POOCH" generate sniffable --out data/sniffable
+    fi
+    echo "== running pipelines/sniffable.toml at 2 workers"
+    "$POOCH" run --pipeline pipelines/sniffable.toml --out out/sniffable \
+        --queries data/sniffable/queries.jsonl -- -w 2
+    echo "== a few answers (out/sniffable/answers.jsonl)"
+    head -n 8 out/sniffable/answers.jsonl
+}
+
+run_tests() {
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+    cargo build --release
+    # tests that read ../shared/data are #[ignore]d for users without it; here they run too
+    if [ "${SKIP_SHARED_DATA:-0}" = 1 ]; then
+        cargo test --release --workspace
+    else
+        cargo test --release --workspace -- --include-ignored
+    fi
+}
+
+movielens() {
+    build
+    "$POOCH" run --pipeline pipelines/movielens.toml --out out/movielens -- -w 2
+}
+
+# Runs `pooch run` as N processes on this machine, joined by a hostfile, and waits for them.
+# If one fails, or on Ctrl-C, the others are stopped.
+cluster() {
+    local processes=${1:?usage: ./run.sh cluster N [pooch run args] [-- timely flags]}
+    shift
+    if ! [[ $processes =~ ^[1-9][0-9]*$ ]]; then
+        echo "cluster: N must be a positive number, not '$processes'" >&2
+        exit 2
+    fi
+    local run_args=() timely_args=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do run_args+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    timely_args=("$@")
+    build
+    local hostfile base_port=${POOCH_PORT_BASE:-2101}
+    hostfile=$(mktemp)
+    for ((index = 0; index < processes; index++)); do
+        echo "127.0.0.1:$((base_port + index))" >> "$hostfile"
+    done
+    local pids=()
+    stop_all() {
+        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+        rm -f "$hostfile"
+    }
+    trap 'echo "cluster: stopping" >&2; stop_all; exit 130' INT TERM
+    for ((index = 0; index < processes; index++)); do
+        "$POOCH" run "${run_args[@]}" -- "${timely_args[@]}" -n "$processes" -p "$index" -h "$hostfile" &
+        pids+=($!)
+    done
+    local status=0 finished pid remaining
+    while [ ${#pids[@]} -gt 0 ]; do
+        if ! wait -n -p finished "${pids[@]}"; then
+            status=1
+            echo "cluster: process $finished failed; stopping the others" >&2
+            stop_all
+            wait || true
+            break
+        fi
+        remaining=()
+        for pid in "${pids[@]}"; do
+            [ "$pid" = "$finished" ] || remaining+=("$pid")
+        done
+        pids=("${remaining[@]}")
+    done
+    trap - INT TERM
+    rm -f "$hostfile"
+    return $status
+}
+
+case "${1:-}" in
+    "") main_job ;;
+    test) run_tests ;;
+    bench) build; cargo bench --bench pipeline ;;
+    movielens) movielens ;;
+    cluster) shift; cluster "$@" ;;
+    -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) echo "unknown command '$1'; see ./run.sh --help" >&2; exit 2 ;;
+esac

@@ -1,0 +1,281 @@
+//! What a run writes under `OUT/`, and the summary it ends with.
+//!
+//! Only worker 0 of process 0 writes: every output stream of the graph is gathered there.
+//! Lines are written as they arrive, so `answers.jsonl` and `metrics.jsonl` can be followed
+//! while a run is in progress.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use dataflows::evaluate::EpochMetrics;
+use dataflows::event::Answer;
+use dataflows::model::ModelVersion;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::queries::QueryError;
+
+/// A line that did not become a fact, with where it was and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The source's name.
+    pub source: String,
+    /// The file.
+    pub file: String,
+    /// The 1-based line number.
+    pub line: u64,
+    /// The byte offset of the line's start.
+    pub offset: u64,
+    /// Why the line was set aside.
+    pub reason: String,
+    /// The line as read (lossily decoded, cut at [`RAW_LIMIT`] bytes).
+    pub raw: String,
+}
+
+/// How much of a dead line is kept.
+pub const RAW_LIMIT: usize = 1024;
+
+/// A reader's running counts for one source, sent at every epoch it closes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadProgress {
+    /// The worker reading.
+    pub worker: u32,
+    /// The source.
+    pub source: u16,
+    /// Lines that became facts.
+    pub facts: u64,
+    /// Lines dead-lettered for being malformed.
+    pub malformed: u64,
+    /// Facts dead-lettered for arriving later than the source's lateness allows.
+    pub late: u64,
+    /// Earliest and latest event time read.
+    pub time_range: Option<(u64, u64)>,
+}
+
+/// The files of an output directory.
+pub struct OutputFiles {
+    answers: BufWriter<File>,
+    metrics: BufWriter<File>,
+    dead_letters: BufWriter<File>,
+    dir: PathBuf,
+}
+
+/// An output file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct OutputError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+fn create(path: PathBuf) -> Result<BufWriter<File>, OutputError> {
+    File::create(&path)
+        .map(BufWriter::new)
+        .map_err(|source| OutputError { path, source })
+}
+
+impl OutputFiles {
+    /// Creates (or truncates) the run's files in `dir`, creating `dir` if need be.
+    pub fn create(dir: &Path) -> Result<Self, OutputError> {
+        std::fs::create_dir_all(dir).map_err(|source| OutputError {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(OutputFiles {
+            answers: create(dir.join("answers.jsonl"))?,
+            metrics: create(dir.join("metrics.jsonl"))?,
+            dead_letters: create(dir.join("dead-letter.jsonl"))?,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn line(
+        writer: &mut BufWriter<File>,
+        dir: &Path,
+        name: &str,
+        value: &Json,
+    ) -> Result<(), OutputError> {
+        let error = |source| OutputError {
+            path: dir.join(name),
+            source,
+        };
+        serde_json::to_writer(&mut *writer, value).map_err(|e| error(e.into()))?;
+        writer.write_all(b"\n").map_err(error)
+    }
+
+    /// Appends an answer, naming the query by its id.
+    pub fn answer(&mut self, answer: &Answer, id: &Json) -> Result<(), OutputError> {
+        let line = json!({
+            "query": id,
+            "probability": answer.probability.0,
+            "model": answer.model,
+            "version": answer.version,
+            "features_epoch": answer.features_epoch,
+        });
+        Self::line(&mut self.answers, &self.dir, "answers.jsonl", &line)?;
+        // answers are what a user waits for: make each visible at once
+        self.answers.flush().map_err(|source| OutputError {
+            path: self.dir.join("answers.jsonl"),
+            source,
+        })
+    }
+
+    /// Appends the error line of a malformed query.
+    pub fn query_error(&mut self, error: &QueryError) -> Result<(), OutputError> {
+        let line = json!({ "query": error.id, "line": error.line, "error": error.reason });
+        Self::line(&mut self.answers, &self.dir, "answers.jsonl", &line)
+    }
+
+    /// Appends an epoch's metrics.
+    pub fn metrics(
+        &mut self,
+        metrics: &EpochMetrics,
+        model_version: u64,
+    ) -> Result<(), OutputError> {
+        let mut line = serde_json::to_value(metrics).unwrap_or(Json::Null);
+        if let Json::Object(object) = &mut line {
+            object.insert("model_version".to_owned(), json!(model_version));
+        }
+        Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
+    }
+
+    /// Appends a dead letter.
+    pub fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), OutputError> {
+        let line = serde_json::to_value(letter).unwrap_or(Json::Null);
+        Self::line(
+            &mut self.dead_letters,
+            &self.dir,
+            "dead-letter.jsonl",
+            &line,
+        )
+    }
+
+    /// Flushes every file.
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        for (writer, name) in [
+            (&mut self.answers, "answers.jsonl"),
+            (&mut self.metrics, "metrics.jsonl"),
+            (&mut self.dead_letters, "dead-letter.jsonl"),
+        ] {
+            writer.flush().map_err(|source| OutputError {
+                path: self.dir.join(name),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A hash of a model's weights: equal digests mean bit-identical weights.
+pub fn model_digest(model: &ModelVersion) -> String {
+    let bytes: Vec<u8> = model
+        .weights
+        .iter()
+        .flat_map(|weight| weight.to_le_bytes())
+        .collect();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// What worker 0 learns over a run, for progress lines and the summary.
+#[derive(Default)]
+pub struct Collector {
+    /// The latest counts of every reader, by (worker, source).
+    pub reads: BTreeMap<(u32, u16), ReadProgress>,
+    /// Dead letters received.
+    pub dead_letters: u64,
+    /// The latest epoch metrics.
+    pub last_epoch: Option<EpochMetrics>,
+    /// Epochs that had labelled examples.
+    pub epochs_with_examples: u64,
+    /// The newest published version.
+    pub model: Option<std::sync::Arc<ModelVersion>>,
+    /// Answers written, and malformed queries.
+    pub answers: u64,
+    /// Malformed queries.
+    pub query_errors: u64,
+}
+
+impl Collector {
+    /// Facts read so far, over all workers.
+    pub fn facts(&self) -> u64 {
+        self.reads.values().map(|read| read.facts).sum()
+    }
+
+    /// The summary of a finished run.
+    pub fn summary(
+        &self,
+        plan: &dataflows::plan::Plan,
+        spec_hash: &str,
+        workers: usize,
+        elapsed_secs: f64,
+    ) -> Json {
+        let mut by_source = BTreeMap::new();
+        for read in self.reads.values() {
+            let name = plan
+                .sources
+                .get(usize::from(read.source))
+                .map(|source| source.name.clone())
+                .unwrap_or_default();
+            let entry = by_source.entry(name).or_insert((0u64, 0u64, 0u64));
+            entry.0 += read.facts;
+            entry.1 += read.malformed;
+            entry.2 += read.late;
+        }
+        let sources: BTreeMap<String, Json> = by_source
+            .into_iter()
+            .map(|(name, (facts, malformed, late))| {
+                (
+                    name,
+                    json!({ "facts": facts, "malformed": malformed, "late": late }),
+                )
+            })
+            .collect();
+        let range = self
+            .reads
+            .values()
+            .filter_map(|read| read.time_range)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        let (first_epoch, last_epoch) = match range {
+            Some((first, last)) => (Some(plan.epoch(first)), Some(plan.epoch(last))),
+            None => (None, None),
+        };
+        let running = self
+            .last_epoch
+            .as_ref()
+            .map(|metrics| metrics.running.clone())
+            .unwrap_or_default();
+        let facts = self.facts();
+        json!({
+            "pipeline": plan.name,
+            "spec_hash": spec_hash,
+            "workers": workers,
+            "facts_read": facts,
+            "dead_lettered": self.dead_letters,
+            "sources": sources,
+            "epochs": match (first_epoch, last_epoch) { (Some(first), Some(last)) => last - first + 1, _ => 0 },
+            "first_epoch": first_epoch,
+            "last_epoch": last_epoch,
+            "epochs_with_examples": self.epochs_with_examples,
+            "tick_secs": plan.tick_secs,
+            "examples": running.examples,
+            "positives": running.positives,
+            "unlabeled": running.unlabeled,
+            "orphaned_labels": running.orphaned,
+            "model": plan.model.name,
+            "model_versions": self.model.as_ref().map_or(0, |model| model.version),
+            "model_digest": self.model.as_ref().map(|model| model_digest(model)),
+            "logloss": running.logloss,
+            "auc": running.auc,
+            "truth_logloss": running.truth_logloss,
+            "truth_auc": running.truth_auc,
+            "queries_answered": self.answers,
+            "query_errors": self.query_errors,
+            "elapsed_secs": elapsed_secs,
+            "facts_per_sec": if elapsed_secs > 0.0 { facts as f64 / elapsed_secs } else { 0.0 },
+        })
+    }
+}

@@ -1,0 +1,837 @@
+//! Pipeline specs: reading a TOML file into a checked [`Plan`].
+//!
+//! A new data set needs a new spec, not new Rust. Every mistake in a spec is reported with
+//! the file, the key (`features[2].source`) and what is wrong with it, before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use dataflows::hashing::symbol;
+use dataflows::plan::{
+    AggregatePlan, AggregateUse, ExamplePlan, FeatureKind, FeaturePlan, FieldKind, FieldPlan,
+    Format, Function, LabelPlan, ModelPlan, Plan, ServingPlan, SourcePlan, TimeUnit, Transform,
+    Via,
+};
+use serde::Deserialize;
+
+/// What can be wrong with a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the pipeline spec: {source}")]
+    Read {
+        /// The spec file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has a key of the wrong type or an unknown key.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The spec file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a value that makes no sense.
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid {
+        /// The spec file.
+        path: PathBuf,
+        /// The key, as a path (`features[2].source`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A checked spec: the plan to run and a hash of the text it came from.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The plan.
+    pub plan: Plan,
+    /// Hex XXH3 of the spec file's bytes; published models record it.
+    pub hash: String,
+    /// The spec file.
+    pub path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    pipeline: PipelineSection,
+    #[serde(default)]
+    sources: Vec<SourceSection>,
+    examples: ExamplesSection,
+    label: LabelSection,
+    #[serde(default)]
+    features: Vec<FeatureSection>,
+    model: ModelSection,
+    #[serde(default)]
+    serving: ServingSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineSection {
+    name: String,
+    tick_secs: u64,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSection {
+    name: String,
+    path: Option<PathBuf>,
+    paths: Option<Vec<PathBuf>>,
+    format: String,
+    #[serde(default)]
+    header: bool,
+    time: String,
+    #[serde(default)]
+    lateness_secs: u64,
+    fields: Vec<FieldSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldSection {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    separator: Option<String>,
+    unit: Option<String>,
+    #[serde(default)]
+    required: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExamplesSection {
+    source: String,
+    id: Option<String>,
+    entity: String,
+    truth: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelSection {
+    kind: String,
+    field: Option<String>,
+    source: Option<String>,
+    key: Option<String>,
+    within_secs: Option<u64>,
+    at_least: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeatureSection {
+    name: String,
+    kind: String,
+    field: Option<String>,
+    source: Option<String>,
+    key: Option<String>,
+    example_key: Option<String>,
+    via: Option<ViaSection>,
+    function: Option<String>,
+    window_secs: Option<u64>,
+    transform: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViaSection {
+    source: String,
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSection {
+    name: String,
+    #[serde(default = "default_kind")]
+    kind: String,
+    #[serde(default = "default_bits")]
+    bits: u32,
+    #[serde(default = "default_learning_rate")]
+    learning_rate: f64,
+    #[serde(default)]
+    l2: f64,
+}
+
+fn default_kind() -> String {
+    "logistic".to_owned()
+}
+fn default_bits() -> u32 {
+    18
+}
+fn default_learning_rate() -> f64 {
+    0.1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServingSection {
+    #[serde(default = "default_keep_versions")]
+    keep_versions: usize,
+}
+
+impl Default for ServingSection {
+    fn default() -> Self {
+        ServingSection {
+            keep_versions: default_keep_versions(),
+        }
+    }
+}
+
+fn default_keep_versions() -> usize {
+    3
+}
+
+/// Reads and checks the spec at `path`. Relative source paths are resolved against `data_dir`
+/// when given, else against the spec's `pipeline.data_dir` (itself relative to the spec file),
+/// else against the spec file's directory.
+pub fn load(path: &Path, data_dir: Option<&Path>) -> Result<Spec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path, data_dir)
+}
+
+/// Checks a spec's text; `path` is where it came from, for messages and relative paths.
+pub fn parse(text: &str, path: &Path, data_dir: Option<&Path>) -> Result<Spec, SpecError> {
+    let file: SpecFile = toml::from_str(text).map_err(|error| SpecError::Syntax {
+        path: path.to_owned(),
+        message: error.to_string().trim_end().to_owned(),
+    })?;
+    let checker = Checker { path };
+    let spec_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = match (data_dir, &file.pipeline.data_dir) {
+        (Some(dir), _) => dir.to_path_buf(),
+        (None, Some(dir)) => spec_dir.join(dir),
+        (None, None) => spec_dir,
+    };
+    let plan = checker.plan(file, &base)?;
+    Ok(Spec {
+        plan,
+        hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
+        path: path.to_owned(),
+    })
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn plan(&self, file: SpecFile, base: &Path) -> Result<Plan, SpecError> {
+        if file.pipeline.name.trim().is_empty() {
+            return Err(self.invalid("pipeline.name", "must not be empty"));
+        }
+        if file.pipeline.tick_secs == 0 {
+            return Err(self.invalid("pipeline.tick_secs", "must be at least 1 second"));
+        }
+        if file.sources.is_empty() {
+            return Err(self.invalid("sources", "a pipeline needs at least one [[sources]] table"));
+        }
+        if file.sources.len() > usize::from(u16::MAX) {
+            return Err(self.invalid("sources", "too many sources"));
+        }
+        let mut sources = Vec::new();
+        for (index, section) in file.sources.into_iter().enumerate() {
+            let key = format!("sources[{index}]");
+            if sources
+                .iter()
+                .any(|source: &SourcePlan| source.name == section.name)
+            {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!("source `{}` is defined twice", section.name),
+                ));
+            }
+            sources.push(self.source(&key, section, base)?);
+        }
+        let names = sources
+            .iter()
+            .map(|source| source.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let find_source = |key: &str, name: &str| -> Result<u16, SpecError> {
+            sources
+                .iter()
+                .position(|source| source.name == name)
+                .map(|index| index as u16)
+                .ok_or_else(|| {
+                    self.invalid(key, format!("unknown source `{name}` (sources: {names})"))
+                })
+        };
+        let find_field = |key: &str, source: u16, name: &str| -> Result<usize, SpecError> {
+            let plan = &sources[usize::from(source)];
+            plan.field(name).ok_or_else(|| {
+                let fields = plan
+                    .fields
+                    .iter()
+                    .map(|field| field.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.invalid(
+                    key,
+                    format!(
+                        "source `{}` has no field `{name}` (fields: {fields})",
+                        plan.name
+                    ),
+                )
+            })
+        };
+
+        // examples
+        let example_source = find_source("examples.source", &file.examples.source)?;
+        let examples = ExamplePlan {
+            source: example_source,
+            id_field: file
+                .examples
+                .id
+                .as_deref()
+                .map(|name| find_field("examples.id", example_source, name))
+                .transpose()?,
+            entity_field: find_field("examples.entity", example_source, &file.examples.entity)?,
+            truth_field: file
+                .examples
+                .truth
+                .as_deref()
+                .map(|name| find_field("examples.truth", example_source, name))
+                .transpose()?,
+        };
+
+        // features, and the aggregates they read
+        let mut aggregates = Vec::new();
+        let mut features = Vec::new();
+        for (index, section) in file.features.into_iter().enumerate() {
+            let key = format!("features[{index}]");
+            if features
+                .iter()
+                .any(|feature: &FeaturePlan| feature.name == section.name)
+            {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!("feature `{}` is defined twice", section.name),
+                ));
+            }
+            let transform = self.transform(&key, section.transform.as_deref())?;
+            let name = section.name.clone();
+            let kind = match section.kind.as_str() {
+                "categorical" | "numeric" => {
+                    let field_name = section.field.as_deref().ok_or_else(|| {
+                        self.invalid(format!("{key}.field"), "is required for this kind")
+                    })?;
+                    let field = find_field(&format!("{key}.field"), example_source, field_name)?;
+                    self.reject_keys(
+                        &key,
+                        &section,
+                        &[
+                            "source",
+                            "key",
+                            "example_key",
+                            "via",
+                            "function",
+                            "window_secs",
+                        ],
+                    )?;
+                    if section.kind == "categorical" {
+                        if section.transform.is_some() {
+                            return Err(self.invalid(
+                                format!("{key}.transform"),
+                                "categorical features have no transform",
+                            ));
+                        }
+                        FeatureKind::Categorical { field }
+                    } else {
+                        FeatureKind::Numeric { field }
+                    }
+                }
+                "hour_of_day" => {
+                    self.reject_keys(
+                        &key,
+                        &section,
+                        &[
+                            "field",
+                            "source",
+                            "key",
+                            "example_key",
+                            "via",
+                            "function",
+                            "window_secs",
+                            "transform",
+                        ],
+                    )?;
+                    FeatureKind::HourOfDay
+                }
+                "aggregate" => {
+                    let aggregate =
+                        self.aggregate(&key, &section, &find_source, &find_field, example_source)?;
+                    aggregates.push(aggregate);
+                    FeatureKind::Aggregate {
+                        aggregate: aggregates.len() - 1,
+                    }
+                }
+                other => {
+                    return Err(self.invalid(
+                        format!("{key}.kind"),
+                        format!("unknown kind `{other}` (kinds: categorical, numeric, hour_of_day, aggregate)"),
+                    ));
+                }
+            };
+            features.push(FeaturePlan {
+                namespace: symbol(name.as_bytes()),
+                name,
+                kind,
+                transform,
+            });
+        }
+
+        // the label
+        let label = match file.label.kind.as_str() {
+            "threshold" => {
+                let field_name = file.label.field.as_deref().ok_or_else(|| {
+                    self.invalid("label.field", "is required for kind `threshold`")
+                })?;
+                let field = find_field("label.field", example_source, field_name)?;
+                let at_least = file
+                    .label
+                    .at_least
+                    .ok_or_else(|| self.invalid("label.at_least", "is required"))?;
+                if file.label.source.is_some()
+                    || file.label.key.is_some()
+                    || file.label.within_secs.is_some()
+                {
+                    return Err(self.invalid(
+                        "label",
+                        "kind `threshold` takes only `field` and `at_least`",
+                    ));
+                }
+                LabelPlan::Threshold { field, at_least }
+            }
+            "count_within" => {
+                let source_name = file.label.source.as_deref().ok_or_else(|| {
+                    self.invalid("label.source", "is required for kind `count_within`")
+                })?;
+                let source = find_source("label.source", source_name)?;
+                let key_name = file.label.key.as_deref().ok_or_else(|| {
+                    self.invalid("label.key", "is required for kind `count_within`")
+                })?;
+                let key_field = find_field("label.key", source, key_name)?;
+                let within_secs = file
+                    .label
+                    .within_secs
+                    .ok_or_else(|| self.invalid("label.within_secs", "is required"))?;
+                if within_secs == 0 {
+                    return Err(self.invalid("label.within_secs", "must be at least 1 second"));
+                }
+                let at_least = file
+                    .label
+                    .at_least
+                    .ok_or_else(|| self.invalid("label.at_least", "is required"))?;
+                if at_least.fract() != 0.0 || at_least < 1.0 {
+                    return Err(
+                        self.invalid("label.at_least", "must be a whole number of at least 1")
+                    );
+                }
+                if examples.id_field.is_none() {
+                    return Err(self.invalid("examples.id", "is required by a `count_within` label, which counts facts by the example's id"));
+                }
+                if file.label.field.is_some() {
+                    return Err(self.invalid(
+                        "label.field",
+                        "kind `count_within` counts facts; it reads no field of the example",
+                    ));
+                }
+                aggregates.push(AggregatePlan {
+                    name: "label".to_owned(),
+                    source,
+                    key_field,
+                    via: None,
+                    function: Function::Count,
+                    window_secs: None,
+                    used_by: AggregateUse::Label,
+                });
+                LabelPlan::CountWithin {
+                    aggregate: aggregates.len() - 1,
+                    within_secs,
+                    at_least: at_least as i64,
+                }
+            }
+            other => {
+                return Err(self.invalid(
+                    "label.kind",
+                    format!("unknown kind `{other}` (kinds: threshold, count_within)"),
+                ));
+            }
+        };
+
+        // the model
+        if file.model.kind != "logistic" {
+            return Err(self.invalid(
+                "model.kind",
+                format!("unknown kind `{}` (kinds: logistic)", file.model.kind),
+            ));
+        }
+        if !(4..=28).contains(&file.model.bits) {
+            return Err(self.invalid("model.bits", "must be between 4 and 28"));
+        }
+        if !(file.model.learning_rate.is_finite() && file.model.learning_rate > 0.0) {
+            return Err(self.invalid("model.learning_rate", "must be a positive number"));
+        }
+        if !(file.model.l2.is_finite() && file.model.l2 >= 0.0) {
+            return Err(self.invalid("model.l2", "must be zero or positive"));
+        }
+        if file.serving.keep_versions == 0 {
+            return Err(self.invalid("serving.keep_versions", "must be at least 1"));
+        }
+
+        Ok(Plan {
+            name: file.pipeline.name,
+            tick_secs: file.pipeline.tick_secs,
+            sources,
+            examples,
+            label,
+            features,
+            aggregates,
+            model: ModelPlan {
+                name: file.model.name,
+                bits: file.model.bits,
+                learning_rate: file.model.learning_rate,
+                l2: file.model.l2,
+            },
+            serving: ServingPlan {
+                keep_versions: file.serving.keep_versions,
+            },
+        })
+    }
+
+    fn source(
+        &self,
+        key: &str,
+        section: SourceSection,
+        base: &Path,
+    ) -> Result<SourcePlan, SpecError> {
+        let paths = match (section.path, section.paths) {
+            (Some(path), None) => vec![path],
+            (None, Some(paths)) if !paths.is_empty() => paths,
+            (None, Some(_)) => {
+                return Err(self.invalid(format!("{key}.paths"), "must list at least one file"));
+            }
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(key, "give either `path` or `paths`, not both"));
+            }
+            (None, None) => {
+                return Err(self.invalid(format!("{key}.path"), "is required (or `paths`)"));
+            }
+        };
+        let paths = paths
+            .into_iter()
+            .map(|path| {
+                if path.is_absolute() {
+                    path
+                } else {
+                    base.join(path)
+                }
+            })
+            .collect();
+        let format = match section.format.as_str() {
+            "csv" => Format::Csv,
+            "tsv" => Format::Tsv,
+            other => {
+                return Err(self.invalid(
+                    format!("{key}.format"),
+                    format!("unknown format `{other}` (formats: csv, tsv)"),
+                ));
+            }
+        };
+        if section.fields.is_empty() {
+            return Err(self.invalid(format!("{key}.fields"), "a source needs at least one field"));
+        }
+        let mut fields: Vec<FieldPlan> = Vec::new();
+        for (index, field) in section.fields.into_iter().enumerate() {
+            let field_key = format!("{key}.fields[{index}]");
+            if fields.iter().any(|existing| existing.name == field.name) {
+                return Err(self.invalid(
+                    format!("{field_key}.name"),
+                    format!("field `{}` is defined twice", field.name),
+                ));
+            }
+            let kind = match field.kind.as_str() {
+                "int" => FieldKind::Int,
+                "float" => FieldKind::Real,
+                "string" => FieldKind::Text,
+                "strings" => {
+                    let separator = field.separator.as_deref().unwrap_or("|");
+                    let &[separator] = separator.as_bytes() else {
+                        return Err(self.invalid(
+                            format!("{field_key}.separator"),
+                            "must be a single ASCII character",
+                        ));
+                    };
+                    if !separator.is_ascii() {
+                        return Err(self.invalid(
+                            format!("{field_key}.separator"),
+                            "must be a single ASCII character",
+                        ));
+                    }
+                    FieldKind::List { separator }
+                }
+                "timestamp" => {
+                    let unit = match field.unit.as_deref().unwrap_or("s") {
+                        "s" => TimeUnit::Seconds,
+                        "ms" => TimeUnit::Milliseconds,
+                        other => {
+                            return Err(self.invalid(
+                                format!("{field_key}.unit"),
+                                format!("unknown unit `{other}` (units: s, ms)"),
+                            ));
+                        }
+                    };
+                    FieldKind::Time { unit }
+                }
+                other => {
+                    return Err(self.invalid(
+                        format!("{field_key}.type"),
+                        format!(
+                            "unknown type `{other}` (types: int, float, string, strings, timestamp)"
+                        ),
+                    ));
+                }
+            };
+            if field.separator.is_some() && !matches!(kind, FieldKind::List { .. }) {
+                return Err(self.invalid(
+                    format!("{field_key}.separator"),
+                    "only fields of type `strings` have a separator",
+                ));
+            }
+            if field.unit.is_some() && !matches!(kind, FieldKind::Time { .. }) {
+                return Err(self.invalid(
+                    format!("{field_key}.unit"),
+                    "only fields of type `timestamp` have a unit",
+                ));
+            }
+            fields.push(FieldPlan {
+                name: field.name,
+                kind,
+                required: field.required,
+            });
+        }
+        let time_field = fields
+            .iter()
+            .position(|field| field.name == section.time)
+            .ok_or_else(|| {
+                self.invalid(
+                    format!("{key}.time"),
+                    format!("no field is called `{}`", section.time),
+                )
+            })?;
+        if !matches!(fields[time_field].kind, FieldKind::Time { .. }) {
+            return Err(self.invalid(
+                format!("{key}.time"),
+                format!("field `{}` must have type `timestamp`", section.time),
+            ));
+        }
+        // a fact without an event time cannot be placed, so the time is always required
+        fields[time_field].required = true;
+        Ok(SourcePlan {
+            name: section.name,
+            paths,
+            format,
+            header: section.header,
+            fields,
+            time_field,
+            lateness_secs: section.lateness_secs,
+        })
+    }
+
+    fn aggregate(
+        &self,
+        key: &str,
+        section: &FeatureSection,
+        find_source: &dyn Fn(&str, &str) -> Result<u16, SpecError>,
+        find_field: &dyn Fn(&str, u16, &str) -> Result<usize, SpecError>,
+        example_source: u16,
+    ) -> Result<AggregatePlan, SpecError> {
+        let source_name = section.source.as_deref().ok_or_else(|| {
+            self.invalid(format!("{key}.source"), "is required for kind `aggregate`")
+        })?;
+        let source = find_source(&format!("{key}.source"), source_name)?;
+        let key_name = section.key.as_deref().ok_or_else(|| {
+            self.invalid(format!("{key}.key"), "is required for kind `aggregate`")
+        })?;
+        let key_field = find_field(&format!("{key}.key"), source, key_name)?;
+        let via = match &section.via {
+            None => None,
+            Some(via) => {
+                let via_source = find_source(&format!("{key}.via.source"), &via.source)?;
+                Some(Via {
+                    source: via_source,
+                    key_field: find_field(&format!("{key}.via.key"), via_source, &via.key)?,
+                    value_field: find_field(&format!("{key}.via.value"), via_source, &via.value)?,
+                })
+            }
+        };
+        // the example field matched against the key: `example_key`, else the field the key
+        // ends up as (the via value, or the key itself)
+        let matched_name = match (&section.example_key, &section.via) {
+            (Some(name), _) => name.as_str(),
+            (None, Some(via)) => via.value.as_str(),
+            (None, None) => key_name,
+        };
+        let example_field =
+            find_field(&format!("{key}.example_key"), example_source, matched_name)?;
+        let value_field = |function: &str| -> Result<usize, SpecError> {
+            let name = section.field.as_deref().ok_or_else(|| {
+                self.invalid(
+                    format!("{key}.field"),
+                    format!("is required by function `{function}`"),
+                )
+            })?;
+            find_field(&format!("{key}.field"), source, name)
+        };
+        let function = match section.function.as_deref().unwrap_or("count") {
+            "count" => {
+                if section.field.is_some() {
+                    return Err(self.invalid(
+                        format!("{key}.field"),
+                        "function `count` counts facts; it reads no field",
+                    ));
+                }
+                Function::Count
+            }
+            "sum" => Function::Sum {
+                field: value_field("sum")?,
+            },
+            "mean" => Function::Mean {
+                field: value_field("mean")?,
+            },
+            other => {
+                return Err(self.invalid(
+                    format!("{key}.function"),
+                    format!("unknown function `{other}` (functions: count, sum, mean)"),
+                ));
+            }
+        };
+        if section.window_secs == Some(0) {
+            return Err(self.invalid(format!("{key}.window_secs"), "must be at least 1 second"));
+        }
+        Ok(AggregatePlan {
+            name: section.name.clone(),
+            source,
+            key_field,
+            via,
+            function,
+            window_secs: section.window_secs,
+            used_by: AggregateUse::Feature { example_field },
+        })
+    }
+
+    fn transform(&self, key: &str, transform: Option<&str>) -> Result<Transform, SpecError> {
+        match transform.unwrap_or("identity") {
+            "identity" => Ok(Transform::Identity),
+            "log1p" => Ok(Transform::Log1p),
+            other => Err(self.invalid(
+                format!("{key}.transform"),
+                format!("unknown transform `{other}` (transforms: identity, log1p)"),
+            )),
+        }
+    }
+
+    fn reject_keys(
+        &self,
+        key: &str,
+        section: &FeatureSection,
+        names: &[&str],
+    ) -> Result<(), SpecError> {
+        for &name in names {
+            let present = match name {
+                "field" => section.field.is_some(),
+                "source" => section.source.is_some(),
+                "key" => section.key.is_some(),
+                "example_key" => section.example_key.is_some(),
+                "via" => section.via.is_some(),
+                "function" => section.function.is_some(),
+                "window_secs" => section.window_secs.is_some(),
+                "transform" => section.transform.is_some(),
+                _ => false,
+            };
+            if present {
+                return Err(self.invalid(
+                    format!("{key}.{name}"),
+                    format!("does not apply to kind `{}`", section.kind),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &[&str] = &["pipelines/sniffable.toml", "pipelines/movielens.toml"];
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn shipped_specs_are_valid() {
+        for spec in SHIPPED {
+            let spec = load(&root().join(spec), None).unwrap_or_else(|error| panic!("{error}"));
+            assert!(!spec.plan.features.is_empty());
+        }
+    }
+
+    fn error_for(edit: impl Fn(String) -> String) -> String {
+        let path = root().join("pipelines/sniffable.toml");
+        let text = edit(std::fs::read_to_string(&path).expect("shipped spec"));
+        match parse(&text, &path, None) {
+            Ok(_) => panic!("the edited spec was accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let message =
+            error_for(|text| text.replacen("source = \"likes\"", "source = \"likez\"", 1));
+        assert!(message.contains("unknown source `likez`"), "{message}");
+        assert!(
+            message.contains("sources: follows, posts, likes"),
+            "{message}"
+        );
+
+        let message = error_for(|text| text.replace("tick_secs = 3600", "tick_secs = 0"));
+        assert!(
+            message.contains("`pipeline.tick_secs`: must be at least 1 second"),
+            "{message}"
+        );
+
+        let message =
+            error_for(|text| text.replacen("kind = \"aggregate\"", "kind = \"aggregat\"", 1));
+        assert!(
+            message.contains(".kind`: unknown kind `aggregat`"),
+            "{message}"
+        );
+
+        let message = error_for(|text| text.replacen("bits = ", "bitz = ", 1));
+        assert!(message.contains("unknown field `bitz`"), "{message}");
+    }
+}
