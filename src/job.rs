@@ -215,6 +215,17 @@ fn check_sources(plan: &Plan) -> Result<(), RunError> {
     Ok(())
 }
 
+/// What the snapshot writer did.
+#[derive(Debug, Default, serde::Serialize)]
+struct SnapshotReport {
+    /// Versions written to the store.
+    written: u64,
+    /// Versions skipped because a newer one had arrived before they could be written.
+    skipped: u64,
+    /// Versions that could not be written, and why.
+    errors: Vec<String>,
+}
+
 struct Job {
     spec: Spec,
     options: RunOptions,
@@ -234,8 +245,8 @@ struct Leader {
     next_version: u64,
     collector: Collector,
     query_ids: Vec<Json>,
-    snapshots: Option<std::sync::mpsc::SyncSender<Arc<ModelVersion>>>,
-    snapshot_writer: Option<std::thread::JoinHandle<Vec<String>>>,
+    snapshots: Option<std::sync::mpsc::Sender<Arc<ModelVersion>>>,
+    snapshot_writer: Option<std::thread::JoinHandle<SnapshotReport>>,
     first_error: Option<OutputError>,
 }
 
@@ -549,10 +560,11 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
     // the graph is done, but its sinks may still hold the leader until the dataflow is dropped
     let mut leader = leader.borrow_mut();
     leader.snapshots = None;
-    let snapshot_errors = leader.snapshot_writer.take().map(|writer| {
-        writer
-            .join()
-            .unwrap_or_else(|_| vec!["snapshot writer panicked".into()])
+    let snapshots = leader.snapshot_writer.take().map(|writer| {
+        writer.join().unwrap_or_else(|_| SnapshotReport {
+            errors: vec!["the snapshot writer panicked".into()],
+            ..SnapshotReport::default()
+        })
     });
     if let Some(error) = leader.first_error.take() {
         return Err(error.into());
@@ -564,8 +576,11 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
         peers,
         started.elapsed().as_secs_f64(),
     );
-    if let (Json::Object(object), Some(errors)) = (&mut summary, snapshot_errors) {
-        object.insert("snapshot_errors".to_owned(), Json::from(errors));
+    if let (Json::Object(object), Some(snapshots)) = (&mut summary, snapshots) {
+        object.insert(
+            "snapshots".to_owned(),
+            serde_json::to_value(snapshots).unwrap_or(Json::Null),
+        );
     }
     let path = job.options.out.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
@@ -604,21 +619,30 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
         spec_hash: spec.hash.clone(),
         source_offsets: Default::default(),
     };
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Arc<ModelVersion>>(64);
+    let (sender, receiver) = std::sync::mpsc::channel::<Arc<ModelVersion>>();
+    // The writer never holds the pipeline back: when versions arrive faster than they can be
+    // made durable, it writes the newest that has arrived and skips the ones in between.
     let writer = std::thread::Builder::new()
         .name("snapshot-writer".into())
         .spawn(move || {
-            let mut errors = Vec::new();
-            for version in receiver {
-                if let Err(error) = store.write(&version, &meta) {
-                    eprintln!(
-                        "pooch: snapshot of version {} not written: {error}",
-                        version.version
-                    );
-                    errors.push(error.to_string());
+            let mut report = SnapshotReport::default();
+            while let Ok(mut version) = receiver.recv() {
+                while let Ok(newer) = receiver.try_recv() {
+                    report.skipped += 1;
+                    version = newer;
+                }
+                match store.write(&version, &meta) {
+                    Ok(_) => report.written += 1,
+                    Err(error) => {
+                        eprintln!(
+                            "pooch: snapshot of version {} not written: {error}",
+                            version.version
+                        );
+                        report.errors.push(error.to_string());
+                    }
                 }
             }
-            errors
+            report
         })
         .map_err(|source| {
             RunError::Output(OutputError {

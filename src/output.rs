@@ -172,11 +172,12 @@ impl OutputFiles {
 
 /// A hash of a model's weights: equal digests mean bit-identical weights.
 pub fn model_digest(model: &ModelVersion) -> String {
-    let bytes: Vec<u8> = model
-        .weights
-        .iter()
-        .flat_map(|weight| weight.to_le_bytes())
-        .collect();
+    let weights = &model.weights;
+    let mut bytes = Vec::with_capacity(weights.len() * 8);
+    for (index, value) in weights.indices().iter().zip(weights.values()) {
+        bytes.extend_from_slice(&index.to_le_bytes());
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 

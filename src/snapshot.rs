@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use abomonation::Abomonation;
-use dataflows::model::{ModelVersion, RoundMetrics};
+use dataflows::model::{ModelVersion, RoundMetrics, Weights};
 use serde::{Deserialize, Serialize};
 
 /// The first eight bytes of every snapshot file.
@@ -469,7 +469,7 @@ impl SnapshotStore {
     /// the new snapshot and manifest are durable; the next write retries them.
     ///
     /// The version must be higher than every version on disk ([`Self::next_version`] gives
-    /// the next one), and the model's weights must number `2^bits`, `bits <= MAX_BITS`.
+    /// the next one), and the model's coordinates must lie below `2^bits`, `bits <= MAX_BITS`.
     ///
     /// Non-finite weights are stored as they are: what may serve is decided elsewhere.
     pub fn write(
@@ -489,12 +489,12 @@ impl SnapshotStore {
                 model.bits
             )));
         }
-        if model.weights.len() != 1usize << model.bits {
+        if let Some(&last) = model.weights.indices().last()
+            && u64::from(last) >= 1u64 << model.bits
+        {
             return Err(unsupported(format!(
-                "it has {} weights, but bits = {} calls for {}",
-                model.weights.len(),
-                model.bits,
-                1usize << model.bits
+                "it has a weight at coordinate {last}, outside its 2^{} weights",
+                model.bits
             )));
         }
         let present = self.list(&model.name)?;
@@ -908,7 +908,7 @@ fn encode_file(
     };
     let record = MetadataRecord::new(model, meta, created_unix_ms);
     let metadata = serde_json::to_vec(&record).map_err(|error| encode_error(error.to_string()))?;
-    let payload = encode_payload(&SparsePayload::from_dense(model.bits, &model.weights))
+    let payload = encode_payload(&SparsePayload::from_weights(model.bits, &model.weights))
         .map_err(|error| encode_error(error.to_string()))?;
     Ok(assemble_file(&metadata, &payload))
 }
@@ -926,22 +926,16 @@ fn assemble_file(metadata: &[u8], payload: &[u8]) -> (Vec<u8>, u64) {
 }
 
 impl SparsePayload {
-    /// The non-zero weights of a dense model with `2^bits` weights, `bits <= MAX_BITS`.
+    /// The payload of a model of `2^bits` weights, `bits <= MAX_BITS`.
     ///
-    /// "Non-zero" means any bit pattern but `+0.0`, so `-0.0` and NaN survive bit for bit.
-    fn from_dense(bits: u32, dense: &[f32]) -> SparsePayload {
-        let (indices, weights): (Vec<u32>, Vec<f32>) = dense
-            .iter()
-            .enumerate()
-            .filter(|(_, weight)| weight.to_bits() != 0)
-            // Coordinates are below 2^MAX_BITS, so they fit in u32.
-            .map(|(index, &weight)| (index as u32, weight))
-            .unzip();
+    /// The sparse form leaves out only `+0.0`, so `-0.0` and NaN survive bit for bit.
+    fn from_weights(bits: u32, weights: &Weights) -> SparsePayload {
         SparsePayload {
             bits,
-            entry_count: indices.len() as u32,
-            indices,
-            weights,
+            // at most 2^MAX_BITS coordinates, so the count fits in u32
+            entry_count: weights.len() as u32,
+            indices: weights.indices().to_vec(),
+            weights: weights.values().to_vec(),
         }
     }
 }
@@ -957,7 +951,7 @@ fn encode_payload(payload: &SparsePayload) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Decodes and validates a payload into `bits` and the dense weights.
+/// Decodes and validates a payload into `bits` and the weights.
 ///
 /// The only part of the payload that abomonation reinterprets as something other than plain
 /// numbers is the pair of vector headers: pointers, capacities and lengths. A checksum cannot
@@ -966,7 +960,7 @@ fn encode_payload(payload: &SparsePayload) -> io::Result<Vec<u8>> {
 /// the file: the entry count is checked against the payload's length, and the headers are
 /// replaced by those of vectors of that length made here. What abomonation then reads from the
 /// file is only `u32`s and `f32`s, for which any bits are valid, and those are validated after.
-fn decode_payload(path: &Path, payload: &[u8]) -> Result<(u32, Vec<f32>), SnapshotError> {
+fn decode_payload(path: &Path, payload: &[u8]) -> Result<(u32, Weights), SnapshotError> {
     let invalid = |reason: String| SnapshotError::Payload {
         path: path.to_owned(),
         reason,
@@ -1044,35 +1038,20 @@ fn decode_payload(path: &Path, payload: &[u8]) -> Result<(u32, Vec<f32>), Snapsh
         ));
     }
 
-    // dense again, checking the sparse form is the canonical one the writer makes
-    let mut dense = Vec::new();
-    if dense.try_reserve_exact(weight_count).is_err() {
-        return Err(invalid(format!("2^{bits} weights do not fit in memory")));
+    // the canonical sparse form the writer makes, inside the model
+    if let Some(position) = decoded
+        .indices
+        .iter()
+        .position(|&index| u64::from(index) >= weight_count as u64)
+    {
+        return Err(invalid(format!(
+            "entry {position} has coordinate {}, outside a model of 2^{bits} weights",
+            decoded.indices[position]
+        )));
     }
-    dense.resize(weight_count, 0.0f32);
-    let mut previous: Option<u32> = None;
-    for (position, (&index, &weight)) in decoded.indices.iter().zip(&decoded.weights).enumerate() {
-        if let Some(previous) = previous
-            && index <= previous
-        {
-            return Err(invalid(format!(
-                "coordinates are not ascending: entry {position} is {index}, after {previous}"
-            )));
-        }
-        let Some(slot) = dense.get_mut(index as usize) else {
-            return Err(invalid(format!(
-                "entry {position} has coordinate {index}, outside a model of 2^{bits} weights"
-            )));
-        };
-        if weight.to_bits() == 0 {
-            return Err(invalid(format!(
-                "entry {position} (coordinate {index}) stores +0.0, which the sparse form leaves out"
-            )));
-        }
-        *slot = weight;
-        previous = Some(index);
-    }
-    Ok((bits, dense))
+    let weights =
+        Weights::from_sorted(decoded.indices.clone(), decoded.weights.clone()).map_err(invalid)?;
+    Ok((bits, weights))
 }
 
 /// What `abomonation::decode::<SparsePayload>` does, but sound under Miri's Stacked Borrows
@@ -1159,7 +1138,7 @@ impl MetadataRecord {
         }
     }
 
-    fn into_snapshot(self, weights: Arc<Vec<f32>>, checksum: u64) -> Snapshot {
+    fn into_snapshot(self, weights: Arc<Weights>, checksum: u64) -> Snapshot {
         Snapshot {
             model: ModelVersion {
                 name: self.model,
@@ -1335,7 +1314,7 @@ mod tests {
             epoch: version * 10,
             published_at: 1_700_000_000 + version,
             bits,
-            weights: Arc::new(weights),
+            weights: Arc::new(Weights::from_dense(&weights)),
             metrics: RoundMetrics {
                 examples: 100 * version,
                 logloss: 0.1 + 0.2 + version as f64,
@@ -1353,11 +1332,10 @@ mod tests {
         }
     }
 
+    /// Every weight's bits, dense.
     fn weight_bits(model: &ModelVersion) -> Vec<u32> {
-        model
-            .weights
-            .iter()
-            .map(|weight| weight.to_bits())
+        (0..1u32 << model.bits)
+            .map(|index| model.weights.get(index).to_bits())
             .collect()
     }
 
@@ -1416,7 +1394,7 @@ mod tests {
         assert_eq!(loaded.bits, original.bits);
         assert_eq!(loaded.metrics, original.metrics);
         assert_eq!(weight_bits(loaded), weight_bits(&original));
-        assert_eq!(loaded.weights[1].to_bits(), NAN_WITH_PAYLOAD);
+        assert_eq!(loaded.weights.get(1).to_bits(), NAN_WITH_PAYLOAD);
         assert_eq!(snapshot.meta, meta());
         assert!(snapshot.created_unix_ms > 0);
 
@@ -1463,7 +1441,7 @@ mod tests {
     fn an_all_zero_model_reads_back() {
         let (_dir, mut store) = store(1);
         let mut zero = model(1, 4);
-        zero.weights = Arc::new(vec![0.0; 16]);
+        zero.weights = Arc::new(Weights::default());
         let path = store.write(&zero, &meta()).expect("write");
         assert_eq!(weight_bits(&read(&path).expect("read").model), vec![0; 16]);
     }
@@ -1741,7 +1719,8 @@ mod tests {
             );
         }
         let mut lopsided = model(9, 3);
-        lopsided.weights = Arc::new(vec![1.0; 7]);
+        // a weight beyond the model's 2^3 coordinates
+        lopsided.weights = Arc::new(Weights::from_dense(&[1.0; 9]));
         let error = store.write(&lopsided, &meta()).unwrap_err();
         assert!(
             matches!(error, SnapshotError::UnsupportedModel { .. }),

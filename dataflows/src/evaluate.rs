@@ -78,10 +78,15 @@ pub fn auc(scored: &mut [(f64, bool)]) -> Option<f64> {
 }
 
 /// Counts of positives and negatives per logit bucket, for a running AUC in fixed memory.
+///
+/// Each insertion updates the number of (positive, negative) pairs ordered correctly, using
+/// Fenwick trees over the buckets, so reading the AUC costs nothing however long the stream.
 #[derive(Clone, Debug)]
 pub struct LogitHistogram {
-    positives: Vec<u64>,
-    negatives: Vec<u64>,
+    positives: Fenwick,
+    negatives: Fenwick,
+    /// Correctly ordered pairs, ties counted as half, doubled to stay an integer.
+    doubled_wins: u128,
 }
 
 /// Buckets of the running AUC's histogram, spread over logits in [-LOGIT_RANGE, LOGIT_RANGE].
@@ -91,8 +96,9 @@ const LOGIT_RANGE: f64 = 20.0;
 impl Default for LogitHistogram {
     fn default() -> Self {
         LogitHistogram {
-            positives: vec![0; BUCKETS],
-            negatives: vec![0; BUCKETS],
+            positives: Fenwick::new(BUCKETS),
+            negatives: Fenwick::new(BUCKETS),
+            doubled_wins: 0,
         }
     }
 }
@@ -104,28 +110,70 @@ impl LogitHistogram {
         let logit = (p / (1.0 - p)).ln();
         let position = ((logit + LOGIT_RANGE) / (2.0 * LOGIT_RANGE) * BUCKETS as f64).floor();
         let bucket = (position.max(0.0) as usize).min(BUCKETS - 1);
-        if label {
-            self.positives[bucket] += 1;
+        let (same, other) = if label {
+            (&mut self.positives, &self.negatives)
         } else {
-            self.negatives[bucket] += 1;
-        }
+            (&mut self.negatives, &self.positives)
+        };
+        let below = other.prefix(bucket);
+        let tied = other.prefix(bucket + 1) - below;
+        // a positive beats the negatives below it; a negative loses to the positives above it
+        let beaten = if label {
+            below
+        } else {
+            other.total() - below - tied
+        };
+        self.doubled_wins += u128::from(2 * beaten + tied);
+        same.add(bucket);
     }
 
     /// The AUC, with examples in one bucket counted as ties.
     pub fn auc(&self) -> Option<f64> {
-        let positives: u64 = self.positives.iter().sum();
-        let negatives: u64 = self.negatives.iter().sum();
+        let (positives, negatives) = (self.positives.total(), self.negatives.total());
         if positives == 0 || negatives == 0 {
             return None;
         }
-        let mut negatives_below = 0.0;
-        let mut wins = 0.0;
-        for (bucket_positives, bucket_negatives) in self.positives.iter().zip(&self.negatives) {
-            let (p, n) = (*bucket_positives as f64, *bucket_negatives as f64);
-            wins += p * (negatives_below + n / 2.0);
-            negatives_below += n;
+        Some(self.doubled_wins as f64 / 2.0 / (positives as f64 * negatives as f64))
+    }
+}
+
+/// A Fenwick (binary indexed) tree of counts.
+#[derive(Clone, Debug)]
+struct Fenwick {
+    tree: Vec<u64>,
+    total: u64,
+}
+
+impl Fenwick {
+    fn new(size: usize) -> Self {
+        Fenwick {
+            tree: vec![0; size + 1],
+            total: 0,
         }
-        Some(wins / (positives as f64 * negatives as f64))
+    }
+
+    fn add(&mut self, index: usize) {
+        self.total += 1;
+        let mut node = index + 1;
+        while node < self.tree.len() {
+            self.tree[node] += 1;
+            node += node & node.wrapping_neg();
+        }
+    }
+
+    /// The count of indexes below `end`.
+    fn prefix(&self, end: usize) -> u64 {
+        let mut sum = 0;
+        let mut node = end;
+        while node > 0 {
+            sum += self.tree[node];
+            node -= node & node.wrapping_neg();
+        }
+        sum
+    }
+
+    fn total(&self) -> u64 {
+        self.total
     }
 }
 

@@ -36,7 +36,7 @@ use crate::fact::{Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::{Features, Hyper, Logistic, log_loss, predict};
 use crate::learn::merge::{Merged, RoundMessage, merge};
-use crate::model::{ModelVersion, RoundMetrics};
+use crate::model::{ModelVersion, RoundMetrics, Weights};
 use crate::plan::{LabelPlan, Plan};
 
 /// What became of an example, for progressive metrics.
@@ -459,7 +459,7 @@ impl Trainer {
             epoch: self.plan.epoch(time).saturating_sub(1),
             published_at: time,
             bits: self.plan.model.bits,
-            weights: Arc::new(self.base_weights.clone()),
+            weights: Arc::new(Weights::from_dense(&self.base_weights)),
             metrics,
         });
         let mut updates = vec![((self.model_symbol, Arc::clone(&version)), time, 1)];
