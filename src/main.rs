@@ -163,9 +163,11 @@ fn print_summary(summary: &Json, out: &std::path::Path) {
         number("facts_per_sec").unwrap_or(0.0),
     );
     print!(
-        "progressive logloss {} auc {}",
+        "progressive logloss {} auc {} (replicas, as online learners score: {} {})",
         fixed("logloss"),
-        fixed("auc")
+        fixed("auc"),
+        fixed("online_logloss"),
+        fixed("online_auc")
     );
     if number("truth_logloss").is_some() {
         print!(

@@ -271,6 +271,8 @@ impl Collector {
             "model_digest": self.model.as_ref().map(|model| model_digest(model)),
             "logloss": running.logloss,
             "auc": running.auc,
+            "online_logloss": running.online_logloss,
+            "online_auc": running.online_auc,
             "truth_logloss": running.truth_logloss,
             "truth_auc": running.truth_auc,
             "queries_answered": self.answers,

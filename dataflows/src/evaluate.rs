@@ -43,6 +43,11 @@ pub struct Scores {
     pub logloss: Option<f64>,
     /// Area under the ROC curve of those predictions; `None` when only one class occurred.
     pub auc: Option<f64>,
+    /// Mean log loss of the workers' live replicas' predictions, the protocol of online
+    /// learners such as Vowpal Wabbit and River.
+    pub online_logloss: Option<f64>,
+    /// AUC of those predictions.
+    pub online_auc: Option<f64>,
     /// Mean log loss of the ground-truth probabilities, when the data has them.
     pub truth_logloss: Option<f64>,
     /// AUC of the ground-truth probabilities.
@@ -177,15 +182,66 @@ impl Fenwick {
     }
 }
 
+/// One series of probabilities (the servable model's, the replicas', the truth's) over an epoch.
+#[derive(Default)]
+struct EpochSeries {
+    loss_sum: f64,
+    scored: Vec<(f64, bool)>,
+}
+
+impl EpochSeries {
+    fn push(&mut self, probability: f64, label: bool) {
+        self.loss_sum += log_loss(probability, label);
+        self.scored.push((probability, label));
+    }
+
+    /// Mean log loss and exact AUC.
+    fn scores(&mut self) -> (Option<f64>, Option<f64>) {
+        if self.scored.is_empty() {
+            return (None, None);
+        }
+        (
+            Some(self.loss_sum / self.scored.len() as f64),
+            auc(&mut self.scored),
+        )
+    }
+}
+
+/// One series over the whole stream.
+#[derive(Clone, Debug, Default)]
+struct RunningSeries {
+    loss_sum: f64,
+    examples: u64,
+    histogram: LogitHistogram,
+}
+
+impl RunningSeries {
+    fn absorb(&mut self, epoch: &EpochSeries) {
+        self.loss_sum += epoch.loss_sum;
+        self.examples += epoch.scored.len() as u64;
+        for &(probability, label) in &epoch.scored {
+            self.histogram.insert(probability, label);
+        }
+    }
+
+    fn scores(&self) -> (Option<f64>, Option<f64>) {
+        if self.examples == 0 {
+            return (None, None);
+        }
+        (
+            Some(self.loss_sum / self.examples as f64),
+            self.histogram.auc(),
+        )
+    }
+}
+
 /// Running totals over the whole stream.
 #[derive(Clone, Debug, Default)]
 struct Running {
     scores: Scores,
-    loss_sum: f64,
-    truth_loss_sum: f64,
-    truth_examples: u64,
-    histogram: LogitHistogram,
-    truth_histogram: LogitHistogram,
+    model: RunningSeries,
+    online: RunningSeries,
+    truth: RunningSeries,
 }
 
 /// Scores one epoch's outcomes exactly, and folds them into the running totals.
@@ -193,57 +249,47 @@ fn score_epoch(mut outcomes: Vec<Outcome>, running: &mut Running) -> Scores {
     // the same order on every layout, so the float sums agree
     outcomes.sort_by_key(outcome_key);
     let mut scores = Scores::default();
-    let (mut loss_sum, mut truth_loss_sum, mut truth_examples) = (0.0, 0.0, 0u64);
-    let mut model = Vec::new();
-    let mut truth = Vec::new();
+    let (mut model, mut online, mut truth) = (
+        EpochSeries::default(),
+        EpochSeries::default(),
+        EpochSeries::default(),
+    );
     for outcome in outcomes {
         match outcome {
             Outcome::Evaluated {
                 probability,
+                online_probability,
                 label,
                 truth: truth_probability,
                 ..
             } => {
                 scores.examples += 1;
                 scores.positives += u64::from(label);
-                loss_sum += log_loss(probability, label);
-                model.push((probability, label));
-                running.histogram.insert(probability, label);
+                model.push(probability, label);
+                online.push(online_probability, label);
                 if let Some(truth_probability) = truth_probability {
-                    truth_examples += 1;
-                    truth_loss_sum += log_loss(truth_probability, label);
-                    truth.push((truth_probability, label));
-                    running.truth_histogram.insert(truth_probability, label);
+                    truth.push(truth_probability, label);
                 }
             }
             Outcome::Unlabeled { .. } => scores.unlabeled += 1,
             Outcome::Orphaned { .. } => scores.orphaned += 1,
         }
     }
-    if scores.examples > 0 {
-        scores.logloss = Some(loss_sum / scores.examples as f64);
-        scores.auc = auc(&mut model);
-    }
-    if truth_examples > 0 {
-        scores.truth_logloss = Some(truth_loss_sum / truth_examples as f64);
-        scores.truth_auc = auc(&mut truth);
-    }
+    running.model.absorb(&model);
+    running.online.absorb(&online);
+    running.truth.absorb(&truth);
+    (scores.logloss, scores.auc) = model.scores();
+    (scores.online_logloss, scores.online_auc) = online.scores();
+    (scores.truth_logloss, scores.truth_auc) = truth.scores();
 
-    running.scores.examples += scores.examples;
-    running.scores.positives += scores.positives;
-    running.scores.unlabeled += scores.unlabeled;
-    running.scores.orphaned += scores.orphaned;
-    running.loss_sum += loss_sum;
-    running.truth_loss_sum += truth_loss_sum;
-    running.truth_examples += truth_examples;
-    if running.scores.examples > 0 {
-        running.scores.logloss = Some(running.loss_sum / running.scores.examples as f64);
-        running.scores.auc = running.histogram.auc();
-    }
-    if running.truth_examples > 0 {
-        running.scores.truth_logloss = Some(running.truth_loss_sum / running.truth_examples as f64);
-        running.scores.truth_auc = running.truth_histogram.auc();
-    }
+    let total = &mut running.scores;
+    total.examples += scores.examples;
+    total.positives += scores.positives;
+    total.unlabeled += scores.unlabeled;
+    total.orphaned += scores.orphaned;
+    (total.logloss, total.auc) = running.model.scores();
+    (total.online_logloss, total.online_auc) = running.online.scores();
+    (total.truth_logloss, total.truth_auc) = running.truth.scores();
     scores
 }
 

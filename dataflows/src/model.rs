@@ -39,6 +39,17 @@ impl Weights {
         Weights { indices, values }
     }
 
+    /// The weights of a dense vector at `candidates` (ascending), leaving out `+0.0`. Every
+    /// coordinate not among the candidates must hold `+0.0`.
+    pub fn gather(dense: &[f32], candidates: &[u32]) -> Self {
+        let (indices, values) = candidates
+            .iter()
+            .filter_map(|&index| dense.get(index as usize).map(|&weight| (index, weight)))
+            .filter(|(_, weight)| weight.to_bits() != 0)
+            .unzip();
+        Weights { indices, values }
+    }
+
     /// Weights from coordinates and values, which must be as [`Weights::from_dense`] makes
     /// them: as many of each, coordinates strictly ascending, no `+0.0` value.
     pub fn from_sorted(indices: Vec<u32>, values: Vec<f32>) -> Result<Self, String> {

@@ -50,6 +50,9 @@ pub enum Outcome {
         event_time: Time,
         /// The probability the servable model gave it at that time.
         probability: f64,
+        /// The probability the worker's replica gave it at that time: the model updated by
+        /// every label this worker had learned from, as online learners score progressively.
+        online_probability: f64,
         /// Its label.
         label: bool,
         /// The ground-truth probability, for generated data.
@@ -264,6 +267,7 @@ impl Work {
 struct Awaiting {
     features: Features,
     probability: f64,
+    online_probability: f64,
     truth: Option<f64>,
     event_time: Time,
 }
@@ -282,6 +286,8 @@ struct Trainer {
     updates: Vec<u32>,
     touched: Vec<u32>,
     awaiting: HashMap<u64, Awaiting>,
+    /// Coordinates the base has ever changed, ascending: where a published version looks.
+    changed: Vec<u32>,
     round_loss: f64,
     round_examples: u64,
     version: u64,
@@ -304,6 +310,7 @@ impl Trainer {
             updates: vec![0; size],
             touched: Vec::new(),
             awaiting: HashMap::new(),
+            changed: Vec::new(),
             round_loss: 0.0,
             round_examples: 0,
             version: first_version.saturating_sub(1),
@@ -327,6 +334,7 @@ impl Trainer {
         for event in events {
             let features = featurize(&self.plan, &event);
             let probability = predict(&self.base_weights, &features);
+            let online_probability = self.replica.predict(&features);
             let truth = event.truth(&self.plan);
             match (event.label, &self.plan.label) {
                 (Some(label), _) => {
@@ -335,6 +343,7 @@ impl Trainer {
                         id: event.id,
                         event_time: time,
                         probability,
+                        online_probability,
                         label,
                         truth,
                     });
@@ -345,6 +354,7 @@ impl Trainer {
                         Awaiting {
                             features,
                             probability,
+                            online_probability,
                             truth,
                             event_time: time,
                         },
@@ -367,6 +377,7 @@ impl Trainer {
                         id: request.id,
                         event_time: awaiting.event_time,
                         probability: awaiting.probability,
+                        online_probability: awaiting.online_probability,
                         label,
                         truth: awaiting.truth,
                     });
@@ -421,7 +432,7 @@ impl Trainer {
         merged: Vec<Merged>,
     ) -> Vec<((Symbol, Arc<ModelVersion>), Time, isize)> {
         let mut metrics = RoundMetrics::default();
-        let mut changed = false;
+        let mut newly_changed = Vec::new();
         for message in merged {
             match message {
                 Merged::Coordinate {
@@ -435,7 +446,7 @@ impl Trainer {
                     self.base_squared[slot] = squared;
                     self.replica.weights[slot] = weight;
                     self.replica.squared_gradients[slot] = squared;
-                    changed = true;
+                    newly_changed.push(coordinate);
                 }
                 Merged::Stats { loss_sum, examples } => {
                     metrics = RoundMetrics {
@@ -449,9 +460,12 @@ impl Trainer {
                 }
             }
         }
-        if !changed {
+        if newly_changed.is_empty() {
             return Vec::new();
         }
+        // merged coordinates arrive in coordinate order from each merging worker
+        newly_changed.sort_unstable();
+        self.changed = merge_sorted(&self.changed, &newly_changed);
         self.version += 1;
         let version = Arc::new(ModelVersion {
             name: self.plan.model.name.clone(),
@@ -459,7 +473,7 @@ impl Trainer {
             epoch: self.plan.epoch(time).saturating_sub(1),
             published_at: time,
             bits: self.plan.model.bits,
-            weights: Arc::new(Weights::from_dense(&self.base_weights)),
+            weights: Arc::new(Weights::gather(&self.base_weights, &self.changed)),
             metrics,
         });
         let mut updates = vec![((self.model_symbol, Arc::clone(&version)), time, 1)];
@@ -470,5 +484,50 @@ impl Trainer {
             }
         }
         updates
+    }
+}
+
+/// The union of two ascending lists, ascending and without repeats.
+fn merge_sorted(left: &[u32], right: &[u32]) -> Vec<u32> {
+    let mut merged = Vec::with_capacity(left.len() + right.len());
+    let (mut i, mut j) = (0, 0);
+    while i < left.len() || j < right.len() {
+        let next = match (left.get(i), right.get(j)) {
+            (Some(&a), Some(&b)) if a <= b => {
+                i += 1;
+                if a == b {
+                    j += 1;
+                }
+                a
+            }
+            (Some(_), Some(&b)) | (None, Some(&b)) => {
+                j += 1;
+                b
+            }
+            (Some(&a), None) => {
+                i += 1;
+                a
+            }
+            (None, None) => break,
+        };
+        if merged.last() != Some(&next) {
+            merged.push(next);
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_sorted;
+
+    #[test]
+    fn sorted_lists_merge_without_repeats() {
+        assert_eq!(
+            merge_sorted(&[1, 4, 9], &[2, 4, 10, 10]),
+            vec![1, 2, 4, 9, 10]
+        );
+        assert_eq!(merge_sorted(&[], &[3]), vec![3]);
+        assert_eq!(merge_sorted(&[3], &[]), vec![3]);
     }
 }

@@ -1,0 +1,58 @@
+//! Runs over the real data sets in `../shared/data`, which are never copied into this
+//! repository. They are `#[ignore]`d so that a user without the data can run the rest of the
+//! suite; `./run.sh test` (and CI) runs them, and they fail naming the path when the data is
+//! missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value as Json;
+
+fn shared_data() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let ratings = dir.join("ml-100k/u.data");
+    assert!(
+        ratings.is_file(),
+        "the shared data set is missing: expected {}",
+        ratings.display()
+    );
+    dir
+}
+
+#[test]
+#[ignore = "reads ../shared/data; run by ./run.sh test"]
+fn movielens_runs_at_two_workers_and_learns() {
+    let data = shared_data();
+    let out = tempfile::tempdir().expect("temporary directory");
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/movielens.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
+        .args(["run", "--quiet", "--pipeline"])
+        .arg(&spec)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(out.path())
+        .args(["--", "-w", "2"])
+        .output()
+        .expect("pooch starts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Json = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
+    )
+    .expect("summary is JSON");
+    assert_eq!(summary["facts_read"], 100_000);
+    assert_eq!(summary["dead_lettered"], 0);
+    assert_eq!(summary["examples"], 100_000);
+    // 55.4% of ratings are 4 or more: the constant predictor's log loss is 0.6874
+    let logloss = summary["logloss"].as_f64().expect("logloss");
+    let online_logloss = summary["online_logloss"].as_f64().expect("online logloss");
+    assert!(logloss < 0.65, "servable progressive logloss {logloss}");
+    assert!(
+        online_logloss < 0.60,
+        "online progressive logloss {online_logloss}"
+    );
+}
