@@ -24,8 +24,10 @@ main_job() {
     echo "== running pipelines/sniffable.toml at 2 workers"
     "$POOCH" run --pipeline pipelines/sniffable.toml --out out/sniffable \
         --queries data/sniffable/queries.jsonl -- -w 2
-    echo "== a few answers (out/sniffable/answers.jsonl)"
-    head -n 8 out/sniffable/answers.jsonl
+    echo "== probe queries (data/sniffable/queries.jsonl)"
+    cat data/sniffable/queries.jsonl
+    echo "== their answers (out/sniffable/answers.jsonl; the true probabilities are in data/sniffable/truth.json)"
+    sort out/sniffable/answers.jsonl
 }
 
 run_tests() {

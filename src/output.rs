@@ -97,7 +97,7 @@ impl OutputFiles {
         writer: &mut BufWriter<File>,
         dir: &Path,
         name: &str,
-        value: &Json,
+        value: &impl Serialize,
     ) -> Result<(), OutputError> {
         let error = |source| OutputError {
             path: dir.join(name),
@@ -109,13 +109,22 @@ impl OutputFiles {
 
     /// Appends an answer, naming the query by its id.
     pub fn answer(&mut self, answer: &Answer, id: &Json) -> Result<(), OutputError> {
-        let line = json!({
-            "query": id,
-            "probability": answer.probability.0,
-            "model": answer.model,
-            "version": answer.version,
-            "features_epoch": answer.features_epoch,
-        });
+        /// The line of an answer, its fields in this order.
+        #[derive(Serialize)]
+        struct Line<'a> {
+            query: &'a Json,
+            probability: f64,
+            model: &'a str,
+            version: u64,
+            features_epoch: u64,
+        }
+        let line = Line {
+            query: id,
+            probability: answer.probability.0,
+            model: &answer.model,
+            version: answer.version,
+            features_epoch: answer.features_epoch,
+        };
         Self::line(&mut self.answers, &self.dir, "answers.jsonl", &line)?;
         // answers are what a user waits for: make each visible at once
         self.answers.flush().map_err(|source| OutputError {
@@ -145,12 +154,11 @@ impl OutputFiles {
 
     /// Appends a dead letter.
     pub fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), OutputError> {
-        let line = serde_json::to_value(letter).unwrap_or(Json::Null);
         Self::line(
             &mut self.dead_letters,
             &self.dir,
             "dead-letter.jsonl",
-            &line,
+            letter,
         )
     }
 
