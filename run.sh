@@ -99,7 +99,7 @@ cluster() {
 case "${1:-}" in
     "") main_job ;;
     test) run_tests ;;
-    bench) build; cargo bench --bench pipeline ;;
+    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest ;;
     movielens) movielens ;;
     cluster) shift; cluster "$@" ;;
     -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;

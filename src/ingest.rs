@@ -1108,7 +1108,7 @@ fn excerpt(text: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
 
     use dataflows::plan::FieldPlan;
 
@@ -1763,107 +1763,6 @@ mod tests {
                 let quoted: Vec<Vec<u8>> = scratch.spans.iter().map(|span| scratch.unquoted[span.clone()].to_vec()).collect();
                 prop_assert_eq!(plain, quoted);
             }
-        }
-    }
-
-    /// Reading and parsing throughput on ~200 MB of typical lines, in MB/s. Run with
-    /// `cargo test --release -- --ignored --nocapture ingest_throughput`.
-    #[test]
-    #[ignore]
-    fn ingest_throughput() {
-        use std::hint::black_box;
-        use std::time::Instant;
-
-        const TARGET_BYTES: usize = 200_000_000;
-        let mut file = tempfile::NamedTempFile::new().expect("create a temporary file");
-        {
-            let mut writer = std::io::BufWriter::new(file.as_file_mut());
-            let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-            let mut next = move || {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                state >> 33
-            };
-            let words = ["ball", "park", "sun", "stick", "snow", "beach", "nap"];
-            let mut written = 0;
-            let mut time = 1_767_225_600u64;
-            while written < TARGET_BYTES {
-                time += next() % 3;
-                let line = format!(
-                    "p-{},dog-{},{}|{}|{},{},0.{:06}\n",
-                    next() % 1_000_000,
-                    next() % 10_000,
-                    words[(next() % 7) as usize],
-                    words[(next() % 7) as usize],
-                    words[(next() % 7) as usize],
-                    time,
-                    next() % 1_000_000,
-                );
-                writer.write_all(line.as_bytes()).expect("write");
-                written += line.len();
-            }
-            writer.flush().expect("flush");
-        }
-        let path = file.path().to_path_buf();
-        let length = std::fs::metadata(&path).expect("stat").len() as f64;
-        let schema = source(
-            Format::Csv,
-            vec![
-                field("post", FieldKind::Text, true),
-                field("dog", FieldKind::Text, true),
-                field("tags", FieldKind::List { separator: b'|' }, false),
-                field(
-                    "time",
-                    FieldKind::Time {
-                        unit: TimeUnit::Seconds,
-                    },
-                    true,
-                ),
-                field("score", FieldKind::Real, false),
-            ],
-        );
-        let rate = |started: Instant| length / 1e6 / started.elapsed().as_secs_f64();
-
-        for round in 0..3 {
-            let started = Instant::now();
-            let mut reader = BufReader::new(File::open(&path).expect("open"));
-            let mut line = Vec::new();
-            let mut lines = 0u64;
-            while reader.read_until(b'\n', &mut line).expect("read") > 0 {
-                lines += 1;
-                black_box(&line);
-                line.clear();
-            }
-            let read_until = rate(started);
-
-            let started = Instant::now();
-            let mut reader = ShardReader::open(&path, 0, 1, 1 << 20, false).expect("open");
-            let mut shard_lines = 0u64;
-            while let Some(line) = reader.next_line().expect("read") {
-                shard_lines += 1;
-                black_box(line.bytes);
-            }
-            let shard = rate(started);
-            assert_eq!(lines, shard_lines);
-
-            let started = Instant::now();
-            let mut reader = ShardReader::open(&path, 0, 1, 1 << 20, false).expect("open");
-            let mut scratch = LineScratch::new();
-            let mut rows = 0u64;
-            while let Some(line) = reader.next_line().expect("read") {
-                let row = parse_line(line.bytes, &schema, &mut scratch).expect("parse");
-                rows += 1;
-                black_box(row);
-            }
-            let parsed = rate(started);
-            assert_eq!(lines, rows);
-
-            println!(
-                "round {round}: {:.0} MB, {lines} lines: read_until {read_until:.0} MB/s, \
-                 ShardReader {shard:.0} MB/s, ShardReader + parse_line {parsed:.0} MB/s",
-                length / 1e6
-            );
         }
     }
 }
