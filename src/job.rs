@@ -920,12 +920,16 @@ impl Reader {
             } else {
                 parse_line(line.bytes, source, &mut file.scratch)
                     .map_err(|reject| reject.to_string())
+                    .and_then(|row| match row.get(source.time_field) {
+                        Some(&Value::Time(time)) => Ok((time, row)),
+                        _ => Err(format!(
+                            "field `{}` holds no event time",
+                            source.fields[source.time_field].name
+                        )),
+                    })
             };
             match parsed {
-                Ok(row) => {
-                    let Some(Value::Time(time)) = row.get(source.time_field).cloned() else {
-                        continue;
-                    };
+                Ok((time, row)) => {
                     let id = position_id(file.file_index, offset);
                     self.waiting[cursor] = Some((
                         time,

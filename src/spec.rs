@@ -448,9 +448,11 @@ impl Checker<'_> {
                         self.invalid("label.at_least", "must be a whole number of at least 1")
                     );
                 }
-                if examples.id_field.is_none() {
+                let Some(id_field) = examples.id_field else {
                     return Err(self.invalid("examples.id", "is required by a `count_within` label, which counts facts by the example's id"));
-                }
+                };
+                // an example without an id could never be counted: it is malformed
+                sources[usize::from(example_source)].fields[id_field].required = true;
                 if file.label.field.is_some() {
                     return Err(self.invalid(
                         "label.field",
