@@ -158,7 +158,12 @@ pub fn run_with_live_queries(
     let config = timely::Config::from_args(
         std::iter::once("pooch".to_owned()).chain(options.timely_args.iter().cloned()),
     )
-    .map_err(RunError::Cluster)?;
+    .map_err(|error| {
+        RunError::Cluster(format!(
+            "timely flags `{}`: {error} (flags: -w THREADS, -n PROCESSES, -p INDEX, -h HOSTFILE)",
+            options.timely_args.join(" ")
+        ))
+    })?;
     // process 0 owns the outputs: set them up before any worker starts, so that a failure
     // here stops the run before the workers depend on each other
     let process = match &config.communication {
