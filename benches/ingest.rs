@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dataflows::plan::{FieldKind, FieldPlan, Format, SourcePlan, TimeUnit};
+use dataflows::plan::{FieldKind, FieldPlan, Format, LatePolicy, SourcePlan, TimeUnit};
 use pooch::ingest::{LineScratch, ShardReader, parse_line};
 use serde_json::json;
 
@@ -169,8 +169,13 @@ fn schema() -> SourcePlan {
             ),
             field("score", FieldKind::Real, false),
         ],
-        time_field: 3,
+        time_field: Some(3),
         lateness_secs: 0,
+        glob: None,
+        late: LatePolicy::Drop,
+        key_fields: vec![],
+        op_field: None,
+        corrects: None,
     }
 }
 

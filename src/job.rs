@@ -1,23 +1,30 @@
-//! Running a pipeline: the workers, their readers, the graph, and what it writes.
+//! Running a pipeline: the workers, their reading, the graph, and what it writes.
 //!
-//! Every worker of every process runs [`worker_main`]: it reads its share of every source file,
-//! merges the shares by event time, feeds facts into the graph, and closes an epoch once the
-//! facts it has read have moved past it (by the source's lateness). Worker 0 also feeds the
-//! queries and owns every output file.
+//! Every worker of every process runs [`worker_main`]: it reads its share of every source file
+//! (see [`crate::read`]), feeds facts and corrections into the graph in event-time order, and
+//! closes an epoch once the facts it has read have moved past it by the source's lateness.
+//! Worker 0 also feeds the queries and owns every output file.
+//!
+//! Reading ends at the end of the input, or when a signal (SIGINT, SIGTERM) asks for a stop.
+//! Either way the workers agree on a *horizon*, the end of what was read: labels due after it
+//! were decided by facts nobody read, so they are not learned. Then the inputs close, the graph
+//! drains, the last version is published and stored, and the run exits with status 0.
 
-use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::path::{Path, PathBuf};
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dataflows::collect::Correction;
 use dataflows::event::{Answer, Query};
-use dataflows::fact::{Fact, Time, Value, position_id};
+use dataflows::fact::{Fact, Time};
+use dataflows::learn::train::EndOfReading;
 use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
 use differential_dataflow::input::{Input, InputSession};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use timely::dataflow::InputHandleVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -27,9 +34,9 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::worker::Worker;
 
-use crate::ingest::{LineScratch, ShardReader, parse_line};
-use crate::output::{Collector, DeadLetter, OutputError, OutputFiles, RAW_LIMIT, ReadProgress};
+use crate::output::{Collector, DeadLetter, OutputError, OutputFiles, ReadProgress};
 use crate::queries::{self, ProbeQuery, Queries};
+use crate::read::{Item, Next, Reader};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::spec::{self, Spec, SpecError};
 
@@ -48,12 +55,19 @@ pub struct RunOptions {
     pub timely_args: Vec<String>,
     /// Files are shared among workers in chunks of this many bytes.
     pub chunk_bytes: u64,
-    /// Reading pauses while the graph is more than this many epochs behind it.
+    /// Reading pauses while training is more than this many epochs behind it.
     pub max_epochs_behind: u64,
     /// How many snapshot files to keep per model.
     pub retain_snapshots: usize,
     /// Print progress lines to stderr.
     pub progress: bool,
+    /// Keep reading files as they grow, and pick up new files matching a source's glob,
+    /// until a signal stops the run.
+    pub follow: bool,
+    /// While following, how long to wait before looking at the files again.
+    pub poll_interval: Duration,
+    /// For tests of backpressure: training pauses this long at every epoch.
+    pub slow_training_per_epoch: Option<Duration>,
 }
 
 impl RunOptions {
@@ -69,6 +83,9 @@ impl RunOptions {
             max_epochs_behind: 24,
             retain_snapshots: 10,
             progress: true,
+            follow: false,
+            poll_interval: Duration::from_millis(50),
+            slow_training_per_epoch: None,
         }
     }
 }
@@ -142,8 +159,8 @@ pub struct LiveQueries {
 /// Query numbers from here on are live queries; below, they index the queries file.
 const LIVE_BASE: u64 = 1 << 62;
 
-/// Runs a pipeline to the end of its input, and returns the summary (from process 0; other
-/// processes return `None`).
+/// Runs a pipeline to the end of its input (or, following, until SIGINT or SIGTERM), and
+/// returns the summary (from process 0; other processes return `None`).
 pub fn run(options: RunOptions) -> Result<Option<Json>, RunError> {
     run_with_live_queries(options, None)
 }
@@ -153,8 +170,23 @@ pub fn run_with_live_queries(
     options: RunOptions,
     live: Option<LiveQueries>,
 ) -> Result<Option<Json>, RunError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|error| {
+            RunError::Cluster(format!("cannot listen for signal {signal}: {error}"))
+        })?;
+    }
+    run_until(options, live, stop)
+}
+
+/// As [`run_with_live_queries`], stopping cleanly when `stop` becomes true.
+pub fn run_until(
+    options: RunOptions,
+    live: Option<LiveQueries>,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<Json>, RunError> {
     let spec = spec::load(&options.spec, options.data_dir.as_deref())?;
-    check_sources(&spec.plan)?;
+    check_sources(&spec.plan, options.follow)?;
     let config = timely::Config::from_args(
         std::iter::once("pooch".to_owned()).chain(options.timely_args.iter().cloned()),
     )
@@ -177,10 +209,11 @@ pub fn run_with_live_queries(
     };
     let job = Arc::new(Job {
         spec,
-        options,
         leader: std::sync::Mutex::new(leader),
         step_lines: if live.is_some() { 256 } else { 4096 },
         live: std::sync::Mutex::new(live),
+        stop,
+        options,
     });
     let guards = timely::execute(config, {
         let job = Arc::clone(&job);
@@ -204,8 +237,9 @@ pub fn run_with_live_queries(
     Ok(summary)
 }
 
-/// Every source file must exist before the run starts.
-fn check_sources(plan: &Plan) -> Result<(), RunError> {
+/// Every source file must exist before the run starts, and a glob must match something
+/// unless the run follows it.
+fn check_sources(plan: &Plan, follow: bool) -> Result<(), RunError> {
     for source in &plan.sources {
         for path in &source.paths {
             if let Err(error) = std::fs::File::open(path) {
@@ -216,12 +250,22 @@ fn check_sources(plan: &Plan) -> Result<(), RunError> {
                 });
             }
         }
+        if let Some(pattern) = &source.glob
+            && source.paths.is_empty()
+            && !follow
+        {
+            return Err(RunError::Source {
+                source_name: source.name.clone(),
+                path: PathBuf::from(pattern),
+                reason: "no file matches (with --follow, files may appear later)".into(),
+            });
+        }
     }
     Ok(())
 }
 
 /// What the snapshot writer did.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct SnapshotReport {
     /// Versions written to the store.
     written: u64,
@@ -241,6 +285,8 @@ struct Job {
     /// Workers step the graph after reading this many lines: often enough for live queries
     /// to be answered promptly when there are any.
     step_lines: u32,
+    /// Set by a signal: stop reading, and end cleanly.
+    stop: Arc<AtomicBool>,
 }
 
 /// Worker 0's share of the work that is not reading: output files and bookkeeping.
@@ -250,7 +296,8 @@ struct Leader {
     next_version: u64,
     collector: Collector,
     query_ids: Vec<Json>,
-    snapshots: Option<std::sync::mpsc::Sender<Arc<ModelVersion>>>,
+    spec_hash: String,
+    snapshots: Option<std::sync::mpsc::Sender<(Arc<ModelVersion>, SnapshotMeta)>>,
     snapshot_writer: Option<std::thread::JoinHandle<SnapshotReport>>,
     first_error: Option<OutputError>,
 }
@@ -263,19 +310,48 @@ impl Leader {
     }
 }
 
+/// What workers tell each other while reading.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Control {
+    /// The latest event time the sender has read.
+    max_seen: Time,
+    /// The sender was asked to stop.
+    stop: bool,
+}
+
+/// What a worker has heard from the others.
+#[derive(Default)]
+struct Heard {
+    max_seen: Time,
+    stop: bool,
+}
+
+/// How reading ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The input ran out.
+    Input,
+    /// A signal asked for a stop.
+    Stop,
+}
+
 fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError> {
     let plan = Rc::new(job.spec.plan.clone());
     let index = worker.index();
     let peers = worker.peers();
     let started = Instant::now();
+    let failed = |message: String| RunError::Worker {
+        worker: index,
+        message,
+    };
 
-    // worker 0 owns the outputs and the queries
+    // worker 0 owns the outputs, the queries and the live queries
     let taken = if index == 0 {
         job.leader.lock().ok().and_then(|mut leader| leader.take())
     } else {
         None
     };
-    let (leader, queries) = match taken {
+    let (mut leader, queries) = match taken {
         Some((leader, queries)) => (Some(leader), queries),
         None => (None, Queries::default()),
     };
@@ -284,32 +360,50 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
     } else {
         None
     };
-    let mut leader = leader;
     if let (Some(leader), Some(live)) = (leader.as_mut(), live_queries.as_ref()) {
         leader.live_answers = Some(live.answers.clone());
     }
     let live_queries = live_queries.map(|live| live.queries);
-    let leader = leader.map(|leader| Rc::new(RefCell::new(leader)));
 
     // continue the version numbering of an existing snapshot store
-    let first_version = agree_max(
-        worker,
-        leader
-            .as_ref()
-            .map_or(0, |leader| leader.borrow().next_version),
-    )
-    .max(1);
+    let next_version = leader.as_ref().map_or(0, |leader| leader.next_version);
+    let first_version = agree(worker, vec![next_version])[0].max(1);
     let settings = dataflows::Settings { first_version };
+    let leader = leader.map(|leader| Rc::new(RefCell::new(leader)));
 
+    let heard = Rc::new(RefCell::new(Heard::default()));
     let mut dead_input = InputHandleVec::<Time, DeadLetter>::new();
     let mut progress_input = InputHandleVec::<Time, ReadProgress>::new();
-    let (mut facts_input, mut queries_input, probe, learning) =
-        worker.dataflow::<Time, _, _>(|scope| {
+    let mut control_input = InputHandleVec::<Time, Control>::new();
+    let mut ends_input = InputHandleVec::<Time, EndOfReading>::new();
+    let slow_training = job.options.slow_training_per_epoch;
+    let (mut facts_input, mut corrections_input, mut queries_input, probe, learning) = worker
+        .dataflow::<Time, _, _>(|scope| {
             let (facts_input, facts) = scope.new_collection::<Fact, isize>();
+            let (corrections_input, corrections) = scope.new_collection::<Correction, isize>();
             let (queries_input, queries) = scope.new_collection::<Query, isize>();
-            let graph = dataflows::build(&plan, settings, facts, queries);
+            let ends = scope.input_from(&mut ends_input);
+            let graph = dataflows::build(&plan, settings, facts, corrections, queries, ends);
+            drop(graph.store);
+            drop(graph.models);
+
+            // what workers tell each other: the latest time read, and a request to stop
+            let heard_by = Rc::clone(&heard);
+            scope
+                .input_from(&mut control_input)
+                .broadcast()
+                .inspect(move |control: &Control| {
+                    let mut heard = heard_by.borrow_mut();
+                    heard.max_seen = heard.max_seen.max(control.max_seen);
+                    heard.stop |= control.stop;
+                });
+
             // `learning` follows training, which reading must not outrun; `probe` follows everything
-            let (learning, epochs) = graph.epochs.probe();
+            let epochs = match slow_training {
+                Some(pause) => graph.epochs.inspect(move |_| std::thread::sleep(pause)),
+                None => graph.epochs,
+            };
+            let (learning, epochs) = epochs.probe();
             let (probe, answers) = graph.answers.probe();
             let epochs = epochs.probe_with(&probe);
             let versions = graph
@@ -319,191 +413,122 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
                 .probe_with(&probe);
             let dead = scope.input_from(&mut dead_input).probe_with(&probe);
             let progress = scope.input_from(&mut progress_input).probe_with(&probe);
-            drop(graph.store);
-            drop(graph.models);
-
-            let sink_leader = leader.clone();
-            answers.sink(
-                Exchange::new(|_: &dataflows::event::Answer| 0u64),
-                "Sink: answers",
-                move |(input, _)| {
-                    input.for_each(|_, data| {
-                        if let Some(leader) = &sink_leader {
-                            let mut leader = leader.borrow_mut();
-                            for answer in data.drain(..) {
-                                if answer.query >= LIVE_BASE {
-                                    if let Some(sender) = &leader.live_answers {
-                                        let id = answer.query - LIVE_BASE;
-                                        let _ = sender.send(LiveAnswer { id, answer });
-                                    }
-                                    continue;
-                                }
-                                let id = leader
-                                    .query_ids
-                                    .get(answer.query as usize)
-                                    .cloned()
-                                    .unwrap_or(Json::Null);
-                                leader.collector.answers += 1;
-                                let result = leader.files.answer(&answer, &id);
-                                leader.record(result);
-                            }
-                        }
-                    });
-                },
-            );
-            let sink_leader = leader.clone();
-            epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
-                input.for_each(|_, data| {
-                    if let Some(leader) = &sink_leader {
-                        let mut leader = leader.borrow_mut();
-                        for metrics in data.drain(..) {
-                            let version = leader
-                                .collector
-                                .model
-                                .as_ref()
-                                .map_or(0, |model| model.version);
-                            let result = leader.files.metrics(&metrics, version);
-                            leader.record(result);
-                            leader.collector.epochs_with_examples += 1;
-                            leader.collector.last_epoch = Some(metrics);
-                        }
-                    }
-                });
-            });
-            // every worker publishes the same versions; worker 0's copy is stored
-            let sink_leader = leader.clone();
-            versions.sink(Pipeline, "Sink: snapshots", move |(input, _)| {
-                input.for_each(|_, data| {
-                    if let Some(leader) = &sink_leader {
-                        let mut leader = leader.borrow_mut();
-                        for ((_, version), _, diff) in data.drain(..) {
-                            if diff > 0
-                                && leader
-                                    .collector
-                                    .model
-                                    .as_ref()
-                                    .is_none_or(|model| model.version < version.version)
-                            {
-                                if let Some(sender) = &leader.snapshots {
-                                    // a full channel blocks: snapshots are never dropped
-                                    let _ = sender.send(Arc::clone(&version));
-                                }
-                                leader.collector.model = Some(version);
-                            }
-                        }
-                    }
-                });
-            });
-            let sink_leader = leader.clone();
-            dead.sink(
-                Exchange::new(|_: &DeadLetter| 0u64),
-                "Sink: dead letters",
-                move |(input, _)| {
-                    input.for_each(|_, data| {
-                        if let Some(leader) = &sink_leader {
-                            let mut leader = leader.borrow_mut();
-                            for letter in data.drain(..) {
-                                leader.collector.dead_letters += 1;
-                                let result = leader.files.dead_letter(&letter);
-                                leader.record(result);
-                            }
-                        }
-                    });
-                },
-            );
-            let sink_leader = leader.clone();
-            progress.sink(
-                Exchange::new(|_: &ReadProgress| 0u64),
-                "Sink: read progress",
-                move |(input, _)| {
-                    input.for_each(|_, data| {
-                        if let Some(leader) = &sink_leader {
-                            let mut leader = leader.borrow_mut();
-                            for read in data.drain(..) {
-                                leader
-                                    .collector
-                                    .reads
-                                    .insert((read.worker, read.source), read);
-                            }
-                        }
-                    });
-                },
-            );
-            (facts_input, queries_input, probe, learning)
+            attach_sinks(&leader, &plan, answers, epochs, versions, dead, progress);
+            (
+                facts_input,
+                corrections_input,
+                queries_input,
+                probe,
+                learning,
+            )
         });
 
     // read this worker's share of every file, merged by event time
-    let mut reader = Reader::open(&plan, index, peers, job.options.chunk_bytes)?;
-    let mut feeder = Feeder {
-        plan: Rc::clone(&plan),
-        max_seen: None,
-        max_lateness: plan
-            .sources
-            .iter()
-            .map(|source| source.lateness_secs)
-            .max()
-            .unwrap_or(0),
-        timed_queries: {
-            let mut timed: Vec<(Time, u64, ProbeQuery)> = queries
-                .queries
-                .iter()
-                .enumerate()
-                .filter_map(|(number, query)| {
-                    query.time.map(|time| (time, number as u64, query.clone()))
-                })
-                .collect();
-            timed.sort_by_key(|(time, number, _)| (*time, *number));
-            timed.into_iter().rev().collect()
-        },
-    };
+    let mut reader = Reader::open(
+        &plan,
+        index,
+        peers,
+        job.options.chunk_bytes,
+        job.options.follow,
+    )
+    .map_err(|(source_name, path, error)| RunError::Source {
+        source_name,
+        path,
+        reason: error.to_string(),
+    })?;
+    let mut feeder = Feeder::new(&plan, &queries);
     let mut progress_line = ProgressLine {
         enabled: job.options.progress,
         started,
         last: started,
     };
     let mut lines_since_step = 0u32;
-    loop {
-        let next = reader
-            .next(&plan, |letter| dead_input.send(letter))
-            .map_err(|message| RunError::Worker {
-                worker: index,
-                message,
-            })?;
-        let Some((time, fact)) = next else { break };
-        let fact_source = usize::from(fact.source);
-        if time < *facts_input.time() {
-            let letter = reader
-                .late(&plan, &fact, time, *facts_input.time())
-                .map_err(|message| RunError::Worker {
-                    worker: index,
-                    message,
-                })?;
-            dead_input.send(letter);
-        } else {
-            reader.counts[usize::from(fact.source)].facts += 1;
-            facts_input.update_at(fact, time, 1);
+    let mut last_rescan = Instant::now();
+    let mut stop_sent = false;
+    let mut max_read_ahead: u64 = 0;
+    let mut reported_failures = 0;
+    let ending = loop {
+        // a signal here, or a stop heard from another worker
+        if job.stop.load(Ordering::Relaxed) && !stop_sent {
+            stop_sent = true;
+            control_input.send(Control {
+                max_seen: reader.max_time.unwrap_or(0),
+                stop: true,
+            });
+            control_input.flush();
         }
-        reader.note_time(fact_source, time);
-        let open = feeder.observe(time);
-        if open > *facts_input.time() {
-            feeder.insert_queries_before(open, &mut queries_input);
+        if heard.borrow().stop {
+            break Ending::Stop;
+        }
+        let open = *facts_input.time();
+        let watermark = match reader.next(&plan, open) {
+            Next::Item(time, item) => {
+                match item {
+                    // a late fact admitted comes at the open epoch's time, its event time in the data
+                    Item::Fact(fact) => facts_input.update_at(fact, time.max(open), 1),
+                    // a correction takes effect at its own time, or at once if that has passed
+                    Item::Correction(correction) => {
+                        corrections_input.update_at(correction, time.max(open), 1)
+                    }
+                    Item::Dead(letter) => dead_input.send(letter),
+                }
+                feeder.watermark(reader.max_time)
+            }
+            Next::Pending => {
+                // nothing to read now: follow the other workers' progress, and wait for more
+                for failure in &reader.failures[reported_failures..] {
+                    eprintln!("pooch: source `{}`: {}", failure.source, failure.reason);
+                    dead_input.send(failure_letter(failure));
+                }
+                reported_failures = reader.failures.len();
+                if last_rescan.elapsed() >= Duration::from_secs(1) {
+                    last_rescan = Instant::now();
+                    for (source, path, error) in reader.rescan(&plan) {
+                        eprintln!("pooch: source `{source}`: {}: {error}", path.display());
+                    }
+                }
+                if let Some(live) = &live_queries {
+                    ask_live_queries(live, &mut queries_input);
+                }
+                worker.step_or_park(Some(job.options.poll_interval));
+                progress_line.tick(leader.as_deref(), &plan, open);
+                let heard_max = heard.borrow().max_seen;
+                feeder.watermark(Some(reader.max_time.unwrap_or(0).max(heard_max)))
+            }
+            Next::End => break Ending::Input,
+        };
+        if watermark > open {
+            feeder.insert_queries_before(watermark, &mut queries_input);
             advance(
-                open,
+                watermark,
                 &mut facts_input,
+                &mut corrections_input,
                 &mut queries_input,
                 &mut dead_input,
                 &mut progress_input,
+                &mut control_input,
+                &mut ends_input,
             );
-            for read in reader.progress(index as u32) {
+            for read in reader.progress(&plan, watermark) {
                 progress_input.send(read);
             }
+            // tell the other workers at once: one waiting for its file to grow follows this
+            control_input.send(Control {
+                max_seen: reader.max_time.unwrap_or(0),
+                stop: false,
+            });
+            control_input.flush();
             // backpressure: do not read further ahead than training can follow (answers
             // are not waited for: they depend on queries, which worker 0 may hold open)
-            let behind =
-                open.saturating_sub(job.options.max_epochs_behind.saturating_mul(plan.tick_secs));
-            while learning.less_than(&behind) {
+            let behind = watermark
+                .saturating_sub(job.options.max_epochs_behind.saturating_mul(plan.tick_secs));
+            while learning.less_than(&behind) && !heard.borrow().stop {
                 worker.step();
             }
+            let trained =
+                learning.with_frontier(|frontier| frontier.first().copied().unwrap_or(watermark));
+            max_read_ahead =
+                max_read_ahead.max(plan.epoch(watermark).saturating_sub(plan.epoch(trained)));
         }
         lines_since_step += 1;
         if lines_since_step >= job.step_lines {
@@ -514,17 +539,32 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
             worker.step();
             progress_line.tick(leader.as_deref(), &plan, *facts_input.time());
         }
-    }
-    for read in reader.progress(index as u32) {
+    };
+
+    // This worker's reading is over: tell the others, and close what it feeds, so that
+    // workers still reading are not held back while this one waits for them below.
+    let open = *facts_input.time();
+    for read in reader.progress(&plan, open) {
         progress_input.send(read);
     }
-    // This worker's input has ended: close what it feeds, so that workers still reading are
-    // not held back while this one waits for them below.
+    for failure in &reader.failures[reported_failures..] {
+        eprintln!("pooch: source `{}`: {}", failure.source, failure.reason);
+        dead_input.send(failure_letter(failure));
+    }
     feeder.insert_queries_before(Time::MAX, &mut queries_input);
+    let stopping = ending == Ending::Stop;
+    let report = EndOfReading {
+        stopping,
+        read_before: if stopping { open } else { Time::MAX },
+        max_time: reader.max_time.unwrap_or(0),
+    };
+    ends_input.send(report);
+    drop(ends_input);
     drop(facts_input);
+    drop(corrections_input);
     drop(dead_input);
     drop(progress_input);
-    // only worker 0 asks queries; the others close their input now
+    drop(control_input);
     let mut queries_input = if index == 0 {
         Some(queries_input)
     } else {
@@ -532,9 +572,30 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
         None
     };
 
-    // agree on the end of the input, and ask the queries that wait for it
-    let global_end = agree_max(worker, reader.max_time.unwrap_or(0));
-    let end = plan.epoch_start(plan.epoch(global_end) + 1);
+    // Every trainer learns the horizon from every worker's report; the driver learns it here
+    // too, for the queries asked at the end and the summary.
+    let agreed = agree(
+        worker,
+        vec![
+            u64::from(report.stopping),
+            Time::MAX - report.read_before,
+            report.max_time,
+        ],
+    );
+    let all = EndOfReading {
+        stopping: agreed[0] == 1,
+        read_before: Time::MAX - agreed[1],
+        max_time: agreed[2],
+    };
+    let (stopped, max_time) = (all.stopping, all.max_time);
+    let horizon = dataflows::learn::train::horizon(&[all], 1).unwrap_or(0);
+
+    // queries without a time are asked at the end of what was read
+    let end = if stopped {
+        horizon
+    } else {
+        plan.epoch_start(plan.epoch(max_time) + 1)
+    };
     if let Some(input) = queries_input.as_mut() {
         let end = end.max(*input.time());
         for (number, query) in queries.queries.iter().enumerate() {
@@ -581,16 +642,141 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
         peers,
         started.elapsed().as_secs_f64(),
     );
-    if let (Json::Object(object), Some(snapshots)) = (&mut summary, snapshots) {
+    if let Json::Object(object) = &mut summary {
         object.insert(
             "snapshots".to_owned(),
             serde_json::to_value(snapshots).unwrap_or(Json::Null),
         );
+        object.insert("stopped_by_signal".to_owned(), Json::from(stopped));
+        object.insert("horizon".to_owned(), Json::from(horizon));
+        object.insert(
+            "max_read_ahead_epochs".to_owned(),
+            Json::from(max_read_ahead),
+        );
     }
     let path = job.options.out.join("summary.json");
-    let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&summary).map_err(|error| failed(error.to_string()))?;
     std::fs::write(&path, text + "\n").map_err(|source| OutputError { path, source })?;
     Ok(Some(summary))
+}
+
+/// Gathers the graph's outputs at worker 0 and writes them.
+fn attach_sinks<'scope>(
+    leader: &Option<Rc<RefCell<Leader>>>,
+    plan: &Rc<Plan>,
+    answers: timely::dataflow::StreamVec<'scope, Time, Answer>,
+    epochs: timely::dataflow::StreamVec<'scope, Time, dataflows::evaluate::EpochMetrics>,
+    versions: timely::dataflow::StreamVec<'scope, Time, ((u64, Arc<ModelVersion>), Time, isize)>,
+    dead: timely::dataflow::StreamVec<'scope, Time, DeadLetter>,
+    progress: timely::dataflow::StreamVec<'scope, Time, ReadProgress>,
+) {
+    let sink_leader = leader.clone();
+    answers.sink(
+        Exchange::new(|_: &Answer| 0u64),
+        "Sink: answers",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                for answer in data.drain(..) {
+                    if answer.query >= LIVE_BASE {
+                        if let Some(sender) = &leader.live_answers {
+                            let _ = sender.send(LiveAnswer {
+                                id: answer.query - LIVE_BASE,
+                                answer,
+                            });
+                        }
+                        continue;
+                    }
+                    let id = leader
+                        .query_ids
+                        .get(answer.query as usize)
+                        .cloned()
+                        .unwrap_or(Json::Null);
+                    leader.collector.answers += 1;
+                    let result = leader.files.answer(&answer, &id);
+                    leader.record(result);
+                }
+            });
+        },
+    );
+    let sink_leader = leader.clone();
+    let sink_plan = Rc::clone(plan);
+    epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for metrics in data.drain(..) {
+                let version = leader
+                    .collector
+                    .model
+                    .as_ref()
+                    .map_or(0, |model| model.version);
+                let reading = leader.collector.reading(&sink_plan);
+                let result = leader.files.metrics(&metrics, version, reading);
+                leader.record(result);
+                leader.collector.epochs_with_examples += 1;
+                leader.collector.last_epoch = Some(metrics);
+            }
+        });
+    });
+    // every worker publishes the same versions; worker 0's copy is stored
+    let sink_leader = leader.clone();
+    versions.sink(Pipeline, "Sink: snapshots", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for ((_, version), _, diff) in data.drain(..) {
+                if diff > 0
+                    && leader
+                        .collector
+                        .model
+                        .as_ref()
+                        .is_none_or(|model| model.version < version.version)
+                {
+                    let meta = SnapshotMeta {
+                        spec_hash: leader.spec_hash.clone(),
+                        source_offsets: leader.collector.positions_at(version.published_at),
+                    };
+                    if let Some(sender) = &leader.snapshots {
+                        // the writer coalesces: a slow disk never holds the pipeline back
+                        let _ = sender.send((Arc::clone(&version), meta));
+                    }
+                    leader.collector.model = Some(version);
+                }
+            }
+        });
+    });
+    let sink_leader = leader.clone();
+    dead.sink(
+        Exchange::new(|_: &DeadLetter| 0u64),
+        "Sink: dead letters",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                for letter in data.drain(..) {
+                    leader.collector.dead_letters += 1;
+                    let result = leader.files.dead_letter(&letter);
+                    leader.record(result);
+                }
+            });
+        },
+    );
+    let sink_leader = leader.clone();
+    progress.sink(
+        Exchange::new(|_: &ReadProgress| 0u64),
+        "Sink: read progress",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                for read in data.drain(..) {
+                    leader.collector.record_progress(read);
+                }
+            });
+        },
+    );
 }
 
 fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), RunError> {
@@ -607,35 +793,28 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
         files.query_error(error)?;
     }
     let store_dir = options.out.join("snapshots");
-    let mut store =
-        SnapshotStore::open(&store_dir, options.retain_snapshots.max(1)).map_err(|error| {
-            RunError::Output(OutputError {
-                path: store_dir.clone(),
-                source: std::io::Error::other(error.to_string()),
-            })
-        })?;
-    let next_version = store.next_version(&plan.model.name).map_err(|error| {
+    let store_error = |error: crate::snapshot::SnapshotError| {
         RunError::Output(OutputError {
             path: store_dir.clone(),
             source: std::io::Error::other(error.to_string()),
         })
-    })?;
-    let meta = SnapshotMeta {
-        spec_hash: spec.hash.clone(),
-        source_offsets: Default::default(),
     };
-    let (sender, receiver) = std::sync::mpsc::channel::<Arc<ModelVersion>>();
+    let mut store =
+        SnapshotStore::open(&store_dir, options.retain_snapshots.max(1)).map_err(store_error)?;
+    let next_version = store.next_version(&plan.model.name).map_err(store_error)?;
+    let (sender, receiver) = std::sync::mpsc::channel::<(Arc<ModelVersion>, SnapshotMeta)>();
     // The writer never holds the pipeline back: when versions arrive faster than they can be
     // made durable, it writes the newest that has arrived and skips the ones in between.
     let writer = std::thread::Builder::new()
         .name("snapshot-writer".into())
         .spawn(move || {
             let mut report = SnapshotReport::default();
-            while let Ok(mut version) = receiver.recv() {
+            while let Ok(mut newest) = receiver.recv() {
                 while let Ok(newer) = receiver.try_recv() {
                     report.skipped += 1;
-                    version = newer;
+                    newest = newer;
                 }
+                let (version, meta) = newest;
                 match store.write(&version, &meta) {
                     Ok(_) => report.written += 1,
                     Err(error) => {
@@ -651,7 +830,7 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
         })
         .map_err(|source| {
             RunError::Output(OutputError {
-                path: store_dir,
+                path: store_dir.clone(),
                 source,
             })
         })?;
@@ -659,20 +838,30 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
         files,
         live_answers: None,
         next_version,
-        collector: Collector {
-            query_errors: queries.errors.len() as u64,
-            ..Collector::default()
-        },
+        collector: Collector::new(queries.errors.len() as u64),
         query_ids: queries
             .queries
             .iter()
             .map(|query| query.id.clone())
             .collect(),
+        spec_hash: spec.hash.clone(),
         snapshots: Some(sender),
         snapshot_writer: Some(writer),
         first_error: None,
     };
     Ok((leader, queries))
+}
+
+/// The dead letter reporting a file that stopped being readable.
+fn failure_letter(failure: &crate::read::FileFailure) -> DeadLetter {
+    DeadLetter {
+        source: failure.source.clone(),
+        file: String::new(),
+        line: 0,
+        offset: 0,
+        reason: failure.reason.clone(),
+        raw: String::new(),
+    }
 }
 
 /// Asks the live queries that have arrived, at the input's current time.
@@ -700,40 +889,52 @@ fn ask_live_queries(
     }
 }
 
-/// The largest of the values the workers pass. Every worker must call it, in the same order:
-/// each call is a small dataflow they run in step.
-fn agree_max(worker: &mut Worker, value: u64) -> u64 {
-    let agreed = Rc::new(Cell::new(value));
-    let mut input = InputHandleVec::<u64, u64>::new();
+/// The elementwise maximum of the values the workers pass. Every worker must call it, in the
+/// same order, with as many values: each call is a small dataflow they run in step.
+fn agree(worker: &mut Worker, values: Vec<u64>) -> Vec<u64> {
+    let agreed = Rc::new(RefCell::new(values.clone()));
+    let mut input = InputHandleVec::<u64, Vec<u64>>::new();
     let probe = worker.dataflow::<u64, _, _>(|scope| {
         let agreed = Rc::clone(&agreed);
         scope
             .input_from(&mut input)
             .broadcast()
-            .inspect(move |value| agreed.set(agreed.get().max(*value)))
+            .inspect(move |values: &Vec<u64>| {
+                for (agreed, value) in agreed.borrow_mut().iter_mut().zip(values) {
+                    *agreed = (*agreed).max(*value);
+                }
+            })
             .probe()
             .0
     });
-    input.send(value);
+    input.send(values);
     drop(input);
     while !probe.done() {
         worker.step();
     }
-    agreed.get()
+    agreed.take()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn advance(
     time: Time,
     facts: &mut InputSession<Time, Fact, isize>,
+    corrections: &mut InputSession<Time, Correction, isize>,
     queries: &mut InputSession<Time, Query, isize>,
     dead: &mut InputHandleVec<Time, DeadLetter>,
     progress: &mut InputHandleVec<Time, ReadProgress>,
+    control: &mut InputHandleVec<Time, Control>,
+    ends: &mut InputHandleVec<Time, EndOfReading>,
 ) {
     facts.advance_to(time);
+    corrections.advance_to(time);
     queries.advance_to(time);
     dead.advance_to(time);
     progress.advance_to(time);
+    control.advance_to(time);
+    ends.advance_to(time);
     facts.flush();
+    corrections.flush();
     queries.flush();
 }
 
@@ -779,22 +980,43 @@ impl ProgressLine {
     }
 }
 
-/// Inserts timed queries as the input reaches their time.
+/// Decides when epochs close, and inserts timed queries as the input reaches their time.
 struct Feeder {
     plan: Rc<Plan>,
-    max_seen: Option<Time>,
     max_lateness: u64,
     /// Timed queries not yet inserted, latest first.
     timed_queries: Vec<(Time, u64, ProbeQuery)>,
 }
 
 impl Feeder {
-    /// Notes an event time read; returns the start of the epoch the input may now close up to.
-    fn observe(&mut self, time: Time) -> Time {
-        let max = self.max_seen.map_or(time, |seen| seen.max(time));
-        self.max_seen = Some(max);
-        let watermark = max.saturating_sub(self.max_lateness);
-        self.plan.epoch_start(self.plan.epoch(watermark))
+    fn new(plan: &Rc<Plan>, queries: &Queries) -> Self {
+        let mut timed: Vec<(Time, u64, ProbeQuery)> = queries
+            .queries
+            .iter()
+            .enumerate()
+            .filter_map(|(number, query)| {
+                query.time.map(|time| (time, number as u64, query.clone()))
+            })
+            .collect();
+        timed.sort_by_key(|(time, number, _)| (*time, *number));
+        timed.reverse();
+        Feeder {
+            plan: Rc::clone(plan),
+            max_lateness: plan
+                .sources
+                .iter()
+                .map(|source| source.lateness_secs)
+                .max()
+                .unwrap_or(0),
+            timed_queries: timed,
+        }
+    }
+
+    /// The start of the epoch the input may close up to, given the latest time read.
+    fn watermark(&self, max_seen: Option<Time>) -> Time {
+        let Some(max) = max_seen else { return 0 };
+        self.plan
+            .epoch_start(self.plan.epoch(max.saturating_sub(self.max_lateness)))
     }
 
     /// Inserts the timed queries asked before `time` (worker 0 holds them all).
@@ -803,7 +1025,9 @@ impl Feeder {
             if *at >= time {
                 break;
             }
-            let (at, number, query) = self.timed_queries.pop().expect("checked");
+            let Some((at, number, query)) = self.timed_queries.pop() else {
+                break;
+            };
             let at = at.max(*input.time());
             input.update_at(
                 Query {
@@ -816,232 +1040,5 @@ impl Feeder {
                 1,
             );
         }
-    }
-}
-
-/// Counts of one source on this worker.
-#[derive(Clone, Copy, Default)]
-struct SourceCounts {
-    facts: u64,
-    malformed: u64,
-    late: u64,
-    time_range: Option<(Time, Time)>,
-}
-
-/// One file's share, with its next good fact waiting.
-struct FileCursor {
-    source: u16,
-    file_index: u32,
-    path: PathBuf,
-    shard: ShardReader,
-    scratch: LineScratch,
-}
-
-/// This worker's share of every source, merged by event time.
-struct Reader {
-    cursors: Vec<FileCursor>,
-    /// Cursors with a fact waiting, by (time, fact id).
-    heap: BinaryHeap<Reverse<(Time, u64, usize)>>,
-    waiting: Vec<Option<(Time, Fact)>>,
-    started: bool,
-    counts: Vec<SourceCounts>,
-    max_time: Option<Time>,
-}
-
-impl Reader {
-    fn open(plan: &Plan, worker: usize, peers: usize, chunk_bytes: u64) -> Result<Self, RunError> {
-        let mut cursors = Vec::new();
-        let mut file_index = 0u32;
-        for (source_index, source) in plan.sources.iter().enumerate() {
-            for path in &source.paths {
-                let shard = ShardReader::open(path, worker, peers, chunk_bytes, source.header)
-                    .map_err(|error| RunError::Source {
-                        source_name: source.name.clone(),
-                        path: path.clone(),
-                        reason: error.to_string(),
-                    })?;
-                if worker == 0 {
-                    warn_on_header_mismatch(source, path, shard.header());
-                }
-                cursors.push(FileCursor {
-                    source: source_index as u16,
-                    file_index,
-                    path: path.clone(),
-                    shard,
-                    scratch: LineScratch::default(),
-                });
-                file_index += 1;
-            }
-        }
-        let count = cursors.len();
-        Ok(Reader {
-            cursors,
-            heap: BinaryHeap::new(),
-            waiting: vec![None; count],
-            started: false,
-            counts: vec![SourceCounts::default(); plan.sources.len()],
-            max_time: None,
-        })
-    }
-
-    /// The next fact in event-time order (ties in file order), dead-lettering bad lines on the way.
-    fn next(
-        &mut self,
-        plan: &Plan,
-        mut dead: impl FnMut(DeadLetter),
-    ) -> Result<Option<(Time, Fact)>, String> {
-        if !self.started {
-            self.started = true;
-            for cursor in 0..self.cursors.len() {
-                self.refill(plan, cursor, &mut dead)?;
-            }
-        }
-        let Some(Reverse((_, _, cursor))) = self.heap.pop() else {
-            return Ok(None);
-        };
-        let next = self.waiting[cursor].take();
-        self.refill(plan, cursor, &mut dead)?;
-        Ok(next)
-    }
-
-    /// Reads the cursor's next good fact into its waiting slot.
-    fn refill(
-        &mut self,
-        plan: &Plan,
-        cursor: usize,
-        dead: &mut impl FnMut(DeadLetter),
-    ) -> Result<(), String> {
-        let file = &mut self.cursors[cursor];
-        let source = &plan.sources[usize::from(file.source)];
-        loop {
-            let line = file.shard.next_line().map_err(|error| error.to_string())?;
-            let Some(line) = line else { return Ok(()) };
-            let (offset, truncated, length) = (line.offset, line.truncated(), line.length);
-            let parsed = if truncated {
-                Err(format!(
-                    "line of {length} bytes is longer than the limit of {} bytes",
-                    crate::ingest::MAX_LINE_BYTES
-                ))
-            } else {
-                parse_line(line.bytes, source, &mut file.scratch)
-                    .map_err(|reject| reject.to_string())
-                    .and_then(|row| match row.get(source.time_field) {
-                        Some(&Value::Time(time)) => Ok((time, row)),
-                        _ => Err(format!(
-                            "field `{}` holds no event time",
-                            source.fields[source.time_field].name
-                        )),
-                    })
-            };
-            match parsed {
-                Ok((time, row)) => {
-                    let id = position_id(file.file_index, offset);
-                    self.waiting[cursor] = Some((
-                        time,
-                        Fact {
-                            id,
-                            source: file.source,
-                            row,
-                        },
-                    ));
-                    self.heap.push(Reverse((time, id, cursor)));
-                    return Ok(());
-                }
-                Err(reason) => {
-                    let raw =
-                        String::from_utf8_lossy(&line.bytes[..line.bytes.len().min(RAW_LIMIT)])
-                            .into_owned();
-                    let line_number = file
-                        .shard
-                        .line_number(offset)
-                        .map_err(|error| error.to_string())?;
-                    self.counts[usize::from(file.source)].malformed += 1;
-                    dead(DeadLetter {
-                        source: source.name.clone(),
-                        file: file.path.display().to_string(),
-                        line: line_number,
-                        offset,
-                        reason,
-                        raw,
-                    });
-                }
-            }
-        }
-    }
-
-    /// The dead letter of a fact that arrived after its epoch closed.
-    fn late(
-        &mut self,
-        plan: &Plan,
-        fact: &Fact,
-        time: Time,
-        open: Time,
-    ) -> Result<DeadLetter, String> {
-        let source = &plan.sources[usize::from(fact.source)];
-        self.counts[usize::from(fact.source)].late += 1;
-        let file_index = (fact.id >> dataflows::fact::OFFSET_BITS) as usize;
-        let offset = fact.id & ((1 << dataflows::fact::OFFSET_BITS) - 1);
-        let cursor = &mut self.cursors[file_index];
-        let line = cursor
-            .shard
-            .line_number(offset)
-            .map_err(|error| error.to_string())?;
-        Ok(DeadLetter {
-            source: source.name.clone(),
-            file: cursor.path.display().to_string(),
-            line,
-            offset,
-            reason: format!(
-                "late: event time {time} is before the open epoch, which starts at {open} (source `{}` allows {} s of lateness)",
-                source.name, source.lateness_secs
-            ),
-            raw: String::new(),
-        })
-    }
-
-    fn note_time(&mut self, source: usize, time: Time) {
-        let range = &mut self.counts[source].time_range;
-        *range = Some(range.map_or((time, time), |(min, max)| (min.min(time), max.max(time))));
-        self.max_time = Some(self.max_time.map_or(time, |max| max.max(time)));
-    }
-
-    fn progress(&self, worker: u32) -> Vec<ReadProgress> {
-        self.counts
-            .iter()
-            .enumerate()
-            .map(|(source, counts)| ReadProgress {
-                worker,
-                source: source as u16,
-                facts: counts.facts,
-                malformed: counts.malformed,
-                late: counts.late,
-                time_range: counts.time_range,
-            })
-            .collect()
-    }
-}
-
-fn warn_on_header_mismatch(
-    source: &dataflows::plan::SourcePlan,
-    path: &Path,
-    header: Option<&[u8]>,
-) {
-    let Some(header) = header else { return };
-    let expected = source
-        .fields
-        .iter()
-        .map(|field| field.name.as_str())
-        .collect::<Vec<_>>();
-    let delimiter = char::from(source.format.delimiter());
-    let text = String::from_utf8_lossy(header);
-    let found: Vec<&str> = text.split(delimiter).map(str::trim).collect();
-    if found != expected {
-        eprintln!(
-            "pooch: warning: {}: the header names [{}], the spec's source `{}` names [{}]; columns are read by position",
-            path.display(),
-            found.join(", "),
-            source.name,
-            expected.join(", ")
-        );
     }
 }

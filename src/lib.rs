@@ -6,5 +6,6 @@ pub mod ingest;
 pub mod job;
 pub mod output;
 pub mod queries;
+pub mod read;
 pub mod snapshot;
 pub mod spec;

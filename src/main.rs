@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline over its sources to the end of the input.
+    /// Run a pipeline over its sources to the end of the input (or, with --follow, until
+    /// SIGINT or SIGTERM, which end a run cleanly either way).
     ///
     /// Timely's own flags follow `--`: `-w N` threads per process, `-n N` processes,
     /// `-p I` this process's index, `-h FILE` a hostfile of `host:port` lines.
@@ -56,6 +57,16 @@ struct RunArgs {
     /// Snapshot files kept per model.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     retain_snapshots: u64,
+    /// Keep reading as files grow and new files match a source's glob, until SIGINT or
+    /// SIGTERM; then the open epoch closes, the last version is stored, and pooch exits 0.
+    #[arg(long)]
+    follow: bool,
+    /// While following, how often to look at the files again, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    poll_ms: u64,
+    /// For testing backpressure: training pauses this long at every epoch.
+    #[arg(long, value_name = "MS", hide = true)]
+    debug_slow_training_ms: Option<u64>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -126,6 +137,11 @@ fn run_command(args: RunArgs) -> ExitCode {
     options.max_epochs_behind = args.max_epochs_behind;
     options.retain_snapshots = args.retain_snapshots as usize;
     options.progress = !args.quiet;
+    options.follow = args.follow;
+    options.poll_interval = std::time::Duration::from_millis(args.poll_ms);
+    options.slow_training_per_epoch = args
+        .debug_slow_training_ms
+        .map(std::time::Duration::from_millis);
     match run(options) {
         Ok(Some(summary)) => {
             print_summary(&summary, &args.out);

@@ -44,14 +44,22 @@ pub struct ReadProgress {
     pub worker: u32,
     /// The source.
     pub source: u16,
-    /// Lines that became facts.
+    /// Lines that became facts or corrections.
     pub facts: u64,
     /// Lines dead-lettered for being malformed.
     pub malformed: u64,
     /// Facts dead-lettered for arriving later than the source's lateness allows.
-    pub late: u64,
+    pub late_dropped: u64,
+    /// Facts later than that, admitted to the open epoch.
+    pub late_admitted: u64,
     /// Earliest and latest event time read.
     pub time_range: Option<(u64, u64)>,
+    /// The start of the worker's open epoch: everything before it has been given to the graph.
+    pub open: u64,
+    /// The worker's digest of the facts read so far (on source 0's record only).
+    pub digest: u64,
+    /// Where the worker's reading of each of the source's files stands.
+    pub positions: BTreeMap<String, u64>,
 }
 
 /// The files of an output directory.
@@ -117,6 +125,7 @@ impl OutputFiles {
             model: &'a str,
             version: u64,
             features_epoch: u64,
+            features: BTreeMap<&'a str, f64>,
         }
         let line = Line {
             query: id,
@@ -124,6 +133,11 @@ impl OutputFiles {
             model: &answer.model,
             version: answer.version,
             features_epoch: answer.features_epoch,
+            features: answer
+                .features
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.0))
+                .collect(),
         };
         Self::line(&mut self.answers, &self.dir, "answers.jsonl", &line)?;
         // answers are what a user waits for: make each visible at once
@@ -139,15 +153,17 @@ impl OutputFiles {
         Self::line(&mut self.answers, &self.dir, "answers.jsonl", &line)
     }
 
-    /// Appends an epoch's metrics.
+    /// Appends an epoch's metrics, with the model version serving and how reading stands.
     pub fn metrics(
         &mut self,
         metrics: &EpochMetrics,
         model_version: u64,
+        reading: Json,
     ) -> Result<(), OutputError> {
         let mut line = serde_json::to_value(metrics).unwrap_or(Json::Null);
         if let Json::Object(object) = &mut line {
             object.insert("model_version".to_owned(), json!(model_version));
+            object.insert("reading".to_owned(), reading);
         }
         Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
     }
@@ -194,6 +210,8 @@ pub fn model_digest(model: &ModelVersion) -> String {
 pub struct Collector {
     /// The latest counts of every reader, by (worker, source).
     pub reads: BTreeMap<(u32, u16), ReadProgress>,
+    /// Each worker's reading positions at the epochs it closed, most recent last.
+    positions: BTreeMap<u32, BTreeMap<u64, BTreeMap<String, u64>>>,
     /// Dead letters received.
     pub dead_letters: u64,
     /// The latest epoch metrics.
@@ -202,16 +220,88 @@ pub struct Collector {
     pub epochs_with_examples: u64,
     /// The newest published version.
     pub model: Option<std::sync::Arc<ModelVersion>>,
-    /// Answers written, and malformed queries.
+    /// Answers written.
     pub answers: u64,
     /// Malformed queries.
     pub query_errors: u64,
 }
 
+/// How many closed epochs of reading positions are kept per worker.
+const POSITIONS_KEPT: usize = 256;
+
 impl Collector {
+    /// A collector that starts knowing how many queries were malformed.
+    pub fn new(query_errors: u64) -> Self {
+        Collector {
+            query_errors,
+            ..Collector::default()
+        }
+    }
+
     /// Facts read so far, over all workers.
     pub fn facts(&self) -> u64 {
         self.reads.values().map(|read| read.facts).sum()
+    }
+
+    /// Notes a reader's progress.
+    pub fn record_progress(&mut self, read: ReadProgress) {
+        let kept = self.positions.entry(read.worker).or_default();
+        kept.entry(read.open).or_default().extend(
+            read.positions
+                .iter()
+                .map(|(key, value)| (key.clone(), *value)),
+        );
+        while kept.len() > POSITIONS_KEPT {
+            kept.pop_first();
+        }
+        self.reads.insert((read.worker, read.source), read);
+    }
+
+    /// The reading positions as of `time`: for each worker, those it recorded when it last
+    /// closed an epoch at or before `time`. Every fact before them had been given to the graph.
+    pub fn positions_at(&self, time: u64) -> BTreeMap<String, u64> {
+        let mut positions = BTreeMap::new();
+        for by_open in self.positions.values() {
+            if let Some((_, at)) = by_open.range(..=time).next_back() {
+                positions.extend(at.iter().map(|(key, value)| (key.clone(), *value)));
+            }
+        }
+        positions
+    }
+
+    /// How reading stands, per source and overall, for the metrics.
+    pub fn reading(&self, plan: &dataflows::plan::Plan) -> Json {
+        let mut sources: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+        for read in self.reads.values() {
+            let name = plan
+                .sources
+                .get(usize::from(read.source))
+                .map(|source| source.name.clone())
+                .unwrap_or_default();
+            let entry = sources.entry(name).or_insert([0; 4]);
+            entry[0] += read.facts;
+            entry[1] += read.malformed;
+            entry[2] += read.late_dropped;
+            entry[3] += read.late_admitted;
+        }
+        let sources: BTreeMap<String, Json> = sources
+            .into_iter()
+            .map(|(name, [facts, malformed, late_dropped, late_admitted])| {
+                (name, json!({ "facts": facts, "malformed": malformed, "late_dropped": late_dropped, "late_admitted": late_admitted }))
+            })
+            .collect();
+        // the reading frontier: every worker has closed the epochs before it
+        let mut open_by_worker: BTreeMap<u32, u64> = BTreeMap::new();
+        for read in self.reads.values() {
+            let open = open_by_worker.entry(read.worker).or_insert(read.open);
+            *open = (*open).max(read.open);
+        }
+        let frontier = open_by_worker.values().min().copied();
+        json!({
+            "frontier": frontier,
+            "frontier_epoch": frontier.map(|time| plan.epoch(time)),
+            "sources": sources,
+        })
     }
 
     /// The summary of a finished run.
@@ -222,27 +312,7 @@ impl Collector {
         workers: usize,
         elapsed_secs: f64,
     ) -> Json {
-        let mut by_source = BTreeMap::new();
-        for read in self.reads.values() {
-            let name = plan
-                .sources
-                .get(usize::from(read.source))
-                .map(|source| source.name.clone())
-                .unwrap_or_default();
-            let entry = by_source.entry(name).or_insert((0u64, 0u64, 0u64));
-            entry.0 += read.facts;
-            entry.1 += read.malformed;
-            entry.2 += read.late;
-        }
-        let sources: BTreeMap<String, Json> = by_source
-            .into_iter()
-            .map(|(name, (facts, malformed, late))| {
-                (
-                    name,
-                    json!({ "facts": facts, "malformed": malformed, "late": late }),
-                )
-            })
-            .collect();
+        let reading = self.reading(plan);
         let range = self
             .reads
             .values()
@@ -252,6 +322,12 @@ impl Collector {
             Some((first, last)) => (Some(plan.epoch(first)), Some(plan.epoch(last))),
             None => (None, None),
         };
+        let late_dropped: u64 = self.reads.values().map(|read| read.late_dropped).sum();
+        let late_admitted: u64 = self.reads.values().map(|read| read.late_admitted).sum();
+        let digest = self
+            .reads
+            .values()
+            .fold(0u64, |digest, read| digest.wrapping_add(read.digest));
         let running = self
             .last_epoch
             .as_ref()
@@ -263,8 +339,11 @@ impl Collector {
             "spec_hash": spec_hash,
             "workers": workers,
             "facts_read": facts,
+            "facts_digest": format!("{digest:016x}"),
             "dead_lettered": self.dead_letters,
-            "sources": sources,
+            "late_dropped": late_dropped,
+            "late_admitted": late_admitted,
+            "sources": reading["sources"],
             "epochs": match (first_epoch, last_epoch) { (Some(first), Some(last)) => last - first + 1, _ => 0 },
             "first_epoch": first_epoch,
             "last_epoch": last_epoch,
@@ -273,6 +352,7 @@ impl Collector {
             "examples": running.examples,
             "positives": running.positives,
             "unlabeled": running.unlabeled,
+            "labels_beyond_input": running.beyond_input,
             "orphaned_labels": running.orphaned,
             "model": plan.model.name,
             "model_versions": self.model.as_ref().map_or(0, |model| model.version),

@@ -92,7 +92,9 @@ fn parse_line(line: &[u8], number: u64, plan: &Plan) -> Result<ProbeQuery, Query
         .cloned()
         .unwrap_or_else(|| Json::from(format!("line-{number}")));
     let source = plan.example_source();
-    let time_name = &source.fields[source.time_field].name;
+    let time_name = source
+        .time_field
+        .map(|field| source.fields[field].name.as_str());
 
     for key in object.keys() {
         if key != "id" && key != "time" && source.field(key).is_none() {
@@ -108,7 +110,10 @@ fn parse_line(line: &[u8], number: u64, plan: &Plan) -> Result<ProbeQuery, Query
             ));
         }
     }
-    let time = match object.get("time").or_else(|| object.get(time_name)) {
+    let time = match object
+        .get("time")
+        .or_else(|| time_name.and_then(|name| object.get(name)))
+    {
         None | Some(Json::Null) => None,
         Some(value) => match value.as_u64() {
             Some(seconds) => Some(seconds),
@@ -123,7 +128,7 @@ fn parse_line(line: &[u8], number: u64, plan: &Plan) -> Result<ProbeQuery, Query
 
     let mut row = Vec::with_capacity(source.fields.len());
     for (index, field) in source.fields.iter().enumerate() {
-        let value = if index == source.time_field {
+        let value = if Some(index) == source.time_field {
             time.map(Value::Time).unwrap_or(Value::Missing)
         } else {
             match object.get(&field.name) {
@@ -138,8 +143,10 @@ fn parse_line(line: &[u8], number: u64, plan: &Plan) -> Result<ProbeQuery, Query
         };
         row.push(value);
     }
-    let entity = &source.fields[plan.examples.entity_field];
-    if row[plan.examples.entity_field] == Value::Missing {
+    if let Some(entity_field) = plan.examples.entity_field
+        && row[entity_field] == Value::Missing
+    {
+        let entity = &source.fields[entity_field];
         return Err(error(
             Some(id),
             format!(
@@ -195,13 +202,24 @@ fn to_value(json: &Json, kind: &FieldKind) -> Result<Value, String> {
                 Value::List(symbols)
             })
         }
+        FieldKind::Time {
+            unit: TimeUnit::Rfc3339,
+        } => json
+            .as_str()
+            .and_then(|text| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .and_then(|moment| u64::try_from(moment.unix_timestamp()).ok())
+            .map(Value::Time)
+            .ok_or_else(|| format!("expected an RFC 3339 time, not {json}")),
         FieldKind::Time { unit } => {
             let number = json
                 .as_u64()
                 .ok_or_else(|| format!("expected a whole, non-negative time, not {json}"))?;
             Ok(Value::Time(match unit {
-                TimeUnit::Seconds => number,
                 TimeUnit::Milliseconds => number / 1000,
+                TimeUnit::Seconds | TimeUnit::Rfc3339 => number,
             }))
         }
     }

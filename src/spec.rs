@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use dataflows::hashing::symbol;
 use dataflows::plan::{
     AggregatePlan, AggregateUse, ExamplePlan, FeatureKind, FeaturePlan, FieldKind, FieldPlan,
-    Format, Function, LabelPlan, ModelPlan, Plan, ServingPlan, SourcePlan, TimeUnit, Transform,
-    Via,
+    Format, Function, LabelPlan, LatePolicy, ModelPlan, Plan, ServingPlan, SourcePlan, TimeUnit,
+    Transform, Via,
 };
 use serde::Deserialize;
 
@@ -84,12 +84,17 @@ struct SourceSection {
     name: String,
     path: Option<PathBuf>,
     paths: Option<Vec<PathBuf>>,
+    glob: Option<String>,
     format: String,
     #[serde(default)]
     header: bool,
-    time: String,
+    time: Option<String>,
     #[serde(default)]
     lateness_secs: u64,
+    late: Option<String>,
+    key: Option<Vec<String>>,
+    op: Option<String>,
+    corrects: Option<String>,
     fields: Vec<FieldSection>,
 }
 
@@ -110,7 +115,7 @@ struct FieldSection {
 struct ExamplesSection {
     source: String,
     id: Option<String>,
-    entity: String,
+    entity: Option<String>,
     truth: Option<String>,
 }
 
@@ -191,6 +196,20 @@ fn default_keep_versions() -> usize {
     3
 }
 
+/// The files matching a pattern, in name order.
+fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let matches = glob::glob(pattern).map_err(|error| format!("not a valid pattern: {error}"))?;
+    let mut paths = Vec::new();
+    for entry in matches {
+        let path = entry.map_err(|error| error.to_string())?;
+        if path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
 /// Reads and checks the spec at `path`. Relative source paths are resolved against `data_dir`
 /// when given, else against the spec's `pipeline.data_dir` (itself relative to the spec file),
 /// else against the spec file's directory.
@@ -250,7 +269,11 @@ impl Checker<'_> {
             return Err(self.invalid("sources", "too many sources"));
         }
         let mut sources = Vec::new();
+        let mut corrections: Vec<(usize, String)> = Vec::new();
         for (index, section) in file.sources.into_iter().enumerate() {
+            if let Some(target) = &section.corrects {
+                corrections.push((index, target.clone()));
+            }
             let key = format!("sources[{index}]");
             if sources
                 .iter()
@@ -262,6 +285,42 @@ impl Checker<'_> {
                 ));
             }
             sources.push(self.source(&key, section, base)?);
+        }
+        for (index, target_name) in corrections {
+            let key = format!("sources[{index}].corrects");
+            let target = sources
+                .iter()
+                .position(|source| source.name == target_name)
+                .ok_or_else(|| self.invalid(&key, format!("unknown source `{target_name}`")))?;
+            if target == index {
+                return Err(self.invalid(
+                    &key,
+                    "a source cannot correct itself; use `op` for retractions in the same source",
+                ));
+            }
+            let names = |source: &SourcePlan| {
+                source
+                    .key_fields
+                    .iter()
+                    .map(|&field| source.fields[field].name.clone())
+                    .collect::<Vec<_>>()
+            };
+            if sources[target].key_fields.is_empty() {
+                return Err(self.invalid(
+                    &key,
+                    format!("source `{target_name}` has no `key`, so its facts cannot be named"),
+                ));
+            }
+            if names(&sources[index]) != names(&sources[target]) {
+                return Err(self.invalid(
+                    format!("sources[{index}].key"),
+                    format!(
+                        "must name the same fields as the key of `{target_name}`: {}",
+                        names(&sources[target]).join(", ")
+                    ),
+                ));
+            }
+            sources[index].corrects = Some(target as u16);
         }
         let names = sources
             .iter()
@@ -306,7 +365,12 @@ impl Checker<'_> {
                 .as_deref()
                 .map(|name| find_field("examples.id", example_source, name))
                 .transpose()?,
-            entity_field: find_field("examples.entity", example_source, &file.examples.entity)?,
+            entity_field: file
+                .examples
+                .entity
+                .as_deref()
+                .map(|name| find_field("examples.entity", example_source, name))
+                .transpose()?,
             truth_field: file
                 .examples
                 .truth
@@ -528,39 +592,50 @@ impl Checker<'_> {
         section: SourceSection,
         base: &Path,
     ) -> Result<SourcePlan, SpecError> {
-        let paths = match (section.path, section.paths) {
-            (Some(path), None) => vec![path],
-            (None, Some(paths)) if !paths.is_empty() => paths,
-            (None, Some(_)) => {
-                return Err(self.invalid(format!("{key}.paths"), "must list at least one file"));
-            }
-            (Some(_), Some(_)) => {
-                return Err(self.invalid(key, "give either `path` or `paths`, not both"));
-            }
-            (None, None) => {
-                return Err(self.invalid(format!("{key}.path"), "is required (or `paths`)"));
+        let absolute = |path: PathBuf| {
+            if path.is_absolute() {
+                path
+            } else {
+                base.join(path)
             }
         };
-        let paths = paths
-            .into_iter()
-            .map(|path| {
-                if path.is_absolute() {
-                    path
-                } else {
-                    base.join(path)
-                }
-            })
-            .collect();
+        let (paths, glob) = match (section.path, section.paths, section.glob) {
+            (Some(path), None, None) => (vec![absolute(path)], None),
+            (None, Some(paths), None) if !paths.is_empty() => {
+                (paths.into_iter().map(absolute).collect(), None)
+            }
+            (None, Some(_), None) => {
+                return Err(self.invalid(format!("{key}.paths"), "must list at least one file"));
+            }
+            (None, None, Some(pattern)) => {
+                let pattern = absolute(PathBuf::from(pattern))
+                    .to_string_lossy()
+                    .into_owned();
+                let paths = expand_glob(&pattern)
+                    .map_err(|reason| self.invalid(format!("{key}.glob"), reason))?;
+                (paths, Some(pattern))
+            }
+            (None, None, None) => {
+                return Err(
+                    self.invalid(format!("{key}.path"), "is required (or `paths`, or `glob`)")
+                );
+            }
+            _ => return Err(self.invalid(key, "give one of `path`, `paths` and `glob`")),
+        };
         let format = match section.format.as_str() {
             "csv" => Format::Csv,
             "tsv" => Format::Tsv,
+            "jsonl" => Format::JsonLines,
             other => {
                 return Err(self.invalid(
                     format!("{key}.format"),
-                    format!("unknown format `{other}` (formats: csv, tsv)"),
+                    format!("unknown format `{other}` (formats: csv, tsv, jsonl)"),
                 ));
             }
         };
+        if format == Format::JsonLines && section.header {
+            return Err(self.invalid(format!("{key}.header"), "JSON Lines files have no header"));
+        }
         if section.fields.is_empty() {
             return Err(self.invalid(format!("{key}.fields"), "a source needs at least one field"));
         }
@@ -597,10 +672,11 @@ impl Checker<'_> {
                     let unit = match field.unit.as_deref().unwrap_or("s") {
                         "s" => TimeUnit::Seconds,
                         "ms" => TimeUnit::Milliseconds,
+                        "rfc3339" => TimeUnit::Rfc3339,
                         other => {
                             return Err(self.invalid(
                                 format!("{field_key}.unit"),
-                                format!("unknown unit `{other}` (units: s, ms)"),
+                                format!("unknown unit `{other}` (units: s, ms, rfc3339)"),
                             ));
                         }
                     };
@@ -633,31 +709,97 @@ impl Checker<'_> {
                 required: field.required,
             });
         }
-        let time_field = fields
+        let find = |what: &str, name: &str| {
+            fields
+                .iter()
+                .position(|field| field.name == name)
+                .ok_or_else(|| {
+                    let names = fields
+                        .iter()
+                        .map(|field| field.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.invalid(
+                        format!("{key}.{what}"),
+                        format!("no field is called `{name}` (fields: {names})"),
+                    )
+                })
+        };
+        let time_field = section
+            .time
+            .as_deref()
+            .map(|name| find("time", name))
+            .transpose()?;
+        let key_fields = section
+            .key
             .iter()
-            .position(|field| field.name == section.time)
-            .ok_or_else(|| {
-                self.invalid(
+            .flatten()
+            .map(|name| find("key", name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let op_field = section
+            .op
+            .as_deref()
+            .map(|name| find("op", name))
+            .transpose()?;
+        if let Some(time_field) = time_field {
+            if !matches!(fields[time_field].kind, FieldKind::Time { .. }) {
+                return Err(self.invalid(
                     format!("{key}.time"),
-                    format!("no field is called `{}`", section.time),
-                )
-            })?;
-        if !matches!(fields[time_field].kind, FieldKind::Time { .. }) {
+                    format!(
+                        "field `{}` must have type `timestamp`",
+                        fields[time_field].name
+                    ),
+                ));
+            }
+            // a fact without an event time cannot be placed, so the time is always required
+            fields[time_field].required = true;
+        }
+        if let Some(op_field) = op_field {
+            if fields[op_field].kind != FieldKind::Text {
+                return Err(
+                    self.invalid(format!("{key}.op"), "the op field must have type `string`")
+                );
+            }
+            if key_fields.is_empty() {
+                return Err(self.invalid(
+                    format!("{key}.key"),
+                    "is required with `op`: a retraction names its fact by key",
+                ));
+            }
+        }
+        if section.corrects.is_some() && key_fields.is_empty() {
             return Err(self.invalid(
-                format!("{key}.time"),
-                format!("field `{}` must have type `timestamp`", section.time),
+                format!("{key}.key"),
+                "is required with `corrects`: a correction names its fact by key",
             ));
         }
-        // a fact without an event time cannot be placed, so the time is always required
-        fields[time_field].required = true;
+        // a fact that cannot be named cannot be withdrawn
+        for &field in &key_fields {
+            fields[field].required = true;
+        }
+        let late = match section.late.as_deref().unwrap_or("drop") {
+            "drop" => LatePolicy::Drop,
+            "admit" => LatePolicy::Admit,
+            other => {
+                return Err(self.invalid(
+                    format!("{key}.late"),
+                    format!("unknown policy `{other}` (policies: drop, admit)"),
+                ));
+            }
+        };
         Ok(SourcePlan {
             name: section.name,
             paths,
+            glob,
             format,
             header: section.header,
             fields,
             time_field,
             lateness_secs: section.lateness_secs,
+            late,
+            key_fields,
+            op_field,
+            corrects: None,
         })
     }
 
@@ -787,7 +929,11 @@ impl Checker<'_> {
 mod tests {
     use super::*;
 
-    const SHIPPED: &[&str] = &["pipelines/sniffable.toml", "pipelines/movielens.toml"];
+    const SHIPPED: &[&str] = &[
+        "pipelines/sniffable.toml",
+        "pipelines/movielens.toml",
+        "pipelines/elec2.toml",
+    ];
 
     fn root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))

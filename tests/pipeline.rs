@@ -272,7 +272,7 @@ fn malformed_lines_are_dead_lettered_and_the_run_completes() {
     assert_eq!(summary["dead_lettered"], 7);
     assert_eq!(summary["examples"], 3);
     assert_eq!(summary["sources"]["ratings"]["malformed"], 6);
-    assert_eq!(summary["sources"]["ratings"]["late"], 1);
+    assert_eq!(summary["sources"]["ratings"]["late_dropped"], 1);
 }
 
 #[test]

@@ -56,3 +56,39 @@ fn movielens_runs_at_two_workers_and_learns() {
         "online progressive logloss {online_logloss}"
     );
 }
+
+#[test]
+#[ignore = "reads ../shared/data; run by ./run.sh test"]
+fn elec2_runs_in_file_order_and_learns() {
+    let data = shared_data();
+    let out = tempfile::tempdir().expect("temporary directory");
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/elec2.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
+        .args(["run", "--quiet", "--pipeline"])
+        .arg(&spec)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(out.path())
+        .args(["--", "-w", "2"])
+        .output()
+        .expect("pooch starts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Json = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
+    )
+    .expect("summary is JSON");
+    assert_eq!(summary["facts_read"], 45_312);
+    assert_eq!(summary["dead_lettered"], 0);
+    assert_eq!(summary["examples"], 45_312);
+    // 42.5% of periods see the price go up: the constant predictor's log loss is 0.6818
+    let online_logloss = summary["online_logloss"].as_f64().expect("online logloss");
+    assert!(
+        online_logloss < 0.60,
+        "online progressive logloss {online_logloss}"
+    );
+}

@@ -15,15 +15,39 @@ use crate::fact::{Fact, SourceId, Time};
 use crate::lookup::LATEST;
 use crate::plan::Plan;
 
-/// One collection of facts per source, indexed by source id.
+/// A retraction: the source, and the key id (see [`crate::fact::key_id`]) of the fact to
+/// withdraw.
+pub type Correction = (SourceId, u64);
+
+/// One collection of facts per source, indexed by source id, with corrections applied.
+///
+/// A correction withdraws the live facts of its source whose key it names, from the time it
+/// arrives. It is joined with the facts rather than subtracted blindly, so a correction of a
+/// fact that never arrived withdraws nothing, and a second correction of the same fact
+/// withdraws nothing more.
 pub fn split_sources<'scope>(
     plan: &Plan,
     facts: VecCollection<'scope, Time, Fact>,
+    corrections: VecCollection<'scope, Time, Correction>,
 ) -> Vec<VecCollection<'scope, Time, Fact>> {
     (0..plan.sources.len())
         .map(|index| {
             let source = index as SourceId;
-            facts.clone().filter(move |fact| fact.source == source)
+            let facts = facts.clone().filter(move |fact| fact.source == source);
+            if !plan.sources[index].retractable() {
+                return facts;
+            }
+            let named = corrections
+                .clone()
+                .filter(move |(target, _)| *target == source)
+                .map(|(_, key)| key)
+                .distinct();
+            let withdrawn = facts
+                .clone()
+                .map(|fact| (fact.id, fact))
+                .semijoin(named)
+                .map(|(_, fact)| fact);
+            facts.concat(withdrawn.negate())
         })
         .collect()
 }

@@ -39,6 +39,8 @@ pub struct Scores {
     pub unlabeled: u64,
     /// Labels for examples that were never seen.
     pub orphaned: u64,
+    /// Examples whose label was due after the end of what was read.
+    pub beyond_input: u64,
     /// Mean log loss of the servable model's predictions.
     pub logloss: Option<f64>,
     /// Area under the ROC curve of those predictions; `None` when only one class occurred.
@@ -273,6 +275,7 @@ fn score_epoch(mut outcomes: Vec<Outcome>, running: &mut Running) -> Scores {
             }
             Outcome::Unlabeled { .. } => scores.unlabeled += 1,
             Outcome::Orphaned { .. } => scores.orphaned += 1,
+            Outcome::BeyondInput { .. } => scores.beyond_input += 1,
         }
     }
     running.model.absorb(&model);
@@ -287,6 +290,7 @@ fn score_epoch(mut outcomes: Vec<Outcome>, running: &mut Running) -> Scores {
     total.positives += scores.positives;
     total.unlabeled += scores.unlabeled;
     total.orphaned += scores.orphaned;
+    total.beyond_input += scores.beyond_input;
     (total.logloss, total.auc) = running.model.scores();
     (total.online_logloss, total.online_auc) = running.online.scores();
     (total.truth_logloss, total.truth_auc) = running.truth.scores();
@@ -298,6 +302,7 @@ fn outcome_key(outcome: &Outcome) -> (u8, u64) {
         Outcome::Evaluated { id, .. } => (0, *id),
         Outcome::Unlabeled { id } => (1, *id),
         Outcome::Orphaned { id } => (2, *id),
+        Outcome::BeyondInput { id } => (3, *id),
     }
 }
 

@@ -83,6 +83,16 @@ impl Event {
     }
 }
 
+/// The key that places an example's training on a worker: its entity's symbol, or its id
+/// when the plan names no entity (or the entity field is missing).
+pub fn partition_key(plan: &Plan, id: u64, row: &[Value]) -> u64 {
+    plan.examples
+        .entity_field
+        .and_then(|field| row.get(field))
+        .and_then(Value::symbol)
+        .unwrap_or(id)
+}
+
 /// A query as it enters the graph: a numbered event to score, asked at `time`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Query {
@@ -126,6 +136,33 @@ pub struct Answer {
     pub version: u64,
     /// The last epoch whose facts the features include.
     pub features_epoch: u64,
+    /// The values of the aggregate features the answer used, by name, before any transform.
+    pub features: Vec<(String, Real)>,
+}
+
+/// The values of an event's aggregate features, by name, before any transform.
+pub fn aggregate_values(plan: &Plan, event: &Event) -> Vec<(String, Real)> {
+    plan.features
+        .iter()
+        .filter_map(|feature| match feature.kind {
+            FeatureKind::Aggregate { aggregate } => Some((
+                feature.name.clone(),
+                Real(aggregate_value(plan, event, aggregate)),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The value of one aggregate for an event: a count, a sum, or a mean (0 when nothing counts).
+fn aggregate_value(plan: &Plan, event: &Event, aggregate: usize) -> f64 {
+    let (count, sum) = event.aggregates.get(aggregate).copied().unwrap_or((0, 0));
+    match plan.aggregates[aggregate].function {
+        Function::Count => count as f64,
+        Function::Sum { .. } => sum as f64 / FIXED_POINT,
+        Function::Mean { .. } if count > 0 => sum as f64 / FIXED_POINT / count as f64,
+        Function::Mean { .. } => 0.0,
+    }
 }
 
 /// The sparse feature vector of an event: the intercept, then every feature of the plan.
@@ -168,13 +205,7 @@ pub fn featurize(plan: &Plan, event: &Event) -> Features {
                 }
             }
             FeatureKind::Aggregate { aggregate } => {
-                let (count, sum) = event.aggregates.get(*aggregate).copied().unwrap_or((0, 0));
-                let value = match plan.aggregates[*aggregate].function {
-                    Function::Count => count as f64,
-                    Function::Sum { .. } => sum as f64 / FIXED_POINT,
-                    Function::Mean { .. } if count > 0 => sum as f64 / FIXED_POINT / count as f64,
-                    Function::Mean { .. } => 0.0,
-                };
+                let value = aggregate_value(plan, event, *aggregate);
                 push_numeric(
                     &mut features,
                     namespace,

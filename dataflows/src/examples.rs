@@ -12,7 +12,7 @@ use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 
-use crate::event::{Event, LabelRequest};
+use crate::event::{Event, LabelRequest, partition_key};
 use crate::fact::{Fact, Time};
 use crate::lookup::{LookupSpec, Store, lookup};
 use crate::plan::{LabelPlan, Plan};
@@ -26,7 +26,8 @@ pub fn example_id(plan: &Plan, fact: &Fact) -> u64 {
         .unwrap_or(fact.id)
 }
 
-/// The events of the example source, one per inserted fact, due at their own event time.
+/// The events of the example source, one per inserted fact, due at their own event time (or
+/// at their admission, for a fact admitted late).
 ///
 /// Retracted examples are not emitted: a model cannot unlearn a step of stochastic gradient
 /// descent, so a withdrawn example only changes the features it contributed to.
@@ -40,7 +41,10 @@ pub fn example_events<'scope>(
         .flat_map(move |(fact, time, diff)| {
             (diff > 0).then(|| {
                 let id = example_id(&plan, &fact);
-                (Event::new(&plan, id, time, time, fact.row), time, 1)
+                // A fact admitted late carries its event time but joins the graph at the
+                // open epoch; its features are read as of then, as history before it may
+                // already be compacted.
+                (Event::new(&plan, id, fact.time, time, fact.row), time, 1)
             })
         })
         .as_collection()
@@ -89,19 +93,16 @@ pub fn label_requests<'scope>(
         return None;
     };
     let plan = Rc::clone(plan);
-    let entity_field = plan.examples.entity_field;
     let requests = facts
         .inner
         .flat_map(move |(fact, time, diff)| {
             (diff > 0).then(|| {
-                let due = time.saturating_add(within_secs);
+                // due `within_secs` after the event, and never before the fact was admitted
+                let due = fact.time.saturating_add(within_secs).max(time);
+                let id = example_id(&plan, &fact);
                 let request = LabelRequest {
-                    id: example_id(&plan, &fact),
-                    entity: fact
-                        .row
-                        .get(entity_field)
-                        .and_then(|value| value.symbol())
-                        .unwrap_or(0),
+                    id,
+                    entity: partition_key(&plan, id, &fact.row),
                     key: plan
                         .examples
                         .id_field

@@ -94,12 +94,33 @@ pub type Row = Vec<Value>;
 /// One immutable fact from a source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fact {
-    /// Where the fact was read: see [`position_id`]. Ordering by it is stream order.
+    /// The fact's identity: where it was read (see [`position_id`], which sorts in stream
+    /// order), or the hash of its key fields for a source whose facts can be retracted.
     pub id: u64,
     /// The source the fact belongs to.
     pub source: SourceId,
+    /// When it happened. It is the fact's timestamp in the graph too, except for a fact
+    /// admitted later than its source's lateness, which joins the open epoch.
+    pub time: Time,
     /// One value per field of the source's schema.
     pub row: Row,
+}
+
+/// The identity of a fact of a retractable source: its source and the symbols of its key
+/// fields. A retraction names a fact by the same key.
+pub fn key_id(source: SourceId, key: &[Option<Symbol>]) -> u64 {
+    let mut bytes = Vec::with_capacity(2 + 9 * key.len());
+    bytes.extend_from_slice(&source.to_le_bytes());
+    for symbol in key {
+        match symbol {
+            Some(symbol) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&symbol.to_le_bytes());
+            }
+            None => bytes.push(0),
+        }
+    }
+    crate::hashing::symbol(&bytes)
 }
 
 /// Bits of a fact id that hold the byte offset within its file.

@@ -31,7 +31,7 @@ pub fn feature_store<'scope>(
     let scope = sources[0].scope();
     let mut updates = Vec::new();
     for (index, aggregate) in plan.aggregates.iter().enumerate() {
-        updates.push(aggregate_updates(index, aggregate, plan, sources));
+        updates.push(aggregate_updates(index, aggregate, sources));
     }
     let all = differential_dataflow::collection::concatenate(scope, updates);
     arrange_core::<_, _, ValBatcher<(Symbol, u32), (), Time, Accum>, StoreTrace>(
@@ -46,13 +46,11 @@ pub fn feature_store<'scope>(
 fn aggregate_updates<'scope>(
     index: usize,
     aggregate: &AggregatePlan,
-    plan: &Plan,
     sources: &[VecCollection<'scope, Time, Fact>],
 ) -> VecCollection<'scope, Time, ((Symbol, u32), ()), Accum> {
     let source = usize::from(aggregate.source);
     let facts = sources[source].clone();
     let key_field = aggregate.key_field;
-    let time_field = plan.sources[source].time_field;
     let value_field = match aggregate.function {
         Function::Count => None,
         Function::Sum { field } | Function::Mean { field } => Some(field),
@@ -69,10 +67,7 @@ fn aggregate_updates<'scope>(
                 .and_then(Value::number)
                 .and_then(to_fixed)?,
         };
-        let Some(Value::Time(event_time)) = fact.row.get(time_field) else {
-            return None;
-        };
-        Some((key, (value, *event_time)))
+        Some((key, (value, fact.time)))
     });
 
     // re-key through another source: a like's post becomes the post's dog

@@ -76,15 +76,20 @@ impl Default for Settings {
     }
 }
 
-/// Builds the whole pipeline over a collection of facts and a collection of queries.
+/// Builds the whole pipeline over facts, their corrections, and queries.
+///
+/// `ends` carries each worker's report when its reading ends: from them training learns the
+/// end of what was read, and does not learn labels due after it.
 pub fn build<'scope>(
     plan: &Rc<Plan>,
     settings: Settings,
     facts: VecCollection<'scope, Time, Fact>,
+    corrections: VecCollection<'scope, Time, collect::Correction>,
     queries: VecCollection<'scope, Time, Query>,
+    ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
 ) -> Graph<'scope> {
-    // collect: one collection per source
-    let sources = collect::split_sources(plan, facts);
+    // collect: one collection per source, corrections applied
+    let sources = collect::split_sources(plan, facts, corrections);
 
     // transform: the feature store, the examples with their features, and their labels
     let store = features::feature_store(plan, &sources);
@@ -97,7 +102,7 @@ pub fn build<'scope>(
     };
 
     // learn and publish
-    let trained = learn::train::train(plan, settings.first_version, examples, label_requests);
+    let trained = learn::train::train(plan, settings.first_version, examples, label_requests, ends);
     let epochs = evaluate::evaluate(trained.outcomes, plan.tick_secs);
     let versions = trained.versions;
     let models = serve::arrange_models(versions.clone());

@@ -87,17 +87,32 @@ pub struct SourcePlan {
     pub name: String,
     /// The files to read, in order.
     pub paths: Vec<std::path::PathBuf>,
+    /// A file-name pattern (`dir/*.csv`) whose matches are read in name order; with
+    /// `--follow`, new matches are picked up as they appear.
+    pub glob: Option<String>,
     /// How lines are laid out.
     pub format: Format,
     /// Whether the first line of each file names the fields rather than holding a fact.
     pub header: bool,
-    /// The fields of a fact, in column order.
+    /// The fields of a fact, in column order (for JSON Lines, the keys read).
     pub fields: Vec<FieldPlan>,
-    /// The field that holds the event time.
-    pub time_field: usize,
+    /// The field that holds the event time; `None` for a source timed by its order: the
+    /// n-th fact of the source (from 0, across its files) happens at time n.
+    pub time_field: Option<usize>,
     /// How far behind the latest event time already read a fact may be and still be placed
-    /// at its own time. Later facts are dead-lettered with reason `late`.
+    /// at its own time.
     pub lateness_secs: u64,
+    /// What happens to a fact later than that.
+    pub late: LatePolicy,
+    /// The fields that identify a fact, so that it can be retracted; empty when facts are
+    /// identified by their position and cannot be.
+    pub key_fields: Vec<usize>,
+    /// A field whose value `retract` (or `delete`) withdraws the fact its key names, instead
+    /// of adding one.
+    pub op_field: Option<usize>,
+    /// When set, this source holds no facts: each of its rows withdraws the fact of that
+    /// source whose key equals the row's key fields.
+    pub corrects: Option<SourceId>,
 }
 
 impl SourcePlan {
@@ -105,6 +120,20 @@ impl SourcePlan {
     pub fn field(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|field| field.name == name)
     }
+
+    /// Whether facts of this source can be withdrawn, by an `op` field or another source.
+    pub fn retractable(&self) -> bool {
+        !self.key_fields.is_empty()
+    }
+}
+
+/// What happens to a fact later than its source's lateness allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LatePolicy {
+    /// It is dead-lettered with reason `late`.
+    Drop,
+    /// It joins the open epoch, keeping its event time in the data.
+    Admit,
 }
 
 /// The line format of a source file.
@@ -114,14 +143,17 @@ pub enum Format {
     Csv,
     /// Tab-separated values.
     Tsv,
+    /// One JSON object per line, fields named by their keys.
+    JsonLines,
 }
 
 impl Format {
-    /// The field delimiter.
-    pub fn delimiter(self) -> u8 {
+    /// The field delimiter of a delimited format.
+    pub fn delimiter(self) -> Option<u8> {
         match self {
-            Format::Csv => b',',
-            Format::Tsv => b'\t',
+            Format::Csv => Some(b','),
+            Format::Tsv => Some(b'\t'),
+            Format::JsonLines => None,
         }
     }
 }
@@ -165,6 +197,9 @@ pub enum TimeUnit {
     Seconds,
     /// Whole milliseconds since the Unix epoch (truncated to seconds).
     Milliseconds,
+    /// An RFC 3339 date and time with an offset, such as `2026-01-01T09:30:00Z` (fractions of a
+    /// second are truncated).
+    Rfc3339,
 }
 
 /// Which facts are examples.
@@ -175,8 +210,9 @@ pub struct ExamplePlan {
     /// The field that identifies an example, if any; otherwise its position in the file does.
     pub id_field: Option<usize>,
     /// The field whose symbol partitions training across workers, typically the entity the
-    /// example is about (the dog that posts, the user who rates).
-    pub entity_field: usize,
+    /// example is about (the dog that posts, the user who rates); without one, examples are
+    /// spread across workers by id.
+    pub entity_field: Option<usize>,
     /// A field holding the ground-truth probability of the label, for generated data.
     pub truth_field: Option<usize>,
 }

@@ -23,7 +23,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::progress::frontier::AntichainRef;
 
-use crate::event::{Answer, Event, featurize};
+use crate::event::{Answer, Event, aggregate_values, featurize};
 use crate::fact::{Real, Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::sigmoid;
@@ -191,5 +191,6 @@ fn score(plan: &Plan, query: &Event, model: Option<&ModelVersion>) -> Answer {
         model: plan.model.name.clone(),
         version,
         features_epoch: plan.epoch(query.as_of).saturating_sub(1),
+        features: aggregate_values(plan, query),
     }
 }

@@ -38,8 +38,13 @@ fn plan() -> Plan {
                 },
             ),
         ],
-        time_field: 2,
+        time_field: Some(2),
         lateness_secs: 0,
+        glob: None,
+        late: LatePolicy::Drop,
+        key_fields: vec![],
+        op_field: None,
+        corrects: None,
     };
     let aggregate = |name: &str, window_secs| AggregatePlan {
         name: name.into(),
@@ -57,7 +62,7 @@ fn plan() -> Plan {
         examples: ExamplePlan {
             source: 0,
             id_field: Some(0),
-            entity_field: 1,
+            entity_field: Some(1),
             truth_field: None,
         },
         label: LabelPlan::Threshold {
@@ -88,7 +93,9 @@ fn run(posts: &[(u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
         let (index, peers) = (worker.index(), worker.peers());
         let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, facts) = scope.new_collection::<Fact, isize>();
-            let sources = dataflows::collect::split_sources(&plan, facts);
+            // retractions here are plain negative updates; corrections are tested end to end
+            let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
+            let sources = dataflows::collect::split_sources(&plan, facts, corrections);
             let store = dataflows::features::feature_store(&plan, &sources);
             let events = dataflows::examples::example_events(&plan, sources[0].clone());
             let examples =
@@ -108,6 +115,7 @@ fn run(posts: &[(u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
                         Fact {
                             id: id as u64,
                             source: 0,
+                            time,
                             row,
                         },
                         time,

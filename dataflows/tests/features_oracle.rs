@@ -57,9 +57,14 @@ fn plan() -> Plan {
         paths: vec![],
         format: Format::Csv,
         header: false,
-        time_field: fields.len() - 1,
+        time_field: Some(fields.len() - 1),
         fields,
         lateness_secs: 0,
+        glob: None,
+        late: LatePolicy::Drop,
+        key_fields: vec![],
+        op_field: None,
+        corrects: None,
     };
     let aggregate = |name: &str,
                      source: u16,
@@ -93,7 +98,7 @@ fn plan() -> Plan {
         examples: ExamplePlan {
             source: 0,
             id_field: Some(0),
-            entity_field: 1,
+            entity_field: Some(1),
             truth_field: None,
         },
         label: LabelPlan::Threshold {
@@ -144,6 +149,7 @@ fn fact(op: &Op, id: u64) -> Fact {
         Row::Post { post, dog, score } => Fact {
             id,
             source: 0,
+            time: op.time,
             row: vec![
                 text("p", *post),
                 text("d", *dog),
@@ -156,6 +162,7 @@ fn fact(op: &Op, id: u64) -> Fact {
         Row::Like { post } => Fact {
             id,
             source: 1,
+            time: op.time,
             row: vec![text("p", *post), time],
         },
     }
@@ -173,7 +180,9 @@ fn run_graph(ops: &[Op], workers: usize) -> State {
         let (index, peers) = (worker.index(), worker.peers());
         let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, facts) = scope.new_collection::<Fact, isize>();
-            let sources = dataflows::collect::split_sources(&plan, facts);
+            // retractions here are plain negative updates; corrections are tested end to end
+            let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
+            let sources = dataflows::collect::split_sources(&plan, facts, corrections);
             let store = dataflows::features::feature_store(&plan, &sources);
             let captured = store.as_collection(|key, _| *key).inner.capture();
             (input, captured)

@@ -28,10 +28,11 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::progress::Antichain;
 
-use crate::event::{Event, LabelRequest, featurize};
+use crate::event::{Event, LabelRequest, featurize, partition_key};
 use crate::fact::{Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::{Features, Hyper, Logistic, log_loss, predict};
@@ -69,6 +70,53 @@ pub enum Outcome {
         /// The example's id.
         id: u64,
     },
+    /// The example's label was due after the end of what was read (the end of the input, or
+    /// where a stopped run stopped reading), so it is not known and nothing was learned.
+    BeyondInput {
+        /// The example's id.
+        id: u64,
+    },
+}
+
+/// What a worker reports when its reading ends. Every trainer hears every worker's report,
+/// and from them learns the *horizon*, the end of what was read: a label due after it was
+/// decided by facts nobody read, so it is not learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndOfReading {
+    /// The worker was asked to stop (rather than running out of input).
+    pub stopping: bool,
+    /// The worker had given the graph every fact before this time.
+    pub read_before: Time,
+    /// The latest event time the worker read.
+    pub max_time: Time,
+}
+
+/// The horizon from the reports in so far, of `peers` workers in all: after a stop, what
+/// every stopping worker had fully read; at the end of the input, everything up to the latest
+/// time any worker read.
+///
+/// Reports arrive at different moments, and a label is processed once its time is complete,
+/// which may be before every report is in. That is safe: a worker that has not reported still
+/// holds the reports' input open at its reading position, so a label processed meanwhile is
+/// due before that position, and within what that worker reads. A stop bounds the horizon at
+/// once; the end of the input is known only when every worker has reported it.
+pub fn horizon(reports: &[EndOfReading], peers: usize) -> Option<Time> {
+    let stopped = reports
+        .iter()
+        .filter(|report| report.stopping)
+        .map(|report| report.read_before)
+        .min();
+    if stopped.is_some() {
+        return stopped;
+    }
+    (reports.len() >= peers).then(|| {
+        reports
+            .iter()
+            .map(|report| report.max_time)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
+    })
 }
 
 /// The outputs of training.
@@ -87,13 +135,16 @@ pub fn train<'scope>(
     first_version: u64,
     examples: VecCollection<'scope, Time, Event>,
     labels: VecCollection<'scope, Time, LabelRequest>,
+    ends: StreamVec<'scope, Time, EndOfReading>,
 ) -> Trained<'scope> {
     let scope = examples.scope();
     let (feedback, merged) = scope.feedback::<Vec<Merged>>(1);
 
     let mut builder = OperatorBuilder::new("Train".to_owned(), scope);
-    let entity_field = plan.examples.entity_field;
-    let by_entity = move |update: &(Event, Time, isize)| update.0.symbol(entity_field).unwrap_or(0);
+    let partition_plan = Rc::clone(plan);
+    let by_entity = move |update: &(Event, Time, isize)| {
+        partition_key(&partition_plan, update.0.id, &update.0.row)
+    };
     let mut examples_in =
         builder.new_input_connection(examples.inner, Exchange::new(by_entity), []);
     let mut labels_in = builder.new_input_connection(
@@ -102,6 +153,7 @@ pub fn train<'scope>(
         [],
     );
     let mut merged_in = builder.new_input_connection(merged, Pipeline, []);
+    let mut ends_in = builder.new_input_connection(ends.broadcast(), Pipeline, []);
     let identity = || Antichain::from_elem(Default::default());
     // rounds leave only under the round capability the operator holds
     let (rounds_out, rounds) = builder.new_output_connection::<Vec<RoundMessage>, _>([]);
@@ -117,7 +169,7 @@ pub fn train<'scope>(
     let mut versions_out = OutputBuilder::from(versions_out);
 
     let worker = scope.index() as u32;
-    let mut trainer = Trainer::new(Rc::clone(plan), worker, first_version);
+    let mut trainer = Trainer::new(Rc::clone(plan), worker, scope.peers(), first_version);
     builder.build(move |mut capabilities| {
         // keep the capability of the rounds output; the others are taken from inputs
         capabilities.truncate(1);
@@ -151,6 +203,7 @@ pub fn train<'scope>(
                     }
                 }
             });
+            ends_in.for_each(|_, data| trainer.ends.append(data));
             merged_in.for_each_stamp(|capability, data| {
                 let Some(time) = capability.least().copied() else {
                     return;
@@ -286,6 +339,11 @@ struct Trainer {
     updates: Vec<u32>,
     touched: Vec<u32>,
     awaiting: HashMap<u64, Awaiting>,
+    /// The workers' reports of the end of their reading, all in before a label due after
+    /// the horizon is processed (the input they arrive on closes after them).
+    ends: Vec<EndOfReading>,
+    /// How many workers report.
+    peers: usize,
     /// Coordinates the base has ever changed, ascending: where a published version looks.
     changed: Vec<u32>,
     round_loss: f64,
@@ -295,7 +353,7 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(plan: Rc<Plan>, worker: u32, first_version: u64) -> Self {
+    fn new(plan: Rc<Plan>, worker: u32, peers: usize, first_version: u64) -> Self {
         let hyper = Hyper {
             learning_rate: plan.model.learning_rate,
             l2: plan.model.l2,
@@ -310,6 +368,8 @@ impl Trainer {
             updates: vec![0; size],
             touched: Vec::new(),
             awaiting: HashMap::new(),
+            ends: Vec::new(),
+            peers,
             changed: Vec::new(),
             round_loss: 0.0,
             round_examples: 0,
@@ -368,8 +428,11 @@ impl Trainer {
             LabelPlan::CountWithin { at_least, .. } => at_least,
             LabelPlan::Threshold { .. } => i64::MAX,
         };
+        let horizon = horizon(&self.ends, self.peers);
         for request in labels {
+            let beyond_input = horizon.is_some_and(|horizon| request.as_of > horizon);
             match self.awaiting.remove(&request.id) {
+                Some(_) if beyond_input => emit(Outcome::BeyondInput { id: request.id }),
                 Some(awaiting) => {
                     let label = request.count >= at_least;
                     self.learn(&awaiting.features, awaiting.probability, label);
@@ -529,5 +592,45 @@ mod tests {
         );
         assert_eq!(merge_sorted(&[], &[3]), vec![3]);
         assert_eq!(merge_sorted(&[3], &[]), vec![3]);
+    }
+}
+
+#[cfg(test)]
+mod horizon_tests {
+    use super::{EndOfReading, horizon};
+
+    const fn end(max_time: u64) -> EndOfReading {
+        EndOfReading {
+            stopping: false,
+            read_before: u64::MAX,
+            max_time,
+        }
+    }
+
+    const fn stop(read_before: u64, max_time: u64) -> EndOfReading {
+        EndOfReading {
+            stopping: true,
+            read_before,
+            max_time,
+        }
+    }
+
+    #[test]
+    fn the_end_of_input_is_known_once_every_worker_reports() {
+        assert_eq!(
+            horizon(&[end(0)], 2),
+            None,
+            "a worker that read nothing says nothing of the others"
+        );
+        assert_eq!(horizon(&[end(0), end(500)], 2), Some(501));
+    }
+
+    #[test]
+    fn a_stop_bounds_the_horizon_at_once() {
+        assert_eq!(horizon(&[stop(300, 420)], 3), Some(300));
+        assert_eq!(
+            horizon(&[stop(300, 420), end(900), stop(200, 250)], 3),
+            Some(200)
+        );
     }
 }
