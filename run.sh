@@ -5,6 +5,7 @@
 #   ./run.sh test             formatting, lints, the release build and every test
 #   ./run.sh bench            the benchmarks (figures go to target/bench-results/)
 #   ./run.sh movielens        the MovieLens 100K pipeline on ../shared/data
+#   ./run.sh elec2            the elec2 pipeline on ../shared/data
 #   ./run.sh cluster N ARGS   `pooch run ARGS` as N local processes; `-- FLAGS` passes timely flags
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,6 +46,11 @@ run_tests() {
 movielens() {
     build
     "$POOCH" run --pipeline pipelines/movielens.toml --out out/movielens -- -w 2
+}
+
+elec2() {
+    build
+    "$POOCH" run --pipeline pipelines/elec2.toml --out out/elec2 -- -w 1
 }
 
 # Runs `pooch run` as N processes on this machine, joined by a hostfile, and waits for them.
@@ -101,6 +107,7 @@ case "${1:-}" in
     test) run_tests ;;
     bench) build; cargo bench --bench pipeline; cargo bench --bench ingest ;;
     movielens) movielens ;;
+    elec2) elec2 ;;
     cluster) shift; cluster "$@" ;;
     -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) echo "unknown command '$1'; see ./run.sh --help" >&2; exit 2 ;;
