@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     /// For tests of backpressure: training pauses this long at every epoch.
     pub slow_training_per_epoch: Option<Duration>,
+    /// A serving state outside the graph to keep up to date (for the HTTP endpoint): worker 0
+    /// folds in every complete epoch's feature changes and every published version.
+    pub serving: Option<Arc<crate::serving::ServingState>>,
 }
 
 impl RunOptions {
@@ -86,6 +89,7 @@ impl RunOptions {
             follow: false,
             poll_interval: Duration::from_millis(50),
             slow_training_per_epoch: None,
+            serving: None,
         }
     }
 }
@@ -384,8 +388,14 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
             let (queries_input, queries) = scope.new_collection::<Query, isize>();
             let ends = scope.input_from(&mut ends_input);
             let graph = dataflows::build(&plan, settings, facts, corrections, queries, ends);
-            drop(graph.store);
             drop(graph.models);
+            match &job.options.serving {
+                Some(serving) => {
+                    let changes = dataflows::serve::feature_changes(&plan, graph.store);
+                    attach_serving(Arc::clone(serving), index == 0, plan.tick_secs, changes);
+                }
+                None => drop(graph.store),
+            }
 
             // what workers tell each other: the latest time read, and a request to stop
             let heard_by = Rc::clone(&heard);
@@ -658,6 +668,59 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
     let text = serde_json::to_string_pretty(&summary).map_err(|error| failed(error.to_string()))?;
     std::fs::write(&path, text + "\n").map_err(|source| OutputError { path, source })?;
     Ok(Some(summary))
+}
+
+/// Folds each complete epoch's feature changes into the serving state, at worker 0, once the
+/// epoch has closed on every worker.
+fn attach_serving<'scope>(
+    serving: Arc<crate::serving::ServingState>,
+    leader: bool,
+    tick: u64,
+    changes: timely::dataflow::StreamVec<'scope, Time, ((u64, u32), dataflows::event::Accum)>,
+) {
+    use std::collections::BTreeMap;
+    use timely::dataflow::operators::generic::Operator;
+    let mut pending: BTreeMap<u64, Vec<((u64, u32), dataflows::event::Accum)>> = BTreeMap::new();
+    changes.sink(
+        Exchange::new(|_: &((u64, u32), dataflows::event::Accum)| 0u64),
+        "Sink: serving features",
+        move |(input, frontier)| {
+            input.for_each_stamp(|capability, data| {
+                let Some(&time) = capability.least() else {
+                    return;
+                };
+                for container in data {
+                    pending.entry(time / tick).or_default().append(container);
+                }
+            });
+            // an epoch is complete once the frontier has passed its end
+            while let Some((&epoch, _)) = pending.first_key_value() {
+                let end = (epoch + 1).saturating_mul(tick);
+                if frontier.less_than(&end) {
+                    break;
+                }
+                if let Some(changes) = pending.remove(&epoch)
+                    && leader
+                {
+                    serving.apply_epoch(epoch, &changes);
+                }
+            }
+            // epochs without changes are complete too
+            if leader {
+                let closed = frontier
+                    .frontier()
+                    .first()
+                    .map_or(u64::MAX, |&time| time / tick);
+                if closed > 0
+                    && pending
+                        .first_key_value()
+                        .is_none_or(|(&epoch, _)| epoch >= closed)
+                {
+                    serving.apply_epoch(closed.saturating_sub(1).min(u64::MAX / 2), &[]);
+                }
+            }
+        },
+    );
 }
 
 /// Gathers the graph's outputs at worker 0 and writes them.

@@ -7,5 +7,6 @@ pub mod job;
 pub mod output;
 pub mod queries;
 pub mod read;
+pub mod serving;
 pub mod snapshot;
 pub mod spec;

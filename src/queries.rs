@@ -77,15 +77,31 @@ pub fn parse_query(json: &[u8], plan: &Plan) -> Result<ProbeQuery, QueryError> {
 }
 
 fn parse_line(line: &[u8], number: u64, plan: &Plan) -> Result<ProbeQuery, QueryError> {
+    let error = |reason: String| QueryError {
+        line: number,
+        id: None,
+        reason,
+    };
+    match serde_json::from_slice::<Json>(line) {
+        Ok(Json::Object(object)) => parse_object(&object, number, plan, true),
+        Ok(_) => Err(error("a query must be a JSON object".to_owned())),
+        Err(parse) => Err(error(format!("invalid JSON: {parse}"))),
+    }
+}
+
+/// Parses one query given as a JSON object. Keys other than the example source's fields,
+/// `id`, `time` and `model` are errors when `strict`, and ignored otherwise: a client that
+/// sends a field the spec does not know yet still gets its prediction.
+pub fn parse_object(
+    object: &serde_json::Map<String, Json>,
+    number: u64,
+    plan: &Plan,
+    strict: bool,
+) -> Result<ProbeQuery, QueryError> {
     let error = |id: Option<Json>, reason: String| QueryError {
         line: number,
         id,
         reason,
-    };
-    let object = match serde_json::from_slice::<Json>(line) {
-        Ok(Json::Object(object)) => object,
-        Ok(_) => return Err(error(None, "a query must be a JSON object".to_owned())),
-        Err(parse) => return Err(error(None, format!("invalid JSON: {parse}"))),
     };
     let id = object
         .get("id")
@@ -96,8 +112,8 @@ fn parse_line(line: &[u8], number: u64, plan: &Plan) -> Result<ProbeQuery, Query
         .time_field
         .map(|field| source.fields[field].name.as_str());
 
-    for key in object.keys() {
-        if key != "id" && key != "time" && source.field(key).is_none() {
+    for key in object.keys().filter(|_| strict) {
+        if key != "id" && key != "time" && key != "model" && source.field(key).is_none() {
             let fields = source
                 .fields
                 .iter()

@@ -1,0 +1,421 @@
+//! Serving outside the dataflow: the state an HTTP request is answered from.
+//!
+//! The graph answers probe queries itself, deterministically, from its serving arrangement.
+//! A request from an application cannot wait for a worker to step, so the graph also keeps
+//! this copy up to date: worker 0 folds in the feature store's changes once each epoch is
+//! complete, and every model version as it is published. A request reads both under short
+//! read locks and never touches a worker, so ingestion, merging or a slow disk cannot delay
+//! it. What it reads is always a *complete* epoch: the changes of an epoch are applied at
+//! once, under one write lock, after the epoch has closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dataflows::event::{Accum, Event, featurize};
+use dataflows::fact::{Symbol, Time};
+use dataflows::model::ModelVersion;
+use dataflows::plan::Plan;
+use serde_json::{Value as Json, json};
+
+use crate::queries;
+
+/// A prediction from the serving state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// The probability of a positive label.
+    pub probability: f64,
+    /// The model that answered.
+    pub model: String,
+    /// The version that answered; 0 for the prior, before any version serves.
+    pub version: u64,
+    /// The last complete epoch whose facts the features include; `None` before any.
+    pub features_epoch: Option<u64>,
+}
+
+/// Why a request cannot be scored.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ServeError {
+    /// The request is malformed: the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request names a model this pipeline does not have.
+    #[error("{0}")]
+    UnknownModel(String),
+}
+
+/// The current values of the aggregates features read, as of the start of an epoch.
+#[derive(Default)]
+struct FeatureView {
+    values: HashMap<(Symbol, u32), Accum>,
+    /// The last epoch whose changes are in.
+    epoch: Option<u64>,
+}
+
+/// The versions held, newest last.
+#[derive(Default)]
+struct HeldModels {
+    versions: VecDeque<Arc<ModelVersion>>,
+    serving: Option<Arc<ModelVersion>>,
+}
+
+/// Counters that the serving state reports as metrics.
+#[derive(Default)]
+pub struct ServingCounters {
+    /// Facts read so far, over every source.
+    pub facts_read: AtomicU64,
+    /// Lines dead-lettered so far.
+    pub dead_letters: AtomicU64,
+    /// The latest event time read.
+    pub max_time_read: AtomicU64,
+    /// Requests scored.
+    pub predictions: AtomicU64,
+}
+
+/// What requests are answered from: the pipeline's plan, the features as of the last complete
+/// epoch, and the model versions held. Shared between worker 0 and the HTTP threads.
+pub struct ServingState {
+    plan: Plan,
+    keep: usize,
+    features: RwLock<FeatureView>,
+    models: RwLock<HeldModels>,
+    /// Counters for metrics.
+    pub counters: ServingCounters,
+}
+
+impl std::fmt::Debug for ServingState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServingState")
+            .field("pipeline", &self.plan.name)
+            .field("features_epoch", &self.features_epoch())
+            .field("serving", &self.serving().map(|version| version.version))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServingState {
+    /// An empty state for a plan: no features yet, no model yet.
+    pub fn new(plan: Plan) -> Self {
+        let keep = plan.serving.keep_versions.max(1);
+        ServingState {
+            plan,
+            keep,
+            features: RwLock::default(),
+            models: RwLock::default(),
+            counters: ServingCounters::default(),
+        }
+    }
+
+    /// The plan requests are read with.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Folds in the changes of a complete epoch, at once.
+    pub fn apply_epoch(&self, epoch: u64, changes: &[((Symbol, u32), Accum)]) {
+        let mut view = self
+            .features
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for &(key, (count, sum)) in changes {
+            let entry = view.values.entry(key).or_insert((0, 0));
+            entry.0 += count;
+            entry.1 = entry.1.wrapping_add(sum);
+            if *entry == (0, 0) {
+                view.values.remove(&key);
+            }
+        }
+        view.epoch = Some(view.epoch.map_or(epoch, |last| last.max(epoch)));
+    }
+
+    /// Takes a newly published version: it is held (the last `keep_versions` are), and serves
+    /// if its weights are finite. A version with NaN or infinite weights never serves.
+    pub fn publish(&self, version: Arc<ModelVersion>) {
+        let mut held = self
+            .models
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if held
+            .versions
+            .back()
+            .is_some_and(|newest| newest.version >= version.version)
+        {
+            return;
+        }
+        if version.is_finite() {
+            held.serving = Some(Arc::clone(&version));
+        }
+        held.versions.push_back(version);
+        while held.versions.len() > self.keep {
+            held.versions.pop_front();
+        }
+    }
+
+    /// Whether a model version is loaded and serving.
+    pub fn ready(&self) -> bool {
+        self.serving().is_some()
+    }
+
+    /// The version that serves now.
+    pub fn serving(&self) -> Option<Arc<ModelVersion>> {
+        let held = self
+            .models
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        held.serving.clone()
+    }
+
+    /// The versions held, oldest first.
+    pub fn held(&self) -> Vec<Arc<ModelVersion>> {
+        let held = self
+            .models
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        held.versions.iter().cloned().collect()
+    }
+
+    /// The last epoch whose feature changes are in.
+    pub fn features_epoch(&self) -> Option<u64> {
+        let view = self
+            .features
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        view.epoch
+    }
+
+    /// Scores one request: a JSON object with the example source's fields, and optionally
+    /// `model` and `time` (unix seconds; by default, the start of the epoch after the last
+    /// complete one). Fields the spec does not know are ignored, and levels never seen in
+    /// training weigh nothing, so a new feature in the app never fails a request.
+    pub fn predict(&self, request: &Json) -> Result<Scored, ServeError> {
+        let Json::Object(object) = request else {
+            return Err(ServeError::BadRequest(
+                "a query must be a JSON object".to_owned(),
+            ));
+        };
+        let model = &self.plan.model.name;
+        match object.get("model") {
+            None | Some(Json::Null) => {}
+            Some(Json::String(name)) if name == model => {}
+            Some(other) => {
+                return Err(ServeError::UnknownModel(format!(
+                    "unknown model {other} (this pipeline serves \"{model}\")"
+                )));
+            }
+        }
+        let query = queries::parse_object(object, 1, &self.plan, false)
+            .map_err(|error| ServeError::BadRequest(error.reason))?;
+        let serving = self.serving();
+
+        let mut event;
+        let features_epoch;
+        {
+            let view = self
+                .features
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
+            features_epoch = view.epoch;
+            let time: Time = query.time.unwrap_or_else(|| {
+                view.epoch
+                    .map_or(0, |epoch| self.plan.epoch_start(epoch.saturating_add(1)))
+            });
+            event = Event::new(&self.plan, 0, time, time, query.row);
+            for group in self.plan.lookup_groups() {
+                let Some(key) = event.symbol(group.example_field) else {
+                    continue;
+                };
+                for aggregate in group.aggregates {
+                    if let Some(&value) = view.values.get(&(key, aggregate as u32)) {
+                        event.aggregates[aggregate] = value;
+                    }
+                }
+            }
+        }
+        let features = featurize(&self.plan, &event);
+        let (probability, version) = match &serving {
+            Some(version) => (version.predict(&features), version.version),
+            None => (dataflows::learn::logistic::sigmoid(0.0), 0),
+        };
+        self.counters.predictions.fetch_add(1, Ordering::Relaxed);
+        Ok(Scored {
+            probability,
+            model: model.clone(),
+            version,
+            features_epoch,
+        })
+    }
+
+    /// The versions held and which one serves, as JSON.
+    pub fn models_json(&self) -> Json {
+        let held = self
+            .models
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let serving = held.serving.as_ref().map(|version| version.version);
+        let versions: Vec<Json> = held
+            .versions
+            .iter()
+            .map(|version| {
+                json!({
+                    "version": version.version,
+                    "epoch": version.epoch,
+                    "published_at": version.published_at,
+                    "finite": version.is_finite(),
+                    "weights": version.weights.len(),
+                    "metrics": { "examples": version.metrics.examples, "logloss": finite_or_null(version.metrics.logloss) },
+                    "serving": Some(version.version) == serving,
+                })
+            })
+            .collect();
+        json!({ "models": [ { "name": self.plan.model.name, "serving": serving, "versions": versions } ] })
+    }
+
+    /// Prometheus text-format lines for the serving state.
+    pub fn metrics_text(&self, out: &mut String) {
+        use std::fmt::Write;
+        let counters = &self.counters;
+        let model = &self.plan.model.name;
+        let serving = self.serving().map_or(0, |version| version.version);
+        let epoch = self.features_epoch();
+        let frontier = epoch.map_or(0, |epoch| self.plan.epoch_start(epoch.saturating_add(1)));
+        let max_time = counters.max_time_read.load(Ordering::Relaxed);
+        let lag = max_time.saturating_sub(frontier);
+        let lines = [
+            (
+                "pooch_facts_read_total",
+                "counter",
+                "Facts read from the sources.",
+                counters.facts_read.load(Ordering::Relaxed),
+            ),
+            (
+                "pooch_dead_letters_total",
+                "counter",
+                "Lines set aside in the dead-letter file.",
+                counters.dead_letters.load(Ordering::Relaxed),
+            ),
+            (
+                "pooch_predictions_total",
+                "counter",
+                "Requests scored by the serving state.",
+                counters.predictions.load(Ordering::Relaxed),
+            ),
+            (
+                "pooch_features_epoch",
+                "gauge",
+                "The last complete epoch in the served features.",
+                epoch.unwrap_or(0),
+            ),
+            (
+                "pooch_frontier_lag_seconds",
+                "gauge",
+                "Event time read beyond the served features.",
+                lag,
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pooch_model_version_served The model version serving.\n# TYPE pooch_model_version_served gauge\npooch_model_version_served{{model=\"{model}\"}} {serving}"
+        );
+    }
+}
+
+fn finite_or_null(value: f64) -> Json {
+    if value.is_finite() {
+        json!(value)
+    } else {
+        Json::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataflows::model::{RoundMetrics, Weights};
+    use std::path::Path;
+
+    fn state() -> ServingState {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/sniffable.toml");
+        ServingState::new(crate::spec::load(&path, None).expect("shipped spec").plan)
+    }
+
+    fn version(number: u64, weight: f32) -> Arc<ModelVersion> {
+        Arc::new(ModelVersion {
+            name: "pooch-predictor".into(),
+            version: number,
+            epoch: number,
+            published_at: number * 3600,
+            bits: 18,
+            weights: Arc::new(Weights::from_dense(&[weight])),
+            metrics: RoundMetrics::default(),
+        })
+    }
+
+    #[test]
+    fn before_any_model_the_answer_is_the_prior() {
+        let state = state();
+        let scored = state.predict(&json!({"dog": "dog-1"})).unwrap();
+        assert_eq!(
+            (scored.probability, scored.version, scored.features_epoch),
+            (0.5, 0, None)
+        );
+        assert!(!state.ready());
+    }
+
+    #[test]
+    fn the_newest_finite_version_serves_and_a_nan_one_never_does() {
+        let state = state();
+        state.publish(version(1, 1.0));
+        state.publish(version(2, f32::NAN));
+        let scored = state
+            .predict(&json!({"dog": "dog-1", "hashtags": ["ball"]}))
+            .unwrap();
+        assert_eq!(scored.version, 1);
+        assert_eq!(scored.probability, dataflows::learn::logistic::sigmoid(1.0));
+        state.publish(version(3, -1.0));
+        assert_eq!(state.predict(&json!({"dog": "dog-1"})).unwrap().version, 3);
+        assert_eq!(state.held().len(), 3);
+    }
+
+    #[test]
+    fn bad_requests_name_the_problem_and_unknown_fields_are_ignored() {
+        let state = state();
+        let missing = state.predict(&json!({"hashtags": ["ball"]})).unwrap_err();
+        assert!(
+            missing.to_string().contains("field `dog` is required"),
+            "{missing}"
+        );
+        let wrong = state
+            .predict(&json!({"dog": 5.5, "hashtags": 3}))
+            .unwrap_err();
+        assert!(wrong.to_string().contains("hashtags"), "{wrong}");
+        let model = state
+            .predict(&json!({"dog": "d", "model": "other"}))
+            .unwrap_err();
+        assert!(matches!(model, ServeError::UnknownModel(_)));
+        assert!(state.predict(&json!({"dog": "d", "mood": "happy"})).is_ok());
+        assert!(state.predict(&json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn features_change_a_whole_epoch_at_a_time() {
+        let state = state();
+        let plan = state.plan().clone();
+        let groups = plan.lookup_groups();
+        let group = &groups[0];
+        let key = dataflows::hashing::symbol(b"dog-7");
+        let aggregate = group.aggregates[0] as u32;
+        state.apply_epoch(3, &[((key, aggregate), (4, 0))]);
+        assert_eq!(state.features_epoch(), Some(3));
+        state.apply_epoch(4, &[((key, aggregate), (-4, 0))]);
+        assert_eq!(state.features_epoch(), Some(4));
+        let view = state.features.read().unwrap();
+        assert!(view.values.is_empty(), "a value back at zero is forgotten");
+    }
+}
