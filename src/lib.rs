@@ -1,5 +1,6 @@
 //! How pooch runs: the command line's building blocks. Reading specs and source files,
-//! driving the workers, writing outputs and snapshots, and generating the Sniffable data.
+//! driving the workers, writing outputs and snapshots, supervising which model version
+//! serves, and generating the Sniffable data.
 
 pub mod generate;
 pub mod ingest;
@@ -9,3 +10,4 @@ pub mod queries;
 pub mod read;
 pub mod snapshot;
 pub mod spec;
+pub mod supervisor;
