@@ -5,6 +5,7 @@
 pub mod generate;
 pub mod ingest;
 pub mod job;
+pub mod models;
 pub mod output;
 pub mod queries;
 pub mod read;
