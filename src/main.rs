@@ -32,6 +32,60 @@ enum Command {
     /// Generate a data set.
     #[command(subcommand)]
     Generate(Generate),
+    /// List a snapshot store's model versions, and pin, unpin or roll back the serving one.
+    ///
+    /// Pin, unpin and rollback write the model's control file (STORE/MODEL/CONTROL.json),
+    /// which a running server's supervisor applies at its next poll; every command is recorded in the
+    /// decisions file beside the store (OUT/decisions.jsonl for the store OUT/snapshots).
+    #[command(subcommand)]
+    Models(Models),
+}
+
+#[derive(Subcommand)]
+enum Models {
+    /// The versions in the store, with epoch, round metrics, weights, status, what serves and
+    /// what is pinned.
+    List {
+        /// The snapshot store (OUT/snapshots of a run).
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// Only this model.
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
+    },
+    /// Serve this version until unpinned. It must be in the store, verify, and have finite
+    /// weights.
+    // `--version` names the model version here, not pooch's.
+    #[command(disable_version_flag = true)]
+    Pin {
+        /// The snapshot store.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The model.
+        #[arg(long, value_name = "NAME")]
+        model: String,
+        /// The version to pin.
+        #[arg(long, value_name = "V")]
+        version: u64,
+    },
+    /// Let the supervisor's choice serve again.
+    Unpin {
+        /// The snapshot store.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The model.
+        #[arg(long, value_name = "NAME")]
+        model: String,
+    },
+    /// Roll the serving version back to the last good version before it (releases a pin).
+    Rollback {
+        /// The snapshot store.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The model.
+        #[arg(long, value_name = "NAME")]
+        model: String,
+    },
 }
 
 #[derive(Args)]
@@ -99,6 +153,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run_command(args),
+        Command::Models(command) => models_command(command),
         Command::Generate(Generate::Sniffable {
             out,
             seed,
@@ -156,6 +211,34 @@ fn run_command(args: RunArgs) -> ExitCode {
                 | RunError::Queries { .. }
                 | RunError::Cluster(_) => ExitCode::from(2),
                 RunError::Output(_) | RunError::Worker { .. } => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn models_command(command: Models) -> ExitCode {
+    let now = pooch::supervisor::now_unix_ms();
+    let outcome = match &command {
+        Models::List { store, model } => pooch::models::list(store, model.as_deref()),
+        Models::Pin {
+            store,
+            model,
+            version,
+        } => pooch::models::pin(store, model, *version, now),
+        Models::Unpin { store, model } => pooch::models::unpin(store, model, now),
+        Models::Rollback { store, model } => pooch::models::rollback(store, model, now),
+    };
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("pooch models: {error}");
+            if error.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

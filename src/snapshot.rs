@@ -681,8 +681,7 @@ impl SnapshotStore {
             .map_err(|source| SnapshotError::ManifestInvalid { path, source })
     }
 
-    /// Writes `bytes` to `dir/file_name` so that the name holds either the old content or the
-    /// whole new content, durably: temporary file, sync, rename, sync the directory.
+    /// Writes `bytes` to `dir/file_name` atomically and durably (see [`write_atomically`]).
     fn write_atomically(
         &mut self,
         dir: &Path,
@@ -690,39 +689,51 @@ impl SnapshotStore {
         bytes: &[u8],
     ) -> Result<PathBuf, SnapshotError> {
         self.temporary_sequence += 1;
-        // The leading dot keeps `list` from ever taking a half-written file for a snapshot.
-        let temporary = dir.join(format!(
-            ".{file_name}{TEMPORARY_MARKER}{}-{}",
-            std::process::id(),
-            self.temporary_sequence
-        ));
-        let destination = dir.join(file_name);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temporary)
-            .map_err(io_error(&temporary, "create a temporary file"))
-            .and_then(|mut file| {
-                file.write_all(bytes)
-                    .map_err(io_error(&temporary, "write a temporary file"))?;
-                file.sync_all()
-                    .map_err(io_error(&temporary, "sync a temporary file"))
-            })
-            .and_then(|()| {
-                fs::rename(&temporary, &destination).map_err(io_error(
-                    &destination,
-                    "move a finished temporary file into place",
-                ))
-            });
-        if let Err(error) = written {
-            // Best effort: the temporary name is invisible to `list`, so a leftover costs
-            // disk space, not correctness, and the original error is the one worth reporting.
-            let _ = fs::remove_file(&temporary);
-            return Err(error);
-        }
-        sync_directory(dir)?;
-        Ok(destination)
+        write_atomically(dir, file_name, bytes, self.temporary_sequence)
     }
+}
+
+/// Writes `bytes` to `dir/file_name` so that the name holds either the old content or the
+/// whole new content, durably: temporary file, sync, rename, sync the directory. `unique`
+/// tells apart the temporary files of concurrent writers in one process (with the process id
+/// for writers in different processes). Shared with the supervisor's control file.
+pub(crate) fn write_atomically(
+    dir: &Path,
+    file_name: &str,
+    bytes: &[u8],
+    unique: u64,
+) -> Result<PathBuf, SnapshotError> {
+    // The leading dot keeps `list` from ever taking a half-written file for a snapshot.
+    let temporary = dir.join(format!(
+        ".{file_name}{TEMPORARY_MARKER}{}-{unique}",
+        std::process::id(),
+    ));
+    let destination = dir.join(file_name);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .map_err(io_error(&temporary, "create a temporary file"))
+        .and_then(|mut file| {
+            file.write_all(bytes)
+                .map_err(io_error(&temporary, "write a temporary file"))?;
+            file.sync_all()
+                .map_err(io_error(&temporary, "sync a temporary file"))
+        })
+        .and_then(|()| {
+            fs::rename(&temporary, &destination).map_err(io_error(
+                &destination,
+                "move a finished temporary file into place",
+            ))
+        });
+    if let Err(error) = written {
+        // Best effort: the temporary name is invisible to `list`, so a leftover costs
+        // disk space, not correctness, and the original error is the one worth reporting.
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
+    sync_directory(dir)?;
+    Ok(destination)
 }
 
 /// Reads and checks a snapshot file: magic, format version, byte order and pointer width,
@@ -1196,7 +1207,7 @@ mod hex_u64 {
 }
 
 /// The file name of a version: `v` and at least eight digits, so names sort like versions.
-fn snapshot_file_name(version: u64) -> String {
+pub(crate) fn snapshot_file_name(version: u64) -> String {
     format!("v{version:08}.snap")
 }
 
@@ -1212,7 +1223,7 @@ fn parse_snapshot_file_name(name: &str) -> Option<u64> {
 }
 
 /// Model names become directory names, so they are restricted to plain, visible ones.
-fn validate_model_name(name: &str) -> Result<(), SnapshotError> {
+pub(crate) fn validate_model_name(name: &str) -> Result<(), SnapshotError> {
     let refuse = |reason| {
         Err(SnapshotError::InvalidModelName {
             name: name.to_owned(),
@@ -1247,9 +1258,15 @@ fn remove_leftover_temporaries(model_dir: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let is_temporary = name
-            .to_str()
-            .is_some_and(|name| name.starts_with('.') && name.contains(TEMPORARY_MARKER));
+        // Only the store's own temporaries: a command-line tool may be writing another file
+        // (the supervisor's control file) in the same directory right now.
+        let is_temporary = name.to_str().is_some_and(|name| {
+            name.strip_prefix('.')
+                .and_then(|rest| rest.split_once(TEMPORARY_MARKER))
+                .is_some_and(|(target, _)| {
+                    target == MANIFEST_FILE_NAME || parse_snapshot_file_name(target).is_some()
+                })
+        });
         if is_temporary {
             let _ = fs::remove_file(entry.path());
         }
@@ -1772,9 +1789,13 @@ mod tests {
             .join("pooch")
             .join(".v00000002.snap.tmp-999999-1");
         fs::write(&leftover, b"half a snapshot").expect("leftover");
+        // another tool's temporary file in the same directory, possibly being written now
+        let control = store.dir().join("pooch").join(".CONTROL.json.tmp-999999-1");
+        fs::write(&control, b"{}").expect("control temporary");
         assert_eq!(store.next_version("pooch").expect("next"), 2);
         store.write(&model(2, 3), &meta()).expect("write");
         assert!(!leftover.exists());
+        assert!(control.exists());
     }
 
     #[test]
