@@ -423,7 +423,10 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
                 .probe_with(&probe);
             let dead = scope.input_from(&mut dead_input).probe_with(&probe);
             let progress = scope.input_from(&mut progress_input).probe_with(&probe);
-            attach_sinks(&leader, &plan, answers, epochs, versions, dead, progress);
+            let serving = job.options.serving.clone().filter(|_| index == 0);
+            attach_sinks(
+                &leader, &plan, serving, answers, epochs, versions, dead, progress,
+            );
             (
                 facts_input,
                 corrections_input,
@@ -724,9 +727,11 @@ fn attach_serving<'scope>(
 }
 
 /// Gathers the graph's outputs at worker 0 and writes them.
+#[allow(clippy::too_many_arguments)]
 fn attach_sinks<'scope>(
     leader: &Option<Rc<RefCell<Leader>>>,
     plan: &Rc<Plan>,
+    serving: Option<Arc<crate::serving::ServingState>>,
     answers: timely::dataflow::StreamVec<'scope, Time, Answer>,
     epochs: timely::dataflow::StreamVec<'scope, Time, dataflows::evaluate::EpochMetrics>,
     versions: timely::dataflow::StreamVec<'scope, Time, ((u64, Arc<ModelVersion>), Time, isize)>,
@@ -765,6 +770,7 @@ fn attach_sinks<'scope>(
     );
     let sink_leader = leader.clone();
     let sink_plan = Rc::clone(plan);
+    let sink_serving = serving.clone();
     epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
         input.for_each(|_, data| {
             let Some(leader) = &sink_leader else { return };
@@ -775,6 +781,18 @@ fn attach_sinks<'scope>(
                     .model
                     .as_ref()
                     .map_or(0, |model| model.version);
+                // the graph scores with the newest version; the supervisor counts it only
+                // while that version is also the one serving
+                if let (Some(serving), Some(logloss)) =
+                    (&sink_serving, metrics.epoch_scores.logloss)
+                {
+                    serving.live_metrics(
+                        metrics.epoch,
+                        metrics.epoch_scores.examples,
+                        logloss,
+                        version,
+                    );
+                }
                 let reading = leader.collector.reading(&sink_plan);
                 let result = leader.files.metrics(&metrics, version, reading);
                 leader.record(result);
@@ -785,6 +803,7 @@ fn attach_sinks<'scope>(
     });
     // every worker publishes the same versions; worker 0's copy is stored
     let sink_leader = leader.clone();
+    let versions_serving = serving.clone();
     versions.sink(Pipeline, "Sink: snapshots", move |(input, _)| {
         input.for_each(|_, data| {
             let Some(leader) = &sink_leader else { return };
@@ -804,6 +823,9 @@ fn attach_sinks<'scope>(
                     if let Some(sender) = &leader.snapshots {
                         // the writer coalesces: a slow disk never holds the pipeline back
                         let _ = sender.send((Arc::clone(&version), meta));
+                    }
+                    if let Some(serving) = &versions_serving {
+                        serving.publish(Arc::clone(&version));
                     }
                     leader.collector.model = Some(version);
                 }
@@ -827,6 +849,7 @@ fn attach_sinks<'scope>(
         },
     );
     let sink_leader = leader.clone();
+    let progress_serving = serving.clone();
     progress.sink(
         Exchange::new(|_: &ReadProgress| 0u64),
         "Sink: read progress",
@@ -836,6 +859,10 @@ fn attach_sinks<'scope>(
                 let mut leader = leader.borrow_mut();
                 for read in data.drain(..) {
                     leader.collector.record_progress(read);
+                }
+                if let Some(serving) = &progress_serving {
+                    leader.collector.report_to(&serving.counters);
+                    serving.poll_control();
                 }
             });
         },

@@ -269,6 +269,21 @@ impl Collector {
         positions
     }
 
+    /// Copies the reading counters into the serving state's metrics.
+    pub fn report_to(&self, counters: &crate::serving::ServingCounters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let facts: u64 = self.reads.values().map(|read| read.facts).sum();
+        let max_time = self
+            .reads
+            .values()
+            .filter_map(|read| read.time_range.map(|(_, last)| last))
+            .max()
+            .unwrap_or(0);
+        counters.facts_read.store(facts, Relaxed);
+        counters.dead_letters.store(self.dead_letters, Relaxed);
+        counters.max_time_read.store(max_time, Relaxed);
+    }
+
     /// How reading stands, per source and overall, for the metrics.
     pub fn reading(&self, plan: &dataflows::plan::Plan) -> Json {
         let mut sources: BTreeMap<String, [u64; 4]> = BTreeMap::new();

@@ -8,9 +8,11 @@
 //! it. What it reads is always a *complete* epoch: the changes of an epoch are applied at
 //! once, under one write lock, after the epoch has closed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use dataflows::event::{Accum, Event, featurize};
 use dataflows::fact::{Symbol, Time};
@@ -19,6 +21,10 @@ use dataflows::plan::Plan;
 use serde_json::{Value as Json, json};
 
 use crate::queries;
+use crate::supervisor::{
+    ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
+    now_unix_ms,
+};
 
 /// A prediction from the serving state.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +48,9 @@ pub enum ServeError {
     /// The request names a model this pipeline does not have.
     #[error("{0}")]
     UnknownModel(String),
+    /// The supervisor refused a command: the message says why.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The current values of the aggregates features read, as of the start of an epoch.
@@ -52,12 +61,25 @@ struct FeatureView {
     epoch: Option<u64>,
 }
 
-/// The versions held, newest last.
-#[derive(Default)]
-struct HeldModels {
-    versions: VecDeque<Arc<ModelVersion>>,
-    serving: Option<Arc<ModelVersion>>,
+/// The versions held and the supervisor deciding which serves. Requests never take this
+/// lock: they read [`ServingState::serving`]'s copy.
+struct Supervision {
+    supervisor: Supervisor,
+    /// The versions held, by number: the newest `keep_versions`, and any the supervisor serves.
+    held: BTreeMap<u64, Arc<ModelVersion>>,
+    /// Where decisions are written, if anywhere.
+    log: Option<DecisionLog>,
+    /// Commands from `pooch models` through the store's control file.
+    control: Option<ControlWatcher>,
+    /// The snapshot store, to load a version the supervisor wants that is no longer held.
+    store: Option<PathBuf>,
+    last_poll: Option<Instant>,
+    /// Decisions of this run, newest last (the last 100), for `GET /v1/models`.
+    recent: Vec<Decision>,
 }
+
+/// How often, at most, the control file is looked at.
+const CONTROL_POLL: Duration = Duration::from_millis(200);
 
 /// Counters that the serving state reports as metrics.
 #[derive(Default)]
@@ -78,7 +100,8 @@ pub struct ServingState {
     plan: Plan,
     keep: usize,
     features: RwLock<FeatureView>,
-    models: RwLock<HeldModels>,
+    serving: RwLock<Option<Arc<ModelVersion>>>,
+    supervision: Mutex<Supervision>,
     /// Counters for metrics.
     pub counters: ServingCounters,
 }
@@ -95,16 +118,50 @@ impl std::fmt::Debug for ServingState {
 }
 
 impl ServingState {
-    /// An empty state for a plan: no features yet, no model yet.
+    /// An empty state for a plan: no features yet, no model yet, supervised by the default
+    /// rules, deciding in memory only.
     pub fn new(plan: Plan) -> Self {
+        let supervisor = Supervisor::new(plan.model.name.clone(), SupervisorConfig::default())
+            .expect("the default supervisor config is valid");
+        Self::with_supervisor(plan, supervisor)
+    }
+
+    /// An empty state whose versions `supervisor` decides on.
+    pub fn with_supervisor(plan: Plan, supervisor: Supervisor) -> Self {
         let keep = plan.serving.keep_versions.max(1);
         ServingState {
             plan,
             keep,
             features: RwLock::default(),
-            models: RwLock::default(),
+            serving: RwLock::default(),
+            supervision: Mutex::new(Supervision {
+                supervisor,
+                held: BTreeMap::new(),
+                log: None,
+                control: None,
+                store: None,
+                last_poll: None,
+                recent: Vec::new(),
+            }),
             counters: ServingCounters::default(),
         }
+    }
+
+    /// Writes decisions to `log`, takes commands from the control file of the snapshot store
+    /// in `store`, and loads versions from it when the supervisor wants one no longer held.
+    pub fn attach_store(&self, store: PathBuf, log: DecisionLog) -> Result<(), SupervisorError> {
+        let control = ControlWatcher::new(&store, &self.plan.model.name)?;
+        let mut supervision = self.supervise();
+        supervision.log = Some(log);
+        supervision.control = Some(control);
+        supervision.store = Some(store);
+        Ok(())
+    }
+
+    fn supervise(&self) -> std::sync::MutexGuard<'_, Supervision> {
+        self.supervision
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The plan requests are read with.
@@ -129,26 +186,160 @@ impl ServingState {
         view.epoch = Some(view.epoch.map_or(epoch, |last| last.max(epoch)));
     }
 
-    /// Takes a newly published version: it is held (the last `keep_versions` are), and serves
-    /// if its weights are finite. A version with NaN or infinite weights never serves.
+    /// Takes a newly published version: it is held (the newest `keep_versions` are), and the
+    /// supervisor decides whether it serves. A version with NaN or infinite weights never does.
     pub fn publish(&self, version: Arc<ModelVersion>) {
-        let mut held = self
-            .models
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if held
-            .versions
-            .back()
-            .is_some_and(|newest| newest.version >= version.version)
+        let mut supervision = self.supervise();
+        if supervision
+            .held
+            .last_key_value()
+            .is_some_and(|(&newest, _)| newest >= version.version)
         {
             return;
         }
-        if version.is_finite() {
-            held.serving = Some(Arc::clone(&version));
+        let decisions = supervision.supervisor.on_version(&version, now_unix_ms());
+        supervision.held.insert(version.version, version);
+        self.settle(&mut supervision, decisions);
+    }
+
+    /// Reports the live progressive metrics of an epoch: `examples` scored by version
+    /// `scored_by` with mean log loss `logloss`. A serving version that degrades is rolled
+    /// back.
+    pub fn live_metrics(&self, epoch: u64, examples: u64, logloss: f64, scored_by: u64) {
+        let mut supervision = self.supervise();
+        let decisions = supervision.supervisor.on_live_metrics(
+            epoch,
+            examples,
+            logloss,
+            scored_by,
+            now_unix_ms(),
+        );
+        self.settle(&mut supervision, Ok(decisions));
+    }
+
+    /// Pins a version: it serves from the next request until unpinned.
+    pub fn pin(&self, model: &str, version: u64) -> Result<Json, ServeError> {
+        self.command(model, |supervisor| supervisor.pin(version, now_unix_ms()))
+    }
+
+    /// Releases the pin.
+    pub fn unpin(&self, model: &str) -> Result<Json, ServeError> {
+        self.command(model, |supervisor| supervisor.unpin(now_unix_ms()))
+    }
+
+    /// Rolls back to the last good version before the serving one.
+    pub fn rollback(&self, model: &str) -> Result<Json, ServeError> {
+        self.command(model, |supervisor| supervisor.rollback(now_unix_ms()))
+    }
+
+    /// Looks at the control file for commands from `pooch models`, at most every 200 ms.
+    pub fn poll_control(&self) {
+        let mut supervision = self.supervise();
+        self.poll_locked(&mut supervision);
+    }
+
+    fn poll_locked(&self, supervision: &mut Supervision) {
+        if supervision
+            .last_poll
+            .is_some_and(|last| last.elapsed() < CONTROL_POLL)
+        {
+            return;
         }
-        held.versions.push_back(version);
-        while held.versions.len() > self.keep {
-            held.versions.pop_front();
+        supervision.last_poll = Some(Instant::now());
+        let Supervision {
+            supervisor,
+            control,
+            ..
+        } = supervision;
+        let Some(control) = control else { return };
+        let decisions = control.poll(supervisor, now_unix_ms());
+        self.settle(supervision, decisions);
+    }
+
+    fn command(
+        &self,
+        model: &str,
+        act: impl FnOnce(&mut Supervisor) -> Result<Vec<Decision>, SupervisorError>,
+    ) -> Result<Json, ServeError> {
+        self.check_model(model)?;
+        let mut supervision = self.supervise();
+        let decisions = act(&mut supervision.supervisor)
+            .map_err(|error| ServeError::Refused(error.to_string()))?;
+        let answer = serde_json::to_value(&decisions).unwrap_or(Json::Null);
+        self.settle(&mut supervision, Ok(decisions));
+        let serving = supervision.supervisor.serving();
+        Ok(
+            json!({ "decisions": answer, "serving": serving, "pinned": supervision.supervisor.pinned() }),
+        )
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), ServeError> {
+        if model == self.plan.model.name {
+            Ok(())
+        } else {
+            Err(ServeError::UnknownModel(format!(
+                "unknown model \"{model}\" (this pipeline serves \"{}\")",
+                self.plan.model.name
+            )))
+        }
+    }
+
+    /// Records decisions, forgets versions no longer wanted, and makes the supervisor's
+    /// choice the version requests read.
+    fn settle(
+        &self,
+        supervision: &mut Supervision,
+        decisions: Result<Vec<Decision>, SupervisorError>,
+    ) {
+        let decisions = match decisions {
+            Ok(decisions) => decisions,
+            Err(error) => {
+                eprintln!("pooch: supervisor: {error}");
+                Vec::new()
+            }
+        };
+        if let Some(log) = &mut supervision.log
+            && let Err(error) = log.append_all(&decisions)
+        {
+            eprintln!("pooch: {error}");
+        }
+        supervision.recent.extend(decisions);
+        let excess = supervision.recent.len().saturating_sub(100);
+        supervision.recent.drain(..excess);
+
+        let wanted = supervision.supervisor.serving();
+        if let Some(version) = wanted
+            && !supervision.held.contains_key(&version)
+            && let Some(loaded) = load(supervision.store.as_ref(), &self.plan.model.name, version)
+        {
+            supervision.held.insert(version, loaded);
+        }
+        let newest: Vec<u64> = supervision
+            .held
+            .keys()
+            .rev()
+            .take(self.keep)
+            .copied()
+            .collect();
+        let pinned = supervision.supervisor.pinned();
+        supervision.held.retain(|version, _| {
+            newest.contains(version) || Some(*version) == wanted || Some(*version) == pinned
+        });
+        let serving = wanted.and_then(|version| supervision.held.get(&version).cloned());
+        let mut current = self
+            .serving
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match serving {
+            Some(serving) => *current = Some(serving),
+            // a version the supervisor wants but nobody holds: the last one keeps serving
+            None if wanted.is_some() => eprintln!(
+                "pooch: supervisor chose version {} of {}, which is neither held nor in the store; version {} keeps serving",
+                wanted.unwrap_or(0),
+                self.plan.model.name,
+                current.as_ref().map_or(0, |version| version.version)
+            ),
+            None => *current = None,
         }
     }
 
@@ -159,20 +350,15 @@ impl ServingState {
 
     /// The version that serves now.
     pub fn serving(&self) -> Option<Arc<ModelVersion>> {
-        let held = self
-            .models
+        self.serving
             .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        held.serving.clone()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// The versions held, oldest first.
     pub fn held(&self) -> Vec<Arc<ModelVersion>> {
-        let held = self
-            .models
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        held.versions.iter().cloned().collect()
+        self.supervise().held.values().cloned().collect()
     }
 
     /// The last epoch whose feature changes are in.
@@ -246,16 +432,14 @@ impl ServingState {
         })
     }
 
-    /// The versions held and which one serves, as JSON.
+    /// The versions held, their metrics and status, and which one serves, as JSON.
     pub fn models_json(&self) -> Json {
-        let held = self
-            .models
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let serving = held.serving.as_ref().map(|version| version.version);
-        let versions: Vec<Json> = held
-            .versions
-            .iter()
+        let mut supervision = self.supervise();
+        self.poll_locked(&mut supervision);
+        let serving = self.serving().map(|version| version.version);
+        let held: Vec<Json> = supervision
+            .held
+            .values()
             .map(|version| {
                 json!({
                     "version": version.version,
@@ -264,11 +448,19 @@ impl ServingState {
                     "finite": version.is_finite(),
                     "weights": version.weights.len(),
                     "metrics": { "examples": version.metrics.examples, "logloss": finite_or_null(version.metrics.logloss) },
+                    "status": supervision.supervisor.status(version.version).map(|status| status.name()),
                     "serving": Some(version.version) == serving,
                 })
             })
             .collect();
-        json!({ "models": [ { "name": self.plan.model.name, "serving": serving, "versions": versions } ] })
+        json!({ "models": [ {
+            "name": self.plan.model.name,
+            "serving": serving,
+            "pinned": supervision.supervisor.pinned(),
+            "held": held,
+            "supervisor": supervision.supervisor.state(),
+            "recent_decisions": serde_json::to_value(&supervision.recent).unwrap_or(Json::Null),
+        } ] })
     }
 
     /// Prometheus text-format lines for the serving state.
@@ -326,6 +518,24 @@ impl ServingState {
     }
 }
 
+/// Loads a version from the snapshot store, if it is there and verifies.
+fn load(store: Option<&PathBuf>, model: &str, version: u64) -> Option<Arc<ModelVersion>> {
+    let store = crate::snapshot::SnapshotStore::open(store?, usize::MAX).ok()?;
+    let stored = store
+        .list(model)
+        .ok()?
+        .into_iter()
+        .find(|stored| stored.version == version)?;
+    match crate::snapshot::read(&stored.path) {
+        Ok(snapshot) if snapshot.model.version == version => Some(Arc::new(snapshot.model)),
+        Ok(_) => None,
+        Err(error) => {
+            eprintln!("pooch: {error}");
+            None
+        }
+    }
+}
+
 fn finite_or_null(value: f64) -> Json {
     if value.is_finite() {
         json!(value)
@@ -353,7 +563,10 @@ mod tests {
             published_at: number * 3600,
             bits: 18,
             weights: Arc::new(Weights::from_dense(&[weight])),
-            metrics: RoundMetrics::default(),
+            metrics: RoundMetrics {
+                examples: 100,
+                logloss: 0.5,
+            },
         })
     }
 
@@ -381,6 +594,34 @@ mod tests {
         state.publish(version(3, -1.0));
         assert_eq!(state.predict(&json!({"dog": "dog-1"})).unwrap().version, 3);
         assert_eq!(state.held().len(), 3);
+    }
+
+    #[test]
+    fn pin_and_rollback_take_effect_for_the_next_request() {
+        let state = state();
+        for number in 1..=3 {
+            state.publish(version(number, number as f32));
+        }
+        let asked = || state.predict(&json!({"dog": "dog-1"})).unwrap().version;
+        assert_eq!(asked(), 3);
+        state.pin("pooch-predictor", 1).unwrap();
+        assert_eq!(asked(), 1);
+        state.publish(version(4, 4.0));
+        assert_eq!(asked(), 1, "a pin holds while better versions arrive");
+        state.unpin("pooch-predictor").unwrap();
+        assert_eq!(asked(), 4);
+        state.rollback("pooch-predictor").unwrap();
+        assert_eq!(asked(), 3);
+        assert!(matches!(
+            state.pin("other", 1),
+            Err(ServeError::UnknownModel(_))
+        ));
+        assert!(matches!(
+            state.pin("pooch-predictor", 99),
+            Err(ServeError::Refused(_))
+        ));
+        let models = state.models_json();
+        assert_eq!(models["models"][0]["serving"], json!(3));
     }
 
     #[test]
