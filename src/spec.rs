@@ -9,7 +9,7 @@ use dataflows::hashing::symbol;
 use dataflows::plan::{
     AggregatePlan, AggregateUse, ExamplePlan, FeatureKind, FeaturePlan, FieldKind, FieldPlan,
     Format, Function, LabelPlan, LatePolicy, ModelPlan, Plan, ServingPlan, SourcePlan, TimeUnit,
-    Transform, Via,
+    Transform, Via, Window,
 };
 use serde::Deserialize;
 
@@ -142,7 +142,11 @@ struct FeatureSection {
     via: Option<ViaSection>,
     function: Option<String>,
     window_secs: Option<u64>,
+    window: Option<String>,
     transform: Option<String>,
+    buckets: Option<Vec<f64>>,
+    namespace: Option<String>,
+    of: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +386,7 @@ impl Checker<'_> {
         // features, and the aggregates they read
         let mut aggregates = Vec::new();
         let mut features = Vec::new();
+        let mut crosses: Vec<(usize, String, Vec<String>)> = Vec::new();
         for (index, section) in file.features.into_iter().enumerate() {
             let key = format!("features[{index}]");
             if features
@@ -393,7 +398,15 @@ impl Checker<'_> {
                     format!("feature `{}` is defined twice", section.name),
                 ));
             }
-            let transform = self.transform(&key, section.transform.as_deref())?;
+            const AGGREGATE_KEYS: [&str; 7] = [
+                "source",
+                "key",
+                "example_key",
+                "via",
+                "function",
+                "window_secs",
+                "window",
+            ];
             let name = section.name.clone();
             let kind = match section.kind.as_str() {
                 "categorical" | "numeric" => {
@@ -401,48 +414,22 @@ impl Checker<'_> {
                         self.invalid(format!("{key}.field"), "is required for this kind")
                     })?;
                     let field = find_field(&format!("{key}.field"), example_source, field_name)?;
-                    self.reject_keys(
-                        &key,
-                        &section,
-                        &[
-                            "source",
-                            "key",
-                            "example_key",
-                            "via",
-                            "function",
-                            "window_secs",
-                        ],
-                    )?;
+                    self.reject_keys(&key, &section, &AGGREGATE_KEYS)?;
+                    self.reject_keys(&key, &section, &["of"])?;
                     if section.kind == "categorical" {
-                        if section.transform.is_some() {
-                            return Err(self.invalid(
-                                format!("{key}.transform"),
-                                "categorical features have no transform",
-                            ));
-                        }
+                        self.reject_keys(&key, &section, &["transform", "buckets"])?;
                         FeatureKind::Categorical { field }
                     } else {
                         FeatureKind::Numeric { field }
                     }
                 }
                 "hour_of_day" => {
-                    self.reject_keys(
-                        &key,
-                        &section,
-                        &[
-                            "field",
-                            "source",
-                            "key",
-                            "example_key",
-                            "via",
-                            "function",
-                            "window_secs",
-                            "transform",
-                        ],
-                    )?;
+                    self.reject_keys(&key, &section, &AGGREGATE_KEYS)?;
+                    self.reject_keys(&key, &section, &["field", "of", "transform", "buckets"])?;
                     FeatureKind::HourOfDay
                 }
                 "aggregate" => {
+                    self.reject_keys(&key, &section, &["of"])?;
                     let aggregate =
                         self.aggregate(&key, &section, &find_source, &find_field, example_source)?;
                     aggregates.push(aggregate);
@@ -450,19 +437,84 @@ impl Checker<'_> {
                         aggregate: aggregates.len() - 1,
                     }
                 }
+                "cross" => {
+                    self.reject_keys(&key, &section, &AGGREGATE_KEYS)?;
+                    self.reject_keys(&key, &section, &["field", "transform", "buckets"])?;
+                    let of = section.of.clone().ok_or_else(|| {
+                        self.invalid(format!("{key}.of"), "is required for kind `cross`")
+                    })?;
+                    if of.len() != 2 {
+                        return Err(
+                            self.invalid(format!("{key}.of"), "must name exactly two features")
+                        );
+                    }
+                    crosses.push((features.len(), format!("{key}.of"), of));
+                    // the two features are resolved once every feature is known
+                    FeatureKind::Cross { of: [0, 0] }
+                }
                 other => {
                     return Err(self.invalid(
                         format!("{key}.kind"),
-                        format!("unknown kind `{other}` (kinds: categorical, numeric, hour_of_day, aggregate)"),
+                        format!("unknown kind `{other}` (kinds: categorical, numeric, hour_of_day, aggregate, cross)"),
                     ));
                 }
             };
+            let transform =
+                self.transform(&key, &section, &kind, &mut aggregates, example_source)?;
+            let namespace = match &section.namespace {
+                None => name.as_str(),
+                Some(namespace) => {
+                    let shared_level_space = match &kind {
+                        FeatureKind::Categorical { .. }
+                        | FeatureKind::HourOfDay
+                        | FeatureKind::Cross { .. } => true,
+                        FeatureKind::Numeric { .. } | FeatureKind::Aggregate { .. } => {
+                            matches!(transform, Transform::Bucketize { .. })
+                        }
+                    };
+                    if !shared_level_space {
+                        return Err(self.invalid(
+                            format!("{key}.namespace"),
+                            "only features with levels (categorical, hour_of_day, cross, bucketized) take a namespace; a numeric value owns one coordinate",
+                        ));
+                    }
+                    if namespace.is_empty() {
+                        return Err(self.invalid(format!("{key}.namespace"), "must not be empty"));
+                    }
+                    namespace.as_str()
+                }
+            };
             features.push(FeaturePlan {
-                namespace: symbol(name.as_bytes()),
+                namespace: symbol(namespace.as_bytes()),
                 name,
                 kind,
                 transform,
             });
+        }
+        for (position, key, names) in crosses {
+            let mut of = [0; 2];
+            for (slot, name) in names.iter().enumerate() {
+                let found = features
+                    .iter()
+                    .position(|feature| &feature.name == name)
+                    .ok_or_else(|| self.invalid(&key, format!("unknown feature `{name}`")))?;
+                let feature = &features[found];
+                let has_levels = match feature.kind {
+                    FeatureKind::Categorical { .. } | FeatureKind::HourOfDay => true,
+                    FeatureKind::Numeric { .. } | FeatureKind::Aggregate { .. } => {
+                        matches!(feature.transform, Transform::Bucketize { .. })
+                    }
+                    FeatureKind::Cross { .. } => false,
+                };
+                if !has_levels {
+                    return Err(self.invalid(
+                        &key,
+                        format!("feature `{name}` has no levels to cross: cross categorical, hour_of_day or bucketized features"),
+                    ));
+                }
+                of[slot] = found;
+            }
+            features[position].kind = FeatureKind::Cross { of };
         }
 
         // the label
@@ -526,10 +578,10 @@ impl Checker<'_> {
                 aggregates.push(AggregatePlan {
                     name: "label".to_owned(),
                     source,
-                    key_field,
+                    key_field: Some(key_field),
                     via: None,
                     function: Function::Count,
-                    window_secs: None,
+                    window: None,
                     used_by: AggregateUse::Label,
                 });
                 LabelPlan::CountWithin {
@@ -864,34 +916,148 @@ impl Checker<'_> {
             "mean" => Function::Mean {
                 field: value_field("mean")?,
             },
+            "distinct" => Function::Distinct {
+                field: value_field("distinct")?,
+            },
+            "last" => Function::Last {
+                field: value_field("last")?,
+            },
             other => {
                 return Err(self.invalid(
                     format!("{key}.function"),
-                    format!("unknown function `{other}` (functions: count, sum, mean)"),
+                    format!(
+                        "unknown function `{other}` (functions: count, sum, mean, distinct, last)"
+                    ),
                 ));
             }
         };
         if section.window_secs == Some(0) {
             return Err(self.invalid(format!("{key}.window_secs"), "must be at least 1 second"));
         }
+        let window = match (section.window.as_deref(), section.window_secs) {
+            (None, None) => None,
+            (None | Some("sliding"), Some(secs)) => Some(Window::Sliding { secs }),
+            (Some("tumbling"), Some(secs)) => Some(Window::Tumbling { secs }),
+            (Some("sliding" | "tumbling"), None) => {
+                return Err(self.invalid(
+                    format!("{key}.window_secs"),
+                    "is required with `window`: the window's length in seconds",
+                ));
+            }
+            (Some(other), _) => {
+                return Err(self.invalid(
+                    format!("{key}.window"),
+                    format!("unknown window `{other}` (windows: sliding, tumbling)"),
+                ));
+            }
+        };
         Ok(AggregatePlan {
             name: section.name.clone(),
             source,
-            key_field,
+            key_field: Some(key_field),
             via,
             function,
-            window_secs: section.window_secs,
+            window,
             used_by: AggregateUse::Feature { example_field },
         })
     }
 
-    fn transform(&self, key: &str, transform: Option<&str>) -> Result<Transform, SpecError> {
-        match transform.unwrap_or("identity") {
+    /// The transform of a feature; standardisation adds the global aggregates it reads.
+    fn transform(
+        &self,
+        key: &str,
+        section: &FeatureSection,
+        kind: &FeatureKind,
+        aggregates: &mut Vec<AggregatePlan>,
+        example_source: u16,
+    ) -> Result<Transform, SpecError> {
+        let name = section.transform.as_deref().unwrap_or("identity");
+        if section.buckets.is_some() && name != "bucketize" {
+            return Err(self.invalid(
+                format!("{key}.buckets"),
+                "only applies with `transform = \"bucketize\"`",
+            ));
+        }
+        match name {
             "identity" => Ok(Transform::Identity),
             "log1p" => Ok(Transform::Log1p),
+            "bucketize" => {
+                let edges = section.buckets.clone().ok_or_else(|| {
+                    self.invalid(
+                        format!("{key}.buckets"),
+                        "is required by `transform = \"bucketize\"` (a list of edges)",
+                    )
+                })?;
+                if edges.is_empty() {
+                    return Err(self.invalid(format!("{key}.buckets"), "needs at least one edge"));
+                }
+                if edges.iter().any(|edge| !edge.is_finite())
+                    || edges.windows(2).any(|pair| pair[0] >= pair[1])
+                {
+                    return Err(self.invalid(
+                        format!("{key}.buckets"),
+                        "edges must be finite and strictly ascending",
+                    ));
+                }
+                Ok(Transform::Bucketize { edges })
+            }
+            "standardize" => {
+                // the field whose past values give the mean and the spread
+                let (source, field) = match kind {
+                    FeatureKind::Numeric { field } => (example_source, *field),
+                    FeatureKind::Aggregate { aggregate } => {
+                        let aggregate = &aggregates[*aggregate];
+                        match aggregate.function {
+                            Function::Mean { field } | Function::Last { field } => {
+                                (aggregate.source, field)
+                            }
+                            _ => {
+                                return Err(self.invalid(
+                                    format!("{key}.transform"),
+                                    "`standardize` applies to aggregates on the scale of their field (`mean`, `last`); use `log1p` or `bucketize` for counts and sums",
+                                ));
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(self.invalid(
+                            format!("{key}.transform"),
+                            "`standardize` applies to numeric and aggregate features",
+                        ));
+                    }
+                };
+                let mut global = |function: Function, suffix: &str| {
+                    let plan = AggregatePlan {
+                        name: format!("{}.{suffix}", section.name),
+                        source,
+                        key_field: None,
+                        via: None,
+                        function,
+                        window: None,
+                        used_by: AggregateUse::Global,
+                    };
+                    // features standardising the same field share the aggregates
+                    match aggregates.iter().position(|existing| {
+                        existing.used_by == AggregateUse::Global
+                            && existing.source == plan.source
+                            && existing.function == plan.function
+                    }) {
+                        Some(index) => index,
+                        None => {
+                            aggregates.push(plan);
+                            aggregates.len() - 1
+                        }
+                    }
+                };
+                let sum = global(Function::Sum { field }, "sum");
+                let squares = global(Function::SumOfSquares { field }, "squares");
+                Ok(Transform::Standardize { sum, squares })
+            }
             other => Err(self.invalid(
                 format!("{key}.transform"),
-                format!("unknown transform `{other}` (transforms: identity, log1p)"),
+                format!(
+                    "unknown transform `{other}` (transforms: identity, log1p, standardize, bucketize)"
+                ),
             )),
         }
     }
@@ -912,6 +1078,9 @@ impl Checker<'_> {
                 "function" => section.function.is_some(),
                 "window_secs" => section.window_secs.is_some(),
                 "transform" => section.transform.is_some(),
+                "window" => section.window.is_some(),
+                "buckets" => section.buckets.is_some(),
+                "of" => section.of.is_some(),
                 _ => false,
             };
             if present {

@@ -8,9 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fact::{Real, Row, Symbol, Time, Value};
-use crate::hashing::{BIAS, coordinate};
+use crate::hashing::{BIAS, coordinate, pair};
 use crate::learn::logistic::Features;
-use crate::plan::{FeatureKind, Function, Plan};
+use crate::plan::{FeatureKind, FeaturePlan, Function, Plan, Transform, standardize};
 
 /// The running state of one aggregate: `(facts counted, sum of values in fixed point)`.
 ///
@@ -154,14 +154,70 @@ pub fn aggregate_values(plan: &Plan, event: &Event) -> Vec<(String, Real)> {
         .collect()
 }
 
-/// The value of one aggregate for an event: a count, a sum, or a mean (0 when nothing counts).
+/// The value of one aggregate for an event: a count, a sum, a mean, a distinct count or a
+/// last value (0 when nothing counts).
 fn aggregate_value(plan: &Plan, event: &Event, aggregate: usize) -> f64 {
     let (count, sum) = event.aggregates.get(aggregate).copied().unwrap_or((0, 0));
     match plan.aggregates[aggregate].function {
-        Function::Count => count as f64,
-        Function::Sum { .. } => sum as f64 / FIXED_POINT,
+        Function::Count | Function::Distinct { .. } => count as f64,
+        Function::Sum { .. } | Function::Last { .. } | Function::SumOfSquares { .. } => {
+            sum as f64 / FIXED_POINT
+        }
         Function::Mean { .. } if count > 0 => sum as f64 / FIXED_POINT / count as f64,
         Function::Mean { .. } => 0.0,
+    }
+}
+
+/// The raw value of a numeric or aggregate feature, before its transform; `None` when the
+/// example's field is missing, or for a feature of another kind.
+fn numeric_value(plan: &Plan, event: &Event, kind: &FeatureKind) -> Option<f64> {
+    match kind {
+        FeatureKind::Numeric { field } => event.row.get(*field).and_then(Value::number),
+        FeatureKind::Aggregate { aggregate } => Some(aggregate_value(plan, event, *aggregate)),
+        _ => None,
+    }
+}
+
+/// The transformed value of a numeric feature (not bucketized).
+fn transformed(event: &Event, transform: &Transform, value: f64) -> f64 {
+    match transform {
+        Transform::Identity | Transform::Bucketize { .. } => value,
+        Transform::Log1p => value.max(0.0).ln_1p(),
+        Transform::Standardize { sum, squares } => {
+            let (count, sum) = event.aggregates.get(*sum).copied().unwrap_or((0, 0));
+            let squares = event.aggregates.get(*squares).map_or(0, |accum| accum.1);
+            standardize(
+                value,
+                count as f64,
+                sum as f64 / FIXED_POINT,
+                squares as f64 / FIXED_POINT,
+            )
+        }
+    }
+}
+
+/// The levels of a feature that has levels: a categorical field's symbols, the hour of day,
+/// or the bucket of a bucketized value. Empty for other features and missing fields.
+fn levels(plan: &Plan, event: &Event, feature: &FeaturePlan) -> Vec<u64> {
+    match &feature.kind {
+        FeatureKind::Categorical { field } => match event.row.get(*field) {
+            Some(Value::List(levels)) => levels.clone(),
+            Some(value) => value.symbol().into_iter().collect(),
+            None => Vec::new(),
+        },
+        FeatureKind::HourOfDay => vec![(event.time / 3600) % 24],
+        FeatureKind::Numeric { .. } | FeatureKind::Aggregate { .. } => {
+            match (
+                &feature.transform,
+                numeric_value(plan, event, &feature.kind),
+            ) {
+                (Transform::Bucketize { edges }, Some(value)) if !value.is_nan() => {
+                    vec![Transform::bucket(edges, value) as u64]
+                }
+                _ => Vec::new(),
+            }
+        }
+        FeatureKind::Cross { .. } => Vec::new(),
     }
 }
 
@@ -175,51 +231,37 @@ pub fn featurize(plan: &Plan, event: &Event) -> Features {
     for feature in &plan.features {
         let namespace = feature.namespace;
         match &feature.kind {
-            FeatureKind::Categorical { field } => match event.row.get(*field) {
-                Some(Value::List(levels)) => {
+            FeatureKind::Categorical { .. } | FeatureKind::HourOfDay => {
+                features.extend(
+                    levels(plan, event, feature)
+                        .into_iter()
+                        .map(|level| (coordinate(namespace, level, bits), 1.0)),
+                );
+            }
+            FeatureKind::Numeric { .. } | FeatureKind::Aggregate { .. } => {
+                if let Transform::Bucketize { .. } = feature.transform {
                     features.extend(
-                        levels
-                            .iter()
-                            .map(|&level| (coordinate(namespace, level, bits), 1.0)),
+                        levels(plan, event, feature)
+                            .into_iter()
+                            .map(|level| (coordinate(namespace, level, bits), 1.0)),
                     );
-                }
-                Some(value) => {
-                    if let Some(level) = value.symbol() {
-                        features.push((coordinate(namespace, level, bits), 1.0));
+                } else if let Some(value) = numeric_value(plan, event, &feature.kind) {
+                    let value = transformed(event, &feature.transform, value);
+                    if value.is_finite() && value != 0.0 {
+                        features.push((coordinate(namespace, 0, bits), value as f32));
                     }
                 }
-                None => {}
-            },
-            FeatureKind::HourOfDay => {
-                let hour = (event.time / 3600) % 24;
-                features.push((coordinate(namespace, hour, bits), 1.0));
             }
-            FeatureKind::Numeric { field } => {
-                if let Some(number) = event.row.get(*field).and_then(Value::number) {
-                    push_numeric(
-                        &mut features,
-                        namespace,
-                        bits,
-                        feature.transform.apply(number),
-                    );
+            FeatureKind::Cross { of } => {
+                let first = levels(plan, event, &plan.features[of[0]]);
+                let second = levels(plan, event, &plan.features[of[1]]);
+                for &a in &first {
+                    for &b in &second {
+                        features.push((coordinate(namespace, pair(a, b), bits), 1.0));
+                    }
                 }
-            }
-            FeatureKind::Aggregate { aggregate } => {
-                let value = aggregate_value(plan, event, *aggregate);
-                push_numeric(
-                    &mut features,
-                    namespace,
-                    bits,
-                    feature.transform.apply(value),
-                );
             }
         }
     }
     features
-}
-
-fn push_numeric(features: &mut Features, namespace: Symbol, bits: u32, value: f64) {
-    if value.is_finite() && value != 0.0 {
-        features.push((coordinate(namespace, 0, bits), value as f32));
-    }
 }

@@ -46,13 +46,13 @@ fn plan() -> Plan {
         op_field: None,
         corrects: None,
     };
-    let aggregate = |name: &str, window_secs| AggregatePlan {
+    let aggregate = |name: &str, window_secs: Option<u64>| AggregatePlan {
         name: name.into(),
         source: 0,
-        key_field: 1,
+        key_field: Some(1),
         via: None,
         function: Function::Count,
-        window_secs,
+        window: window_secs.map(|secs| Window::Sliding { secs }),
         used_by: AggregateUse::Feature { example_field: 1 },
     };
     Plan {
