@@ -1151,4 +1151,146 @@ mod tests {
         let message = error_for(|text| text.replacen("bits = ", "bitz = ", 1));
         assert!(message.contains("unknown field `bitz`"), "{message}");
     }
+
+    /// The sniffable spec with one more feature table appended.
+    fn with_feature(table: &str) -> Result<Spec, String> {
+        let path = root().join("pipelines/sniffable.toml");
+        let text = std::fs::read_to_string(&path).expect("shipped spec");
+        parse(&format!("{text}\n[[features]]\n{table}\n"), &path, None)
+            .map_err(|error| error.to_string())
+    }
+
+    fn rejected(table: &str) -> String {
+        match with_feature(table) {
+            Ok(_) => panic!("accepted: {table}"),
+            Err(message) => message,
+        }
+    }
+
+    #[test]
+    fn feature_families_are_read() {
+        let spec = with_feature(
+            "name = \"distinct_likers\"\nkind = \"aggregate\"\nsource = \"likes\"\nkey = \"post\"\nvia = { source = \"posts\", key = \"post\", value = \"dog\" }\nfunction = \"distinct\"\nfield = \"dog\"\nwindow = \"tumbling\"\nwindow_secs = 86400\nnamespace = \"likers\"\ntransform = \"bucketize\"\nbuckets = [1, 5, 25]\n\n[[features]]\nname = \"dog_x_hour\"\nkind = \"cross\"\nof = [\"dog\", \"hour\"]",
+        )
+        .unwrap_or_else(|message| panic!("{message}"));
+        let plan = spec.plan;
+        let feature = &plan.features[plan.features.len() - 2];
+        let FeatureKind::Aggregate { aggregate } = feature.kind else {
+            panic!("not an aggregate: {feature:?}");
+        };
+        let distinct = &plan.aggregates[aggregate];
+        assert!(matches!(distinct.function, Function::Distinct { .. }));
+        assert_eq!(distinct.window, Some(Window::Tumbling { secs: 86400 }));
+        assert_eq!(feature.namespace, symbol(b"likers"));
+        assert_eq!(
+            feature.transform,
+            Transform::Bucketize {
+                edges: vec![1.0, 5.0, 25.0]
+            }
+        );
+        let cross = plan.features.last().expect("the cross");
+        assert_eq!(cross.kind, FeatureKind::Cross { of: [0, 2] });
+    }
+
+    #[test]
+    fn standardize_adds_shared_global_aggregates() {
+        let spec = with_feature(
+            "name = \"score_z\"\nkind = \"numeric\"\nfield = \"truth_p\"\ntransform = \"standardize\"\n\n[[features]]\nname = \"score_z2\"\nkind = \"numeric\"\nfield = \"truth_p\"\ntransform = \"standardize\"",
+        )
+        .unwrap_or_else(|message| panic!("{message}"));
+        let plan = spec.plan;
+        let transforms: Vec<&Transform> = plan.features[plan.features.len() - 2..]
+            .iter()
+            .map(|feature| &feature.transform)
+            .collect();
+        assert_eq!(
+            transforms[0], transforms[1],
+            "one pair of aggregates for one field"
+        );
+        let Transform::Standardize { sum, squares } = transforms[0] else {
+            panic!("not standardised: {:?}", transforms[0]);
+        };
+        assert_eq!(plan.aggregates[*sum].used_by, AggregateUse::Global);
+        assert_eq!(plan.aggregates[*sum].key_field, None);
+        assert!(matches!(
+            plan.aggregates[*squares].function,
+            Function::SumOfSquares { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_feature_families_name_the_key() {
+        let aggregate = "name = \"x\"\nkind = \"aggregate\"\nsource = \"posts\"\nkey = \"dog\"\n";
+        let message = rejected(&format!(
+            "{aggregate}function = \"median\"\nfield = \"dog\""
+        ));
+        assert!(message.contains("features[6].function`: unknown function `median` (functions: count, sum, mean, distinct, last)"), "{message}");
+        let message = rejected(&format!("{aggregate}function = \"last\""));
+        assert!(
+            message.contains("features[6].field`: is required by function `last`"),
+            "{message}"
+        );
+        let message = rejected(&format!(
+            "{aggregate}window = \"hopping\"\nwindow_secs = 60"
+        ));
+        assert!(
+            message.contains("features[6].window`: unknown window `hopping`"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}window = \"tumbling\""));
+        assert!(
+            message.contains("features[6].window_secs`: is required with `window`"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}transform = \"bucketize\""));
+        assert!(
+            message.contains("features[6].buckets`: is required"),
+            "{message}"
+        );
+        let message = rejected(&format!(
+            "{aggregate}transform = \"bucketize\"\nbuckets = [3, 1]"
+        ));
+        assert!(
+            message.contains("features[6].buckets`: edges must be finite and strictly ascending"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}buckets = [1]"));
+        assert!(
+            message.contains("features[6].buckets`: only applies with `transform = \"bucketize\"`"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}transform = \"standardize\""));
+        assert!(
+            message.contains(
+                "features[6].transform`: `standardize` applies to aggregates on the scale"
+            ),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}namespace = \"shared\""));
+        assert!(
+            message.contains("features[6].namespace`: only features with levels"),
+            "{message}"
+        );
+        let message = rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\", \"cat\"]");
+        assert!(
+            message.contains("features[6].of`: unknown feature `cat`"),
+            "{message}"
+        );
+        let message = rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\", \"followers\"]");
+        assert!(
+            message.contains("features[6].of`: feature `followers` has no levels to cross"),
+            "{message}"
+        );
+        let message = rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\"]");
+        assert!(
+            message.contains("features[6].of`: must name exactly two features"),
+            "{message}"
+        );
+        let message =
+            rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\", \"hour\"]\nfield = \"dog\"");
+        assert!(
+            message.contains("features[6].field`: does not apply to kind `cross`"),
+            "{message}"
+        );
+    }
 }
