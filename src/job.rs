@@ -796,7 +796,9 @@ fn attach_sinks<'scope>(
                 let reading = leader.collector.reading(&sink_plan);
                 let result = leader.files.metrics(&metrics, version, reading);
                 leader.record(result);
-                leader.collector.epochs_with_examples += 1;
+                if metrics.epoch_scores.has_outcomes() {
+                    leader.collector.epochs_with_examples += 1;
+                }
                 leader.collector.last_epoch = Some(metrics);
             }
         });

@@ -9,7 +9,7 @@ use dataflows::hashing::symbol;
 use dataflows::plan::{
     AggregatePlan, AggregateUse, ExamplePlan, FeatureKind, FeaturePlan, FieldKind, FieldPlan,
     Format, Function, LabelPlan, LatePolicy, ModelPlan, Plan, ServingPlan, SourcePlan, TimeUnit,
-    Transform, Via,
+    Transform, Via, Window,
 };
 use serde::Deserialize;
 
@@ -142,7 +142,11 @@ struct FeatureSection {
     via: Option<ViaSection>,
     function: Option<String>,
     window_secs: Option<u64>,
+    window: Option<String>,
     transform: Option<String>,
+    buckets: Option<Vec<f64>>,
+    namespace: Option<String>,
+    of: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +386,7 @@ impl Checker<'_> {
         // features, and the aggregates they read
         let mut aggregates = Vec::new();
         let mut features = Vec::new();
+        let mut crosses: Vec<(usize, String, Vec<String>)> = Vec::new();
         for (index, section) in file.features.into_iter().enumerate() {
             let key = format!("features[{index}]");
             if features
@@ -393,7 +398,15 @@ impl Checker<'_> {
                     format!("feature `{}` is defined twice", section.name),
                 ));
             }
-            let transform = self.transform(&key, section.transform.as_deref())?;
+            const AGGREGATE_KEYS: [&str; 7] = [
+                "source",
+                "key",
+                "example_key",
+                "via",
+                "function",
+                "window_secs",
+                "window",
+            ];
             let name = section.name.clone();
             let kind = match section.kind.as_str() {
                 "categorical" | "numeric" => {
@@ -401,48 +414,22 @@ impl Checker<'_> {
                         self.invalid(format!("{key}.field"), "is required for this kind")
                     })?;
                     let field = find_field(&format!("{key}.field"), example_source, field_name)?;
-                    self.reject_keys(
-                        &key,
-                        &section,
-                        &[
-                            "source",
-                            "key",
-                            "example_key",
-                            "via",
-                            "function",
-                            "window_secs",
-                        ],
-                    )?;
+                    self.reject_keys(&key, &section, &AGGREGATE_KEYS)?;
+                    self.reject_keys(&key, &section, &["of"])?;
                     if section.kind == "categorical" {
-                        if section.transform.is_some() {
-                            return Err(self.invalid(
-                                format!("{key}.transform"),
-                                "categorical features have no transform",
-                            ));
-                        }
+                        self.reject_keys(&key, &section, &["transform", "buckets"])?;
                         FeatureKind::Categorical { field }
                     } else {
                         FeatureKind::Numeric { field }
                     }
                 }
                 "hour_of_day" => {
-                    self.reject_keys(
-                        &key,
-                        &section,
-                        &[
-                            "field",
-                            "source",
-                            "key",
-                            "example_key",
-                            "via",
-                            "function",
-                            "window_secs",
-                            "transform",
-                        ],
-                    )?;
+                    self.reject_keys(&key, &section, &AGGREGATE_KEYS)?;
+                    self.reject_keys(&key, &section, &["field", "of", "transform", "buckets"])?;
                     FeatureKind::HourOfDay
                 }
                 "aggregate" => {
+                    self.reject_keys(&key, &section, &["of"])?;
                     let aggregate =
                         self.aggregate(&key, &section, &find_source, &find_field, example_source)?;
                     aggregates.push(aggregate);
@@ -450,19 +437,84 @@ impl Checker<'_> {
                         aggregate: aggregates.len() - 1,
                     }
                 }
+                "cross" => {
+                    self.reject_keys(&key, &section, &AGGREGATE_KEYS)?;
+                    self.reject_keys(&key, &section, &["field", "transform", "buckets"])?;
+                    let of = section.of.clone().ok_or_else(|| {
+                        self.invalid(format!("{key}.of"), "is required for kind `cross`")
+                    })?;
+                    if of.len() != 2 {
+                        return Err(
+                            self.invalid(format!("{key}.of"), "must name exactly two features")
+                        );
+                    }
+                    crosses.push((features.len(), format!("{key}.of"), of));
+                    // the two features are resolved once every feature is known
+                    FeatureKind::Cross { of: [0, 0] }
+                }
                 other => {
                     return Err(self.invalid(
                         format!("{key}.kind"),
-                        format!("unknown kind `{other}` (kinds: categorical, numeric, hour_of_day, aggregate)"),
+                        format!("unknown kind `{other}` (kinds: categorical, numeric, hour_of_day, aggregate, cross)"),
                     ));
                 }
             };
+            let transform =
+                self.transform(&key, &section, &kind, &mut aggregates, example_source)?;
+            let namespace = match &section.namespace {
+                None => name.as_str(),
+                Some(namespace) => {
+                    let shared_level_space = match &kind {
+                        FeatureKind::Categorical { .. }
+                        | FeatureKind::HourOfDay
+                        | FeatureKind::Cross { .. } => true,
+                        FeatureKind::Numeric { .. } | FeatureKind::Aggregate { .. } => {
+                            matches!(transform, Transform::Bucketize { .. })
+                        }
+                    };
+                    if !shared_level_space {
+                        return Err(self.invalid(
+                            format!("{key}.namespace"),
+                            "only features with levels (categorical, hour_of_day, cross, bucketized) take a namespace; a numeric value owns one coordinate",
+                        ));
+                    }
+                    if namespace.is_empty() {
+                        return Err(self.invalid(format!("{key}.namespace"), "must not be empty"));
+                    }
+                    namespace.as_str()
+                }
+            };
             features.push(FeaturePlan {
-                namespace: symbol(name.as_bytes()),
+                namespace: symbol(namespace.as_bytes()),
                 name,
                 kind,
                 transform,
             });
+        }
+        for (position, key, names) in crosses {
+            let mut of = [0; 2];
+            for (slot, name) in names.iter().enumerate() {
+                let found = features
+                    .iter()
+                    .position(|feature| &feature.name == name)
+                    .ok_or_else(|| self.invalid(&key, format!("unknown feature `{name}`")))?;
+                let feature = &features[found];
+                let has_levels = match feature.kind {
+                    FeatureKind::Categorical { .. } | FeatureKind::HourOfDay => true,
+                    FeatureKind::Numeric { .. } | FeatureKind::Aggregate { .. } => {
+                        matches!(feature.transform, Transform::Bucketize { .. })
+                    }
+                    FeatureKind::Cross { .. } => false,
+                };
+                if !has_levels {
+                    return Err(self.invalid(
+                        &key,
+                        format!("feature `{name}` has no levels to cross: cross categorical, hour_of_day or bucketized features"),
+                    ));
+                }
+                of[slot] = found;
+            }
+            features[position].kind = FeatureKind::Cross { of };
         }
 
         // the label
@@ -526,10 +578,10 @@ impl Checker<'_> {
                 aggregates.push(AggregatePlan {
                     name: "label".to_owned(),
                     source,
-                    key_field,
+                    key_field: Some(key_field),
                     via: None,
                     function: Function::Count,
-                    window_secs: None,
+                    window: None,
                     used_by: AggregateUse::Label,
                 });
                 LabelPlan::CountWithin {
@@ -864,34 +916,148 @@ impl Checker<'_> {
             "mean" => Function::Mean {
                 field: value_field("mean")?,
             },
+            "distinct" => Function::Distinct {
+                field: value_field("distinct")?,
+            },
+            "last" => Function::Last {
+                field: value_field("last")?,
+            },
             other => {
                 return Err(self.invalid(
                     format!("{key}.function"),
-                    format!("unknown function `{other}` (functions: count, sum, mean)"),
+                    format!(
+                        "unknown function `{other}` (functions: count, sum, mean, distinct, last)"
+                    ),
                 ));
             }
         };
         if section.window_secs == Some(0) {
             return Err(self.invalid(format!("{key}.window_secs"), "must be at least 1 second"));
         }
+        let window = match (section.window.as_deref(), section.window_secs) {
+            (None, None) => None,
+            (None | Some("sliding"), Some(secs)) => Some(Window::Sliding { secs }),
+            (Some("tumbling"), Some(secs)) => Some(Window::Tumbling { secs }),
+            (Some("sliding" | "tumbling"), None) => {
+                return Err(self.invalid(
+                    format!("{key}.window_secs"),
+                    "is required with `window`: the window's length in seconds",
+                ));
+            }
+            (Some(other), _) => {
+                return Err(self.invalid(
+                    format!("{key}.window"),
+                    format!("unknown window `{other}` (windows: sliding, tumbling)"),
+                ));
+            }
+        };
         Ok(AggregatePlan {
             name: section.name.clone(),
             source,
-            key_field,
+            key_field: Some(key_field),
             via,
             function,
-            window_secs: section.window_secs,
+            window,
             used_by: AggregateUse::Feature { example_field },
         })
     }
 
-    fn transform(&self, key: &str, transform: Option<&str>) -> Result<Transform, SpecError> {
-        match transform.unwrap_or("identity") {
+    /// The transform of a feature; standardisation adds the global aggregates it reads.
+    fn transform(
+        &self,
+        key: &str,
+        section: &FeatureSection,
+        kind: &FeatureKind,
+        aggregates: &mut Vec<AggregatePlan>,
+        example_source: u16,
+    ) -> Result<Transform, SpecError> {
+        let name = section.transform.as_deref().unwrap_or("identity");
+        if section.buckets.is_some() && name != "bucketize" {
+            return Err(self.invalid(
+                format!("{key}.buckets"),
+                "only applies with `transform = \"bucketize\"`",
+            ));
+        }
+        match name {
             "identity" => Ok(Transform::Identity),
             "log1p" => Ok(Transform::Log1p),
+            "bucketize" => {
+                let edges = section.buckets.clone().ok_or_else(|| {
+                    self.invalid(
+                        format!("{key}.buckets"),
+                        "is required by `transform = \"bucketize\"` (a list of edges)",
+                    )
+                })?;
+                if edges.is_empty() {
+                    return Err(self.invalid(format!("{key}.buckets"), "needs at least one edge"));
+                }
+                if edges.iter().any(|edge| !edge.is_finite())
+                    || edges.windows(2).any(|pair| pair[0] >= pair[1])
+                {
+                    return Err(self.invalid(
+                        format!("{key}.buckets"),
+                        "edges must be finite and strictly ascending",
+                    ));
+                }
+                Ok(Transform::Bucketize { edges })
+            }
+            "standardize" => {
+                // the field whose past values give the mean and the spread
+                let (source, field) = match kind {
+                    FeatureKind::Numeric { field } => (example_source, *field),
+                    FeatureKind::Aggregate { aggregate } => {
+                        let aggregate = &aggregates[*aggregate];
+                        match aggregate.function {
+                            Function::Mean { field } | Function::Last { field } => {
+                                (aggregate.source, field)
+                            }
+                            _ => {
+                                return Err(self.invalid(
+                                    format!("{key}.transform"),
+                                    "`standardize` applies to aggregates on the scale of their field (`mean`, `last`); use `log1p` or `bucketize` for counts and sums",
+                                ));
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(self.invalid(
+                            format!("{key}.transform"),
+                            "`standardize` applies to numeric and aggregate features",
+                        ));
+                    }
+                };
+                let mut global = |function: Function, suffix: &str| {
+                    let plan = AggregatePlan {
+                        name: format!("{}.{suffix}", section.name),
+                        source,
+                        key_field: None,
+                        via: None,
+                        function,
+                        window: None,
+                        used_by: AggregateUse::Global,
+                    };
+                    // features standardising the same field share the aggregates
+                    match aggregates.iter().position(|existing| {
+                        existing.used_by == AggregateUse::Global
+                            && existing.source == plan.source
+                            && existing.function == plan.function
+                    }) {
+                        Some(index) => index,
+                        None => {
+                            aggregates.push(plan);
+                            aggregates.len() - 1
+                        }
+                    }
+                };
+                let sum = global(Function::Sum { field }, "sum");
+                let squares = global(Function::SumOfSquares { field }, "squares");
+                Ok(Transform::Standardize { sum, squares })
+            }
             other => Err(self.invalid(
                 format!("{key}.transform"),
-                format!("unknown transform `{other}` (transforms: identity, log1p)"),
+                format!(
+                    "unknown transform `{other}` (transforms: identity, log1p, standardize, bucketize)"
+                ),
             )),
         }
     }
@@ -912,6 +1078,9 @@ impl Checker<'_> {
                 "function" => section.function.is_some(),
                 "window_secs" => section.window_secs.is_some(),
                 "transform" => section.transform.is_some(),
+                "window" => section.window.is_some(),
+                "buckets" => section.buckets.is_some(),
+                "of" => section.of.is_some(),
                 _ => false,
             };
             if present {
@@ -981,5 +1150,147 @@ mod tests {
 
         let message = error_for(|text| text.replacen("bits = ", "bitz = ", 1));
         assert!(message.contains("unknown field `bitz`"), "{message}");
+    }
+
+    /// The sniffable spec with one more feature table appended.
+    fn with_feature(table: &str) -> Result<Spec, String> {
+        let path = root().join("pipelines/sniffable.toml");
+        let text = std::fs::read_to_string(&path).expect("shipped spec");
+        parse(&format!("{text}\n[[features]]\n{table}\n"), &path, None)
+            .map_err(|error| error.to_string())
+    }
+
+    fn rejected(table: &str) -> String {
+        match with_feature(table) {
+            Ok(_) => panic!("accepted: {table}"),
+            Err(message) => message,
+        }
+    }
+
+    #[test]
+    fn feature_families_are_read() {
+        let spec = with_feature(
+            "name = \"distinct_likers\"\nkind = \"aggregate\"\nsource = \"likes\"\nkey = \"post\"\nvia = { source = \"posts\", key = \"post\", value = \"dog\" }\nfunction = \"distinct\"\nfield = \"dog\"\nwindow = \"tumbling\"\nwindow_secs = 86400\nnamespace = \"likers\"\ntransform = \"bucketize\"\nbuckets = [1, 5, 25]\n\n[[features]]\nname = \"dog_x_hour\"\nkind = \"cross\"\nof = [\"dog\", \"hour\"]",
+        )
+        .unwrap_or_else(|message| panic!("{message}"));
+        let plan = spec.plan;
+        let feature = &plan.features[plan.features.len() - 2];
+        let FeatureKind::Aggregate { aggregate } = feature.kind else {
+            panic!("not an aggregate: {feature:?}");
+        };
+        let distinct = &plan.aggregates[aggregate];
+        assert!(matches!(distinct.function, Function::Distinct { .. }));
+        assert_eq!(distinct.window, Some(Window::Tumbling { secs: 86400 }));
+        assert_eq!(feature.namespace, symbol(b"likers"));
+        assert_eq!(
+            feature.transform,
+            Transform::Bucketize {
+                edges: vec![1.0, 5.0, 25.0]
+            }
+        );
+        let cross = plan.features.last().expect("the cross");
+        assert_eq!(cross.kind, FeatureKind::Cross { of: [0, 2] });
+    }
+
+    #[test]
+    fn standardize_adds_shared_global_aggregates() {
+        let spec = with_feature(
+            "name = \"score_z\"\nkind = \"numeric\"\nfield = \"truth_p\"\ntransform = \"standardize\"\n\n[[features]]\nname = \"score_z2\"\nkind = \"numeric\"\nfield = \"truth_p\"\ntransform = \"standardize\"",
+        )
+        .unwrap_or_else(|message| panic!("{message}"));
+        let plan = spec.plan;
+        let transforms: Vec<&Transform> = plan.features[plan.features.len() - 2..]
+            .iter()
+            .map(|feature| &feature.transform)
+            .collect();
+        assert_eq!(
+            transforms[0], transforms[1],
+            "one pair of aggregates for one field"
+        );
+        let Transform::Standardize { sum, squares } = transforms[0] else {
+            panic!("not standardised: {:?}", transforms[0]);
+        };
+        assert_eq!(plan.aggregates[*sum].used_by, AggregateUse::Global);
+        assert_eq!(plan.aggregates[*sum].key_field, None);
+        assert!(matches!(
+            plan.aggregates[*squares].function,
+            Function::SumOfSquares { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_feature_families_name_the_key() {
+        let aggregate = "name = \"x\"\nkind = \"aggregate\"\nsource = \"posts\"\nkey = \"dog\"\n";
+        let message = rejected(&format!(
+            "{aggregate}function = \"median\"\nfield = \"dog\""
+        ));
+        assert!(message.contains("features[6].function`: unknown function `median` (functions: count, sum, mean, distinct, last)"), "{message}");
+        let message = rejected(&format!("{aggregate}function = \"last\""));
+        assert!(
+            message.contains("features[6].field`: is required by function `last`"),
+            "{message}"
+        );
+        let message = rejected(&format!(
+            "{aggregate}window = \"hopping\"\nwindow_secs = 60"
+        ));
+        assert!(
+            message.contains("features[6].window`: unknown window `hopping`"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}window = \"tumbling\""));
+        assert!(
+            message.contains("features[6].window_secs`: is required with `window`"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}transform = \"bucketize\""));
+        assert!(
+            message.contains("features[6].buckets`: is required"),
+            "{message}"
+        );
+        let message = rejected(&format!(
+            "{aggregate}transform = \"bucketize\"\nbuckets = [3, 1]"
+        ));
+        assert!(
+            message.contains("features[6].buckets`: edges must be finite and strictly ascending"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}buckets = [1]"));
+        assert!(
+            message.contains("features[6].buckets`: only applies with `transform = \"bucketize\"`"),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}transform = \"standardize\""));
+        assert!(
+            message.contains(
+                "features[6].transform`: `standardize` applies to aggregates on the scale"
+            ),
+            "{message}"
+        );
+        let message = rejected(&format!("{aggregate}namespace = \"shared\""));
+        assert!(
+            message.contains("features[6].namespace`: only features with levels"),
+            "{message}"
+        );
+        let message = rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\", \"cat\"]");
+        assert!(
+            message.contains("features[6].of`: unknown feature `cat`"),
+            "{message}"
+        );
+        let message = rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\", \"followers\"]");
+        assert!(
+            message.contains("features[6].of`: feature `followers` has no levels to cross"),
+            "{message}"
+        );
+        let message = rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\"]");
+        assert!(
+            message.contains("features[6].of`: must name exactly two features"),
+            "{message}"
+        );
+        let message =
+            rejected("name = \"x\"\nkind = \"cross\"\nof = [\"dog\", \"hour\"]\nfield = \"dog\"");
+        assert!(
+            message.contains("features[6].field`: does not apply to kind `cross`"),
+            "{message}"
+        );
     }
 }

@@ -271,6 +271,10 @@ fn malformed_lines_are_dead_lettered_and_the_run_completes() {
     assert_eq!(summary["facts_read"], 3);
     assert_eq!(summary["dead_lettered"], 7);
     assert_eq!(summary["examples"], 3);
+    // each example leaves the feature lookups once
+    assert_eq!(summary["examples_in"], 3);
+    assert_eq!(summary["lookup_outputs"], 3);
+    assert_eq!(summary["join_output_per_example"], 1.0);
     assert_eq!(summary["sources"]["ratings"]["malformed"], 6);
     assert_eq!(summary["sources"]["ratings"]["late_dropped"], 1);
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
@@ -54,6 +54,64 @@ pub struct Scores {
     pub truth_logloss: Option<f64>,
     /// AUC of the ground-truth probabilities.
     pub truth_auc: Option<f64>,
+    /// Examples that entered the feature lookups.
+    pub examples_in: u64,
+    /// Records that left them: one per example when no join amplifies.
+    pub lookup_outputs: u64,
+    /// `lookup_outputs / examples_in`: exactly 1 when each example is emitted once.
+    pub join_output_per_example: Option<f64>,
+}
+
+impl Scores {
+    fn add_join_counts(&mut self, counts: JoinCounts) {
+        self.examples_in += counts.examples_in;
+        self.lookup_outputs += counts.lookup_outputs;
+        self.join_output_per_example =
+            (self.examples_in > 0).then(|| self.lookup_outputs as f64 / self.examples_in as f64);
+    }
+
+    /// Whether any outcome was scored or counted.
+    pub fn has_outcomes(&self) -> bool {
+        self.examples + self.unlabeled + self.orphaned + self.beyond_input > 0
+    }
+}
+
+/// Records counted going into and coming out of the example lookups, to measure join
+/// amplification.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinCounts {
+    /// Examples that entered.
+    pub examples_in: u64,
+    /// Records that left.
+    pub lookup_outputs: u64,
+}
+
+impl std::ops::AddAssign for JoinCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.examples_in += other.examples_in;
+        self.lookup_outputs += other.lookup_outputs;
+    }
+}
+
+/// Counts the records of a stream, one [`JoinCounts`] per batch at the batch's time; `side`
+/// turns a count into the examples in or the lookup outputs.
+pub fn count_records<'scope, D: Clone + 'static>(
+    stream: StreamVec<'scope, Time, D>,
+    name: &str,
+    side: fn(u64) -> JoinCounts,
+) -> StreamVec<'scope, Time, JoinCounts> {
+    stream.unary::<CapacityContainerBuilder<Vec<JoinCounts>>, _, _, _>(
+        Pipeline,
+        name,
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    output.session(&capability).give(side(data.len() as u64));
+                    data.clear();
+                });
+            }
+        },
+    )
 }
 
 /// Exact AUC with ties counted as half, the Mann–Whitney statistic; `None` with one class.
@@ -306,41 +364,59 @@ fn outcome_key(outcome: &Outcome) -> (u8, u64) {
     }
 }
 
-/// Gathers outcomes at worker 0 and reports each epoch once it is complete.
+/// Gathers outcomes and join counts at worker 0 and reports each epoch once it is complete.
 pub fn evaluate<'scope>(
     outcomes: StreamVec<'scope, Time, Outcome>,
+    join_counts: StreamVec<'scope, Time, JoinCounts>,
     tick_secs: u64,
 ) -> StreamVec<'scope, Time, EpochMetrics> {
-    outcomes.unary_frontier::<CapacityContainerBuilder<Vec<EpochMetrics>>, _, _, _>(
+    outcomes.binary_frontier::<_, CapacityContainerBuilder<Vec<EpochMetrics>>, _, _, _, _>(
+        join_counts,
         Exchange::new(|_: &Outcome| 0),
+        Exchange::new(|_: &JoinCounts| 0),
         "Evaluate",
         move |_, _| {
-            let mut epochs: BTreeMap<u64, (Capability<Time>, Vec<Outcome>)> = BTreeMap::new();
+            let mut epochs: BTreeMap<u64, PendingEpoch> = BTreeMap::new();
             let mut running = Running::default();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|capability, data| {
+            move |(outcomes, outcomes_frontier), (counts, counts_frontier), output| {
+                outcomes.for_each_stamp(|capability, data| {
                     let Some(time) = capability.least().copied() else {
                         return;
                     };
-                    let epoch = time / tick_secs;
-                    let entry = epochs
-                        .entry(epoch)
-                        .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
-                    if *entry.0.time() > time {
-                        entry.0 = capability.delayed(&time, 0);
-                    }
+                    let entry = pending(&mut epochs, time, tick_secs, || {
+                        capability.delayed(&time, 0)
+                    });
                     for container in data {
-                        entry.1.append(container);
+                        entry.outcomes.append(container);
+                    }
+                });
+                counts.for_each_stamp(|capability, data| {
+                    let Some(time) = capability.least().copied() else {
+                        return;
+                    };
+                    let entry = pending(&mut epochs, time, tick_secs, || {
+                        capability.delayed(&time, 0)
+                    });
+                    for container in data {
+                        for counts in container.drain(..) {
+                            entry.join += counts;
+                        }
                     }
                 });
                 while let Some(entry) = epochs.first_entry() {
                     let end = (entry.key() + 1).saturating_mul(tick_secs);
-                    if frontier.less_than(&end) {
+                    if outcomes_frontier.less_than(&end) || counts_frontier.less_than(&end) {
                         break;
                     }
                     let epoch = *entry.key();
-                    let (capability, outcomes) = entry.remove();
-                    let epoch_scores = score_epoch(outcomes, &mut running);
+                    let PendingEpoch {
+                        capability,
+                        outcomes,
+                        join,
+                    } = entry.remove();
+                    let mut epoch_scores = score_epoch(outcomes, &mut running);
+                    epoch_scores.add_join_counts(join);
+                    running.scores.add_join_counts(join);
                     let metrics = EpochMetrics {
                         epoch,
                         epoch_scores,
@@ -351,6 +427,33 @@ pub fn evaluate<'scope>(
             }
         },
     )
+}
+
+/// An epoch's outcomes and join counts, gathered until the epoch is complete.
+struct PendingEpoch {
+    capability: Capability<Time>,
+    outcomes: Vec<Outcome>,
+    join: JoinCounts,
+}
+
+/// The pending epoch of `time`, holding a capability for the earliest time seen in it.
+fn pending(
+    epochs: &mut BTreeMap<u64, PendingEpoch>,
+    time: Time,
+    tick_secs: u64,
+    capability: impl Fn() -> Capability<Time>,
+) -> &mut PendingEpoch {
+    let entry = epochs
+        .entry(time / tick_secs)
+        .or_insert_with(|| PendingEpoch {
+            capability: capability(),
+            outcomes: Vec::new(),
+            join: JoinCounts::default(),
+        });
+    if *entry.capability.time() > time {
+        entry.capability = capability();
+    }
+    entry
 }
 
 #[cfg(test)]

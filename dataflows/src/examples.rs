@@ -15,7 +15,7 @@ use timely::dataflow::operators::vec::Map;
 use crate::event::{Event, LabelRequest, partition_key};
 use crate::fact::{Fact, Time};
 use crate::lookup::{LookupSpec, Store, lookup};
-use crate::plan::{LabelPlan, Plan};
+use crate::plan::{GLOBAL_KEY, LabelPlan, Plan};
 
 /// The example id of a fact of the example source: its id field, or else its position.
 pub fn example_id(plan: &Plan, fact: &Fact) -> u64 {
@@ -65,14 +65,20 @@ pub fn with_features<'scope>(
     let mut events = events;
     for group in plan.lookup_groups() {
         let field = group.example_field;
-        let field_name = &plan.example_source().fields[field].name;
+        let field_name = match field {
+            Some(field) => plan.example_source().fields[field].name.as_str(),
+            None => "global",
+        };
         events = lookup(
             events,
             store,
             LookupSpec {
                 name: format!("Lookup: {name} by {field_name}"),
                 aggregates: group.aggregates,
-                key: move |event: &Event| event.symbol(field),
+                key: move |event: &Event| match field {
+                    Some(field) => event.symbol(field),
+                    None => Some(GLOBAL_KEY),
+                },
                 as_of: |event: &Event| event.as_of,
                 as_of_floor: as_of_floor.clone(),
                 write: |event: &mut Event, aggregate, value| event.aggregates[aggregate] = value,

@@ -24,6 +24,14 @@ pub fn coordinate(namespace: Symbol, level: u64, bits: u32) -> u32 {
     if index == BIAS { 1 } else { index }
 }
 
+/// The level of a pair of levels, for crossed features: the hash of both, in order.
+pub fn pair(first: u64, second: u64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&first.to_le_bytes());
+    bytes[8..].copy_from_slice(&second.to_le_bytes());
+    xxh3_64(&bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Concat;
 
 use crate::evaluate::EpochMetrics;
 use crate::event::{Answer, Query};
@@ -95,7 +96,22 @@ pub fn build<'scope>(
     let store = features::feature_store(plan, &sources);
     let example_facts = sources[usize::from(plan.examples.source)].clone();
     let events = examples::example_events(plan, example_facts.clone());
-    let examples = examples::with_features(plan, events, &store, |time| time, "examples");
+    let examples = examples::with_features(plan, events.clone(), &store, |time| time, "examples");
+    // one record out of the lookups per example in, or the join amplifies
+    let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
+        evaluate::JoinCounts {
+            examples_in: count,
+            lookup_outputs: 0,
+        }
+    })
+    .concat(evaluate::count_records(
+        examples.inner.clone(),
+        "Count: lookup outputs",
+        |count| evaluate::JoinCounts {
+            examples_in: 0,
+            lookup_outputs: count,
+        },
+    ));
     let label_requests = match examples::label_requests(plan, example_facts) {
         Some(requests) => examples::labels(plan, requests, &store),
         None => collect::empty(&examples),
@@ -103,7 +119,7 @@ pub fn build<'scope>(
 
     // learn and publish
     let trained = learn::train::train(plan, settings.first_version, examples, label_requests, ends);
-    let epochs = evaluate::evaluate(trained.outcomes, plan.tick_secs);
+    let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
     let versions = trained.versions;
     let models = serve::arrange_models(versions.clone());
 

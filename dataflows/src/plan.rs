@@ -46,15 +46,18 @@ impl Plan {
         &self.sources[usize::from(self.examples.source)]
     }
 
-    /// Groups of aggregate lookups, one per example field that aggregates are keyed by.
+    /// Groups of aggregate lookups, one per example field that aggregates are keyed by, and
+    /// one for the global aggregates that transforms read.
     ///
     /// An example visits the worker that owns each group's key once, and reads all of that
     /// group's aggregates there.
     pub fn lookup_groups(&self) -> Vec<LookupGroup> {
         let mut groups: Vec<LookupGroup> = Vec::new();
         for (index, aggregate) in self.aggregates.iter().enumerate() {
-            let AggregateUse::Feature { example_field } = aggregate.used_by else {
-                continue;
+            let example_field = match aggregate.used_by {
+                AggregateUse::Feature { example_field } => Some(example_field),
+                AggregateUse::Global => None,
+                AggregateUse::Label => continue,
             };
             match groups
                 .iter_mut()
@@ -74,11 +77,15 @@ impl Plan {
 /// Aggregates looked up under the same example field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LookupGroup {
-    /// The example field whose symbol is the lookup key.
-    pub example_field: usize,
+    /// The example field whose symbol is the lookup key; `None` for the global aggregates,
+    /// all read under [`GLOBAL_KEY`].
+    pub example_field: Option<usize>,
     /// Indexes into [`Plan::aggregates`], ascending.
     pub aggregates: Vec<usize>,
 }
+
+/// The store key of a global aggregate, which has one value for all facts.
+pub const GLOBAL_KEY: Symbol = 0;
 
 /// One source: where its facts are and what their fields are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,9 +259,10 @@ impl LabelPlan {
 /// One feature of an example.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeaturePlan {
-    /// The feature's name, which is also its hashing namespace.
+    /// The feature's name.
     pub name: String,
-    /// The namespace symbol: the hash of the name.
+    /// The hashing namespace symbol: the hash of the spec's `namespace`, by default of the
+    /// name. Categorical features that share a namespace share their levels' weights.
     pub namespace: Symbol,
     /// What the feature reads.
     pub kind: FeatureKind,
@@ -282,25 +290,58 @@ pub enum FeatureKind {
         /// Index into [`Plan::aggregates`].
         aggregate: usize,
     },
+    /// One coordinate per pair of levels of two other features (categorical, hour of day, or
+    /// bucketized), such as user × item genre.
+    Cross {
+        /// Indexes into [`Plan::features`] of the two crossed features.
+        of: [usize; 2],
+    },
 }
 
-/// A numeric transform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How the value of a numeric or aggregate feature reaches the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Transform {
     /// The value as it is.
     Identity,
     /// `ln(1 + max(value, 0))`.
     Log1p,
+    /// `(value - mean) / sd`, with the mean and standard deviation of every value of the
+    /// field read before the example (point in time); 0 while fewer than two values were read
+    /// or they were all equal.
+    Standardize {
+        /// Index into [`Plan::aggregates`] of the global count and sum of the field.
+        sum: usize,
+        /// Index into [`Plan::aggregates`] of the global count and sum of squares.
+        squares: usize,
+    },
+    /// One coordinate per bucket, set to 1 for the bucket the value falls in: bucket `i`
+    /// holds the values with exactly `i` edges at or below them.
+    Bucketize {
+        /// Bucket edges, strictly ascending.
+        edges: Vec<f64>,
+    },
 }
 
 impl Transform {
-    /// Applies the transform.
-    pub fn apply(self, value: f64) -> f64 {
-        match self {
-            Transform::Identity => value,
-            Transform::Log1p => value.max(0.0).ln_1p(),
-        }
+    /// The bucket a value falls in: how many edges are at or below it.
+    pub fn bucket(edges: &[f64], value: f64) -> usize {
+        edges.partition_point(|&edge| edge <= value)
     }
+}
+
+/// Standardises `value` by the count, sum and sum of squares of the values before it;
+/// 0 when fewer than two values were seen or their variance is 0.
+pub fn standardize(value: f64, count: f64, sum: f64, sum_of_squares: f64) -> f64 {
+    if count < 2.0 {
+        return 0.0;
+    }
+    let mean = sum / count;
+    let variance = sum_of_squares / count - mean * mean;
+    // fixed-point rounding can leave a tiny variance where every value was equal
+    if variance <= 1e-9 {
+        return 0.0;
+    }
+    (value - mean) / variance.sqrt()
 }
 
 /// An aggregate kept incrementally over a source, keyed by one of its fields.
@@ -310,16 +351,45 @@ pub struct AggregatePlan {
     pub name: String,
     /// The source aggregated.
     pub source: SourceId,
-    /// The field of the source that keys the aggregate.
-    pub key_field: usize,
+    /// The field of the source that keys the aggregate; `None` for a global aggregate, whose
+    /// one key is [`GLOBAL_KEY`].
+    pub key_field: Option<usize>,
     /// Re-keys the source's facts through another source first.
     pub via: Option<Via>,
     /// What is aggregated.
     pub function: Function,
-    /// When set, only facts from the last `window_secs` seconds count.
-    pub window_secs: Option<u64>,
+    /// When set, only the facts of a window of event time count.
+    pub window: Option<Window>,
     /// Who reads the aggregate.
     pub used_by: AggregateUse,
+}
+
+/// A window of event time, relative to the instant an aggregate is read as of.
+///
+/// An aggregate read as of `t` sees facts strictly before `t`; a window narrows those further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Window {
+    /// The facts of the last `secs` seconds: event times in `[t - secs, t)`.
+    Sliding {
+        /// The window's length.
+        secs: u64,
+    },
+    /// The facts of the current tumbling window: event times `e < t` in the same window
+    /// `[k * secs, (k + 1) * secs)` as the last instant read, `t - 1`.
+    Tumbling {
+        /// The window's length.
+        secs: u64,
+    },
+}
+
+impl Window {
+    /// When a fact with event time `event_time` leaves the window.
+    pub fn expiry(self, event_time: Time) -> Time {
+        match self {
+            Window::Sliding { secs } => event_time.saturating_add(secs),
+            Window::Tumbling { secs } => (event_time / secs).saturating_add(1).saturating_mul(secs),
+        }
+    }
 }
 
 /// Re-keying through another source: each fact's key is replaced by the `value_field` of the
@@ -349,6 +419,37 @@ pub enum Function {
         /// The averaged field of the aggregated source.
         field: usize,
     },
+    /// The number of distinct values of a field (each level of a list counts); 0 when there
+    /// are none.
+    Distinct {
+        /// The field whose values are counted.
+        field: usize,
+    },
+    /// The numeric field of the fact with the greatest event time (ties go to the greatest
+    /// fact id, then the greatest value); 0 when there is none.
+    Last {
+        /// The field read.
+        field: usize,
+    },
+    /// The sum of the squares of a numeric field, for standardisation; not a spec function.
+    SumOfSquares {
+        /// The field squared.
+        field: usize,
+    },
+}
+
+impl Function {
+    /// The field of the aggregated source the function reads, if any.
+    pub fn field(&self) -> Option<usize> {
+        match *self {
+            Function::Count => None,
+            Function::Sum { field }
+            | Function::Mean { field }
+            | Function::Distinct { field }
+            | Function::Last { field }
+            | Function::SumOfSquares { field } => Some(field),
+        }
+    }
 }
 
 /// Who reads an aggregate.
@@ -361,6 +462,8 @@ pub enum AggregateUse {
     },
     /// The label, looked up by the example's id field when the label is due.
     Label,
+    /// A transform (standardisation), looked up under [`GLOBAL_KEY`].
+    Global,
 }
 
 /// The learner and its hyperparameters.

@@ -1,6 +1,8 @@
 //! Examples carry their features as they stood strictly before their event time, and each
 //! example leaves the lookups exactly once however its features change afterwards, at 1, 2
-//! and 4 workers.
+//! and 4 workers. That holds for the features of the example's own entity (the dog that
+//! posts) and of other entities it references (the topic it is posted under, owned by other
+//! workers), as the item a user rates is on MovieLens.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -31,6 +33,7 @@ fn plan() -> Plan {
         fields: vec![
             field("post", FieldKind::Text),
             field("dog", FieldKind::Text),
+            field("topic", FieldKind::Text),
             field(
                 "time",
                 FieldKind::Time {
@@ -38,7 +41,7 @@ fn plan() -> Plan {
                 },
             ),
         ],
-        time_field: Some(2),
+        time_field: Some(3),
         lateness_secs: 0,
         glob: None,
         late: LatePolicy::Drop,
@@ -46,14 +49,16 @@ fn plan() -> Plan {
         op_field: None,
         corrects: None,
     };
-    let aggregate = |name: &str, window_secs| AggregatePlan {
+    let aggregate = |name: &str, field: usize, window_secs: Option<u64>| AggregatePlan {
         name: name.into(),
         source: 0,
-        key_field: 1,
+        key_field: Some(field),
         via: None,
         function: Function::Count,
-        window_secs,
-        used_by: AggregateUse::Feature { example_field: 1 },
+        window: window_secs.map(|secs| Window::Sliding { secs }),
+        used_by: AggregateUse::Feature {
+            example_field: field,
+        },
     };
     Plan {
         name: "as-of".into(),
@@ -70,7 +75,12 @@ fn plan() -> Plan {
             at_least: 0.0,
         },
         features: vec![],
-        aggregates: vec![aggregate("posts", None), aggregate("posts_5s", Some(5))],
+        aggregates: vec![
+            aggregate("posts", 1, None),
+            aggregate("posts_5s", 1, Some(5)),
+            // keyed by another entity than the one training is partitioned by
+            aggregate("topic_posts", 2, None),
+        ],
         model: ModelPlan {
             name: "m".into(),
             bits: 8,
@@ -81,8 +91,8 @@ fn plan() -> Plan {
     }
 }
 
-/// `(dog, time)` of each post; post `i` is `p{i}`.
-fn run(posts: &[(u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
+/// `(dog, topic, time)` of each post; post `i` is `p{i}`.
+fn run(posts: &[(u8, u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
     let plan = Rc::new(plan());
     let posts = posts.to_vec();
     let captured_all = Arc::new(Mutex::new(Vec::new()));
@@ -102,13 +112,14 @@ fn run(posts: &[(u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
                 dataflows::examples::with_features(&plan, events, &store, |time| time, "examples");
             (input, examples.inner.capture())
         });
-        let horizon = posts.iter().map(|&(_, time)| time).max().unwrap_or(0) / TICK + 1;
+        let horizon = posts.iter().map(|&(_, _, time)| time).max().unwrap_or(0) / TICK + 1;
         for epoch in 0..=horizon {
-            for (id, &(dog, time)) in posts.iter().enumerate() {
+            for (id, &(dog, topic, time)) in posts.iter().enumerate() {
                 if id % peers == index && time / TICK == epoch {
                     let row = vec![
                         Value::Text(symbol(format!("p{id}").as_bytes())),
                         Value::Text(symbol(format!("d{dog}").as_bytes())),
+                        Value::Text(symbol(format!("t{topic}").as_bytes())),
                         Value::Time(time),
                     ];
                     input.update_at(
@@ -148,20 +159,25 @@ fn run(posts: &[(u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
     examples
 }
 
-/// What each example should see: posts by its dog strictly before it, all and in the last 5 s.
-fn oracle(posts: &[(u8, u64)]) -> Vec<(u64, Vec<(i64, i64)>)> {
+/// What each example should see: posts by its dog strictly before it, all and in the last
+/// 5 s, and posts under its topic strictly before it.
+fn oracle(posts: &[(u8, u8, u64)]) -> Vec<(u64, Vec<(i64, i64)>)> {
     let mut expected: Vec<(u64, Vec<(i64, i64)>)> = posts
         .iter()
         .enumerate()
-        .map(|(id, &(dog, time))| {
+        .map(|(id, &(dog, topic, time))| {
             let earlier = posts
                 .iter()
-                .filter(|&&(other, at)| other == dog && at < time);
+                .filter(|&&(other, _, at)| other == dog && at < time);
             let all = earlier.clone().count() as i64;
-            let recent = earlier.filter(|&&(_, at)| at + 5 >= time).count() as i64;
+            let recent = earlier.filter(|&&(_, _, at)| at + 5 >= time).count() as i64;
+            let topic_posts = posts
+                .iter()
+                .filter(|&&(_, other, at)| other == topic && at < time)
+                .count() as i64;
             (
                 symbol(format!("p{id}").as_bytes()),
-                vec![(all, 0), (recent, 0)],
+                vec![(all, 0), (recent, 0), (topic_posts, 0)],
             )
         })
         .collect();
@@ -173,7 +189,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
-    fn examples_see_only_the_past_and_leave_once(posts in proptest::collection::vec((0u8..3, 0u64..60), 0..50)) {
+    fn examples_see_only_the_past_and_leave_once(posts in proptest::collection::vec((0u8..3, 0u8..2, 0u64..60), 0..50)) {
         let expected = oracle(&posts);
         for workers in [1, 2, 4] {
             let examples = run(&posts, workers);
@@ -185,9 +201,17 @@ proptest! {
 
 #[test]
 fn a_post_does_not_see_itself_or_its_own_second() {
-    // two posts in the same second, one before: each sees only the earlier second
+    // two posts in the same second, one before: each sees only the earlier second, by its
+    // dog and by its topic (the other dog's post at 3 s counts for the topic)
     let examples: BTreeMap<u64, Vec<(i64, i64)>> =
-        run(&[(0, 3), (0, 7), (0, 7)], 2).into_iter().collect();
-    let seen = |id: usize| examples[&symbol(format!("p{id}").as_bytes())][0].0;
-    assert_eq!((seen(0), seen(1), seen(2)), (0, 1, 1));
+        run(&[(0, 0, 3), (0, 0, 7), (0, 0, 7), (1, 0, 3)], 2)
+            .into_iter()
+            .collect();
+    let seen =
+        |id: usize, aggregate: usize| examples[&symbol(format!("p{id}").as_bytes())][aggregate].0;
+    assert_eq!((seen(0, 0), seen(1, 0), seen(2, 0)), (0, 1, 1));
+    assert_eq!(
+        (seen(0, 2), seen(1, 2), seen(2, 2), seen(3, 2)),
+        (0, 2, 2, 0)
+    );
 }

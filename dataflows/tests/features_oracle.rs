@@ -2,7 +2,9 @@
 //! insertions and retractions, at 1, 2 and 4 workers.
 //!
 //! The oracle is semantic: at the close of an epoch it takes the facts that are live then
-//! (inserted before, not retracted before) and counts, sums and windows them directly.
+//! (inserted before, not retracted before) and counts, sums, averages, counts distinct
+//! levels, finds the latest value and windows (sliding and tumbling) them directly, per key
+//! and globally.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -71,14 +73,32 @@ fn plan() -> Plan {
                      key_field: usize,
                      via: Option<Via>,
                      function: Function,
-                     window_secs: Option<u64>| AggregatePlan {
+                     window: Option<Window>| AggregatePlan {
         name: name.into(),
         source,
-        key_field,
+        key_field: Some(key_field),
         via,
         function,
-        window_secs,
+        window,
         used_by: AggregateUse::Feature { example_field: 1 },
+    };
+    let global = |name: &str, function: Function| AggregatePlan {
+        name: name.into(),
+        source: 0,
+        key_field: None,
+        via: None,
+        function,
+        window: None,
+        used_by: AggregateUse::Global,
+    };
+    let sliding = |secs| Some(Window::Sliding { secs });
+    let tumbling = |secs| Some(Window::Tumbling { secs });
+    let posts_to_dogs = || {
+        Some(Via {
+            source: 0,
+            key_field: 0,
+            value_field: 1,
+        })
     };
     Plan {
         name: "oracle".into(),
@@ -108,18 +128,14 @@ fn plan() -> Plan {
         features: vec![],
         aggregates: vec![
             aggregate("posts", 0, 1, None, Function::Count, None),
-            aggregate("posts_15", 0, 1, None, Function::Count, Some(15)),
+            aggregate("posts_15", 0, 1, None, Function::Count, sliding(15)),
             aggregate(
                 "likes_via_20",
                 1,
                 0,
-                Some(Via {
-                    source: 0,
-                    key_field: 0,
-                    value_field: 1,
-                }),
+                posts_to_dogs(),
                 Function::Count,
-                Some(20),
+                sliding(20),
             ),
             aggregate(
                 "mean_score_25",
@@ -127,10 +143,54 @@ fn plan() -> Plan {
                 1,
                 None,
                 Function::Mean { field: 2 },
-                Some(25),
+                sliding(25),
             ),
             aggregate("sum_score", 0, 1, None, Function::Sum { field: 2 }, None),
             aggregate("likes_by_post", 1, 0, None, Function::Count, None),
+            // 6..: the families added later
+            aggregate(
+                "distinct_posts",
+                0,
+                1,
+                None,
+                Function::Distinct { field: 0 },
+                None,
+            ),
+            aggregate(
+                "distinct_posts_tumbling_25",
+                0,
+                1,
+                None,
+                Function::Distinct { field: 0 },
+                tumbling(25),
+            ),
+            aggregate(
+                "distinct_liked_posts_via",
+                1,
+                0,
+                posts_to_dogs(),
+                Function::Distinct { field: 0 },
+                None,
+            ),
+            aggregate("last_score", 0, 1, None, Function::Last { field: 2 }, None),
+            aggregate(
+                "last_score_15",
+                0,
+                1,
+                None,
+                Function::Last { field: 2 },
+                sliding(15),
+            ),
+            aggregate(
+                "posts_tumbling_25",
+                0,
+                1,
+                None,
+                Function::Count,
+                tumbling(25),
+            ),
+            global("score_sum", Function::Sum { field: 2 }),
+            global("score_squares", Function::SumOfSquares { field: 2 }),
         ],
         model: ModelPlan {
             name: "m".into(),
@@ -243,41 +303,68 @@ fn oracle(ops: &[Op]) -> State {
         entry.1 += sum;
     };
     for end in (1..=EPOCHS + 4).map(|epoch| epoch * TICK) {
+        // a fact is in a window until the window's expiry of its event time reaches `end`
         let in_window = |op: &Op, window: u64| op.time + window >= end;
-        for op in ops.iter().filter(|op| live(op, end)) {
+        let in_tumbling = |op: &Op, window: u64| (op.time / window + 1) * window >= end;
+        // distinct (key, level) pairs, and the latest (time, id, value) per key
+        let mut distinct: BTreeMap<(u32, u64, u64), ()> = BTreeMap::new();
+        let mut last: BTreeMap<(u32, u64), (u64, usize, i64)> = BTreeMap::new();
+        let mut latest = |aggregate: u32, dog: u64, candidate: (u64, usize, i64)| {
+            let entry = last.entry((aggregate, dog)).or_insert(candidate);
+            *entry = (*entry).max(candidate);
+        };
+        for (id, op) in ops.iter().enumerate().filter(|(_, op)| live(op, end)) {
             match &op.row {
-                Row::Post { dog, score, .. } => {
+                Row::Post { post, dog, score } => {
                     let dog = key("d", *dog);
                     add((dog, 0), end, 1, 0);
                     if in_window(op, 15) {
                         add((dog, 1), end, 1, 0);
                     }
+                    if in_tumbling(op, 25) {
+                        add((dog, 11), end, 1, 0);
+                        distinct.insert((7, dog, key("p", *post)), ());
+                    }
+                    distinct.insert((6, dog, key("p", *post)), ());
                     if let Some(score) = score {
                         let fixed = i64::from(*score) * 250_000;
                         if in_window(op, 25) {
                             add((dog, 3), end, 1, fixed);
                         }
                         add((dog, 4), end, 1, fixed);
+                        latest(9, dog, (op.time, id, fixed));
+                        if in_window(op, 15) {
+                            latest(10, dog, (op.time, id, fixed));
+                        }
+                        add((0, 12), end, 1, fixed);
+                        add((0, 13), end, 1, i64::from(*score).pow(2) * 62_500);
                     }
                 }
                 Row::Like { post } => {
                     add((key("p", *post), 5), end, 1, 0);
-                    if in_window(op, 20) {
-                        // one contribution per live post fact with this id (the join's multiplicity)
-                        for other in ops.iter().filter(|other| live(other, end)) {
-                            if let Row::Post {
-                                post: other_post,
-                                dog,
-                                ..
-                            } = &other.row
-                                && other_post == post
-                            {
+                    // one contribution per live post fact with this id (the join's multiplicity)
+                    for other in ops.iter().filter(|other| live(other, end)) {
+                        if let Row::Post {
+                            post: other_post,
+                            dog,
+                            ..
+                        } = &other.row
+                            && other_post == post
+                        {
+                            if in_window(op, 20) {
                                 add((key("d", *dog), 2), end, 1, 0);
                             }
+                            distinct.insert((8, key("d", *dog), key("p", *post)), ());
                         }
                     }
                 }
             }
+        }
+        for (aggregate, dog, _level) in distinct.into_keys() {
+            add((dog, aggregate), end, 1, 0);
+        }
+        for ((aggregate, dog), (_, _, value)) in last {
+            add((dog, aggregate), end, 1, value);
         }
     }
     state.retain(|_, accum| *accum != (0, 0));
