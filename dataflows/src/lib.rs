@@ -57,6 +57,9 @@ pub struct Graph<'scope> {
     pub versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
     /// The published versions held on this worker.
     pub models: Models<'scope>,
+    /// The exact regression's report at the close of every epoch that changed its examples,
+    /// at worker 0; `None` when the plan has no exact regression.
+    pub exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
     /// The feature store, for inspection and tests. Drop it when not reading it: a held
     /// handle keeps the store from compacting.
     pub store: Store<'scope>,
@@ -95,6 +98,7 @@ pub fn build<'scope>(
     let store = features::feature_store(plan, &sources);
     let example_facts = sources[usize::from(plan.examples.source)].clone();
     let events = examples::example_events(plan, example_facts.clone());
+    let exact = learn::exact::exact(plan, example_facts.clone());
     let examples = examples::with_features(plan, events, &store, |time| time, "examples");
     let label_requests = match examples::label_requests(plan, example_facts) {
         Some(requests) => examples::labels(plan, requests, &store),
@@ -124,6 +128,7 @@ pub fn build<'scope>(
         epochs,
         versions,
         models,
+        exact,
         store,
     }
 }
