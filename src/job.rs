@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use dataflows::collect::Correction;
 use dataflows::event::{Answer, Query};
 use dataflows::fact::{Fact, Time};
+use dataflows::learn::ridge::ExactReport;
 use dataflows::learn::train::EndOfReading;
 use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
@@ -427,6 +428,10 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
             attach_sinks(
                 &leader, &plan, serving, answers, epochs, versions, dead, progress,
             );
+            if let Some(exact) = graph.exact {
+                let exact = exact.probe_with(&learning).probe_with(&probe);
+                attach_exact_sink(&leader, &plan, exact);
+            }
             (
                 facts_input,
                 corrections_input,
@@ -869,6 +874,28 @@ fn attach_sinks<'scope>(
             });
         },
     );
+}
+
+/// Writes the exact regression's reports into the metrics, and keeps the latest for the summary.
+fn attach_exact_sink<'scope>(
+    leader: &Option<Rc<RefCell<Leader>>>,
+    plan: &Rc<Plan>,
+    exact: timely::dataflow::StreamVec<'scope, Time, ExactReport>,
+) {
+    let sink_leader = leader.clone();
+    let sink_plan = Rc::clone(plan);
+    // reports leave worker 0 only, where the leader is
+    exact.sink(Pipeline, "Sink: exact", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for report in data.drain(..) {
+                let result = leader.files.exact(&sink_plan, &report);
+                leader.record(result);
+                leader.collector.exact = Some(report);
+            }
+        });
+    });
 }
 
 fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), RunError> {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use dataflows::evaluate::EpochMetrics;
 use dataflows::event::Answer;
+use dataflows::learn::ridge::ExactReport;
 use dataflows::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -168,6 +169,17 @@ impl OutputFiles {
         Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
     }
 
+    /// Appends the exact regression's report of an epoch, as a line of its own:
+    /// `{"epoch": e, "exact": {...}}`.
+    pub fn exact(
+        &mut self,
+        plan: &dataflows::plan::Plan,
+        report: &ExactReport,
+    ) -> Result<(), OutputError> {
+        let line = json!({ "epoch": report.epoch, "exact": exact_json(plan, report) });
+        Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
+    }
+
     /// Appends a dead letter.
     pub fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), OutputError> {
         Self::line(
@@ -205,6 +217,51 @@ pub fn model_digest(model: &ModelVersion) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
+/// The names of an exact regression's weights: its input fields, then `intercept`.
+pub fn exact_weight_names(plan: &dataflows::plan::Plan) -> Vec<String> {
+    let Some(exact) = &plan.exact else {
+        return Vec::new();
+    };
+    let source = plan.example_source();
+    let mut names: Vec<String> = exact
+        .input_fields
+        .iter()
+        .map(|&field| source.fields[field].name.clone())
+        .collect();
+    if exact.intercept {
+        names.push("intercept".to_owned());
+    }
+    names
+}
+
+/// A hash of weights: equal digests mean bit-identical weights.
+fn weights_digest(weights: &[f64]) -> String {
+    let bytes: Vec<u8> = weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// An exact regression's report as JSON, its weights named.
+pub fn exact_json(plan: &dataflows::plan::Plan, report: &ExactReport) -> Json {
+    let weights: serde_json::Map<String, Json> = exact_weight_names(plan)
+        .into_iter()
+        .zip(&report.model.weights)
+        .map(|(name, weight)| (name, json!(weight)))
+        .collect();
+    json!({
+        "name": plan.exact.as_ref().map(|exact| exact.name.as_str()),
+        "examples": report.model.examples,
+        "skipped": report.skipped,
+        "weights": weights,
+        "weights_digest": weights_digest(&report.model.weights),
+        "solved": report.model.solved,
+        "rmse_train": report.model.rmse_train,
+        "epoch_examples": report.epoch_scores.examples,
+        "epoch_rmse": report.epoch_scores.rmse,
+        "scored": report.running.examples,
+        "rmse": report.running.rmse,
+    })
+}
+
 /// What worker 0 learns over a run, for progress lines and the summary.
 #[derive(Default)]
 pub struct Collector {
@@ -224,6 +281,8 @@ pub struct Collector {
     pub answers: u64,
     /// Malformed queries.
     pub query_errors: u64,
+    /// The exact regression's latest report.
+    pub exact: Option<ExactReport>,
 }
 
 /// How many closed epochs of reading positions are kept per worker.
@@ -349,7 +408,27 @@ impl Collector {
             .map(|metrics| metrics.running.clone())
             .unwrap_or_default();
         let facts = self.facts();
-        json!({
+        let exact = match (&plan.exact, &self.exact) {
+            (None, _) => Json::Null,
+            (Some(_), Some(report)) => exact_json(plan, report),
+            // a regression that saw no example keeps its zero weights
+            (Some(exact), None) => exact_json(
+                plan,
+                &ExactReport {
+                    epoch: 0,
+                    model: dataflows::learn::ridge::ExactModel {
+                        weights: vec![0.0; exact.weights()],
+                        examples: 0,
+                        rmse_train: None,
+                        solved: true,
+                    },
+                    epoch_scores: Default::default(),
+                    running: Default::default(),
+                    skipped: 0,
+                },
+            ),
+        };
+        let mut summary = json!({
             "pipeline": plan.name,
             "spec_hash": spec_hash,
             "workers": workers,
@@ -381,10 +460,17 @@ impl Collector {
             "examples_in": running.examples_in,
             "lookup_outputs": running.lookup_outputs,
             "join_output_per_example": running.join_output_per_example,
+            "exact": exact,
             "queries_answered": self.answers,
             "query_errors": self.query_errors,
             "elapsed_secs": elapsed_secs,
             "facts_per_sec": if elapsed_secs > 0.0 { facts as f64 / elapsed_secs } else { 0.0 },
-        })
+        });
+        if let Json::Object(object) = &mut summary
+            && exact.is_null()
+        {
+            object.remove("exact");
+        }
+        summary
     }
 }

@@ -408,8 +408,12 @@ impl ServingState {
             });
             event = Event::new(&self.plan, 0, time, time, query.row);
             for group in self.plan.lookup_groups() {
-                let Some(key) = event.symbol(group.example_field) else {
-                    continue;
+                let key = match group.example_field {
+                    Some(field) => match event.symbol(field) {
+                        Some(key) => key,
+                        None => continue,
+                    },
+                    None => dataflows::plan::GLOBAL_KEY,
                 };
                 for aggregate in group.aggregates {
                     if let Some(&value) = view.values.get(&(key, aggregate as u32)) {

@@ -91,4 +91,9 @@ fn elec2_runs_in_file_order_and_learns() {
         online_logloss < 0.60,
         "online progressive logloss {online_logloss}"
     );
+    // the exact regression learns every row, and beats the running mean's RMSE (0.4948)
+    let exact = &summary["exact"];
+    assert_eq!(exact["examples"], 45_312, "{exact}");
+    let rmse = exact["rmse"].as_f64().expect("progressive RMSE");
+    assert!(rmse < 0.47, "exact progressive RMSE {rmse}");
 }

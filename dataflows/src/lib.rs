@@ -58,6 +58,9 @@ pub struct Graph<'scope> {
     pub versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
     /// The published versions held on this worker.
     pub models: Models<'scope>,
+    /// The exact regression's report at the close of every epoch that changed its examples,
+    /// at worker 0; `None` when the plan has no exact regression.
+    pub exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
     /// The feature store, for inspection and tests. Drop it when not reading it: a held
     /// handle keeps the store from compacting.
     pub store: Store<'scope>,
@@ -96,6 +99,7 @@ pub fn build<'scope>(
     let store = features::feature_store(plan, &sources);
     let example_facts = sources[usize::from(plan.examples.source)].clone();
     let events = examples::example_events(plan, example_facts.clone());
+    let exact = learn::exact::exact(plan, example_facts.clone());
     let examples = examples::with_features(plan, events.clone(), &store, |time| time, "examples");
     // one record out of the lookups per example in, or the join amplifies
     let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
@@ -140,6 +144,7 @@ pub fn build<'scope>(
         epochs,
         versions,
         models,
+        exact,
         store,
     }
 }

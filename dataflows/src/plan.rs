@@ -28,6 +28,9 @@ pub struct Plan {
     pub model: ModelPlan,
     /// How published models are served.
     pub serving: ServingPlan,
+    /// An exact ridge regression learned beside the model, if the spec asks for one.
+    #[serde(default)]
+    pub exact: Option<ExactPlan>,
 }
 
 impl Plan {
@@ -484,4 +487,33 @@ pub struct ModelPlan {
 pub struct ServingPlan {
     /// How many recent versions the serving arrangement holds.
     pub keep_versions: usize,
+}
+
+/// An exact incremental ridge regression over numeric fields of the example source.
+///
+/// Its sufficient statistics are kept exactly, in fixed point, so a retraction withdraws
+/// exactly what the fact added, and the weights are the same on every worker layout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExactPlan {
+    /// The regression's name, for outputs.
+    pub name: String,
+    /// The example field predicted.
+    pub target_field: usize,
+    /// The example fields it is predicted from, in weight order; a missing value counts as 0.
+    pub input_fields: Vec<usize>,
+    /// Whether a constant input of 1 follows the fields, as the last weight.
+    pub intercept: bool,
+    /// The ridge penalty on every weight, the intercept's included; positive, so the system
+    /// is solvable before any data and with collinear inputs.
+    pub l2: f64,
+}
+
+impl ExactPlan {
+    /// The most weights an exact regression may have: its statistics grow as their square.
+    pub const MAX_WEIGHTS: usize = 64;
+
+    /// The number of weights: one per input, and the intercept.
+    pub fn weights(&self) -> usize {
+        self.input_fields.len() + usize::from(self.intercept)
+    }
 }

@@ -210,7 +210,7 @@ pub fn feature_changes<'scope>(
     let wanted: Vec<bool> = plan
         .aggregates
         .iter()
-        .map(|aggregate| matches!(aggregate.used_by, AggregateUse::Feature { .. }))
+        .map(|aggregate| !matches!(aggregate.used_by, AggregateUse::Label))
         .collect();
     let updates = store
         .as_collection(|key, _| *key)

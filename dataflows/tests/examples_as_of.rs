@@ -88,6 +88,7 @@ fn plan() -> Plan {
             l2: 0.0,
         },
         serving: ServingPlan { keep_versions: 1 },
+        exact: None,
     }
 }
 
