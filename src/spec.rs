@@ -6,6 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use dataflows::hashing::symbol;
+use dataflows::learn::adagrad::AdaGradHyper;
+use dataflows::learn::ftrl::FtrlHyper;
+use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
+use dataflows::learn::sgd::SgdHyper;
 use dataflows::plan::{
     AggregatePlan, AggregateUse, ExamplePlan, FeatureKind, FeaturePlan, FieldKind, FieldPlan,
     Format, Function, LabelPlan, LatePolicy, ModelPlan, Plan, ServingPlan, SourcePlan, TimeUnit,
@@ -161,10 +165,35 @@ struct ModelSection {
     kind: String,
     #[serde(default = "default_bits")]
     bits: u32,
-    #[serde(default = "default_learning_rate")]
-    learning_rate: f64,
-    #[serde(default)]
-    l2: f64,
+    optimizer: Option<String>,
+    merge: Option<String>,
+    learning_rate: Option<f64>,
+    l2: Option<f64>,
+    alpha: Option<f64>,
+    beta: Option<f64>,
+    l1: Option<f64>,
+    power_t: Option<f64>,
+    adaptive: Option<bool>,
+    normalized: Option<bool>,
+    invariant: Option<bool>,
+}
+
+impl ModelSection {
+    /// The hyperparameter keys given, by name.
+    fn given(&self) -> [(&'static str, bool); 10] {
+        [
+            ("merge", self.merge.is_some()),
+            ("learning_rate", self.learning_rate.is_some()),
+            ("l2", self.l2.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("beta", self.beta.is_some()),
+            ("l1", self.l1.is_some()),
+            ("power_t", self.power_t.is_some()),
+            ("adaptive", self.adaptive.is_some()),
+            ("normalized", self.normalized.is_some()),
+            ("invariant", self.invariant.is_some()),
+        ]
+    }
 }
 
 fn default_kind() -> String {
@@ -173,9 +202,15 @@ fn default_kind() -> String {
 fn default_bits() -> u32 {
     18
 }
-fn default_learning_rate() -> f64 {
-    0.1
-}
+/// AdaGrad's base rate when the spec gives none.
+const ADAGRAD_LEARNING_RATE: f64 = 0.1;
+/// FTRL-Proximal's defaults: `beta = 1` as McMahan et al. suggest; `alpha` of the order of
+/// AdaGrad's useful rates on sparse ids.
+const FTRL_ALPHA: f64 = 0.1;
+const FTRL_BETA: f64 = 1.0;
+/// Vowpal Wabbit's defaults: `-l 0.5`, `--power_t 0.5`.
+const SGD_LEARNING_RATE: f64 = 0.5;
+const SGD_POWER_T: f64 = 0.5;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -556,12 +591,7 @@ impl Checker<'_> {
         if !(4..=28).contains(&file.model.bits) {
             return Err(self.invalid("model.bits", "must be between 4 and 28"));
         }
-        if !(file.model.learning_rate.is_finite() && file.model.learning_rate > 0.0) {
-            return Err(self.invalid("model.learning_rate", "must be a positive number"));
-        }
-        if !(file.model.l2.is_finite() && file.model.l2 >= 0.0) {
-            return Err(self.invalid("model.l2", "must be zero or positive"));
-        }
+        let (optimizer, merge) = self.optimizer(&file.model)?;
         if file.serving.keep_versions == 0 {
             return Err(self.invalid("serving.keep_versions", "must be at least 1"));
         }
@@ -577,13 +607,108 @@ impl Checker<'_> {
             model: ModelPlan {
                 name: file.model.name,
                 bits: file.model.bits,
-                learning_rate: file.model.learning_rate,
-                l2: file.model.l2,
+                optimizer,
+                merge,
             },
             serving: ServingPlan {
                 keep_versions: file.serving.keep_versions,
             },
         })
+    }
+
+    /// The optimizer of `[model]` with its hyperparameters (defaults for those not given),
+    /// and the merge rule. A hyperparameter of another optimizer is an error naming it.
+    fn optimizer(&self, model: &ModelSection) -> Result<(OptimizerPlan, WeightMerge), SpecError> {
+        let name = model.optimizer.as_deref().unwrap_or("adagrad");
+        let applies: &[&str] = match name {
+            "adagrad" => &["merge", "learning_rate", "l2"],
+            "ftrl" => &["alpha", "beta", "l1", "l2"],
+            "sgd" => &[
+                "merge",
+                "learning_rate",
+                "power_t",
+                "adaptive",
+                "normalized",
+                "invariant",
+            ],
+            other => {
+                return Err(self.invalid(
+                    "model.optimizer",
+                    format!("unknown optimizer `{other}` (optimizers: adagrad, ftrl, sgd)"),
+                ));
+            }
+        };
+        for (key, given) in model.given() {
+            if given && !applies.contains(&key) {
+                let reason = if key == "merge" {
+                    "does not apply to optimizer `ftrl`, whose state always merges by summed \
+                     deltas"
+                        .to_owned()
+                } else {
+                    format!(
+                        "does not apply to optimizer `{name}` (its keys: {})",
+                        applies.join(", ")
+                    )
+                };
+                return Err(self.invalid(format!("model.{key}"), reason));
+            }
+        }
+        let positive = |key: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(self.invalid(format!("model.{key}"), "must be a positive number"))
+            }
+        };
+        let non_negative = |key: &str, value: f64| {
+            if value.is_finite() && value >= 0.0 {
+                Ok(value)
+            } else {
+                Err(self.invalid(format!("model.{key}"), "must be zero or positive"))
+            }
+        };
+        let merge = match model.merge.as_deref().unwrap_or("average") {
+            "average" => WeightMerge::Average,
+            "sum" => WeightMerge::SumSteps,
+            other => {
+                return Err(self.invalid(
+                    "model.merge",
+                    format!("unknown merge `{other}` (merges: average, sum)"),
+                ));
+            }
+        };
+        let optimizer = match name {
+            "adagrad" => OptimizerPlan::AdaGrad(AdaGradHyper {
+                learning_rate: positive(
+                    "learning_rate",
+                    model.learning_rate.unwrap_or(ADAGRAD_LEARNING_RATE),
+                )?,
+                l2: non_negative("l2", model.l2.unwrap_or(0.0))?,
+            }),
+            "ftrl" => OptimizerPlan::Ftrl(FtrlHyper {
+                alpha: positive("alpha", model.alpha.unwrap_or(FTRL_ALPHA))?,
+                beta: non_negative("beta", model.beta.unwrap_or(FTRL_BETA))?,
+                l1: non_negative("l1", model.l1.unwrap_or(0.0))?,
+                l2: non_negative("l2", model.l2.unwrap_or(0.0))?,
+            }),
+            _ => {
+                let power_t = non_negative("power_t", model.power_t.unwrap_or(SGD_POWER_T))?;
+                if power_t > 1.0 {
+                    return Err(self.invalid("model.power_t", "must be between 0 and 1"));
+                }
+                OptimizerPlan::Sgd(SgdHyper {
+                    learning_rate: positive(
+                        "learning_rate",
+                        model.learning_rate.unwrap_or(SGD_LEARNING_RATE),
+                    )?,
+                    power_t,
+                    adaptive: model.adaptive.unwrap_or(true),
+                    normalized: model.normalized.unwrap_or(true),
+                    invariant: model.invariant.unwrap_or(true),
+                })
+            }
+        };
+        Ok((optimizer, merge))
     }
 
     fn source(
