@@ -1058,6 +1058,7 @@ mod tests {
         "pipelines/sniffable.toml",
         "pipelines/movielens.toml",
         "pipelines/elec2.toml",
+        "pipelines/movielens-ids.toml",
     ];
 
     fn root() -> PathBuf {
@@ -1106,5 +1107,105 @@ mod tests {
 
         let message = error_for(|text| text.replacen("bits = ", "bitz = ", 1));
         assert!(message.contains("unknown field `bitz`"), "{message}");
+    }
+
+    #[test]
+    fn the_optimizer_and_its_keys_are_checked() {
+        fn model(lines: &'static str) -> impl Fn(String) -> String {
+            move |text: String| {
+                let start = text.find("[model]").expect("a model section");
+                let end = text.find("[serving]").expect("a serving section");
+                format!(
+                    "{}[model]\nname = \"m\"\n{lines}\n{}",
+                    &text[..start],
+                    &text[end..]
+                )
+            }
+        }
+        let message = error_for(model("optimizer = \"adam\""));
+        assert!(
+            message.contains("`model.optimizer`: unknown optimizer `adam`"),
+            "{message}"
+        );
+        let message = error_for(model("optimizer = \"ftrl\"\nlearning_rate = 0.1"));
+        assert!(
+            message.contains("`model.learning_rate`: does not apply to optimizer `ftrl`"),
+            "{message}"
+        );
+        let message = error_for(model("alpha = 0.1"));
+        assert!(
+            message.contains("`model.alpha`: does not apply to optimizer `adagrad`"),
+            "{message}"
+        );
+        let message = error_for(model("optimizer = \"ftrl\"\nmerge = \"sum\""));
+        assert!(
+            message.contains("`model.merge`: does not apply"),
+            "{message}"
+        );
+        let message = error_for(model("optimizer = \"sgd\"\npower_t = 1.5"));
+        assert!(
+            message.contains("`model.power_t`: must be between 0 and 1"),
+            "{message}"
+        );
+        let message = error_for(model("optimizer = \"ftrl\"\nalpha = 0"));
+        assert!(
+            message.contains("`model.alpha`: must be a positive number"),
+            "{message}"
+        );
+        let message = error_for(model("merge = \"median\""));
+        assert!(message.contains("unknown merge `median`"), "{message}");
+        let message = error_for(model("optimiser = \"sgd\""));
+        assert!(message.contains("unknown field `optimiser`"), "{message}");
+    }
+
+    #[test]
+    fn optimizers_take_their_defaults() {
+        let path = root().join("pipelines/sniffable.toml");
+        let text = std::fs::read_to_string(&path).expect("shipped spec");
+        let start = text.find("[model]").expect("a model section");
+        let end = text.find("[serving]").expect("a serving section");
+        let with = |lines: &str| {
+            let text = format!(
+                "{}[model]\nname = \"m\"\n{lines}\n{}",
+                &text[..start],
+                &text[end..]
+            );
+            let plan = parse(&text, &path, None)
+                .unwrap_or_else(|error| panic!("{error}"))
+                .plan;
+            (plan.model.optimizer, plan.model.merge)
+        };
+        assert_eq!(
+            with(""),
+            (
+                OptimizerPlan::AdaGrad(AdaGradHyper {
+                    learning_rate: 0.1,
+                    l2: 0.0
+                }),
+                WeightMerge::Average
+            )
+        );
+        assert_eq!(
+            with("optimizer = \"ftrl\"\nl1 = 0.5").0,
+            OptimizerPlan::Ftrl(FtrlHyper {
+                alpha: 0.1,
+                beta: 1.0,
+                l1: 0.5,
+                l2: 0.0
+            })
+        );
+        assert_eq!(
+            with("optimizer = \"sgd\"\nnormalized = false\nmerge = \"sum\""),
+            (
+                OptimizerPlan::Sgd(SgdHyper {
+                    learning_rate: 0.5,
+                    power_t: 0.5,
+                    adaptive: true,
+                    normalized: false,
+                    invariant: true
+                }),
+                WeightMerge::SumSteps
+            )
+        );
     }
 }
