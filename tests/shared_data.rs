@@ -50,9 +50,46 @@ fn movielens_runs_at_two_workers_and_learns() {
     // 55.4% of ratings are 4 or more: the constant predictor's log loss is 0.6874
     let logloss = summary["logloss"].as_f64().expect("logloss");
     let online_logloss = summary["online_logloss"].as_f64().expect("online logloss");
-    assert!(logloss < 0.65, "servable progressive logloss {logloss}");
+    // measured: 0.5953 servable, 0.5756 online (the anchors' best on ids only: 0.5776)
+    assert!(logloss < 0.600, "servable progressive logloss {logloss}");
     assert!(
-        online_logloss < 0.60,
+        online_logloss < 0.580,
+        "online progressive logloss {online_logloss}"
+    );
+}
+
+#[test]
+#[ignore = "reads ../shared/data; run by ./run.sh test"]
+fn movielens_ids_reach_the_anchors() {
+    let data = shared_data();
+    let out = tempfile::tempdir().expect("temporary directory");
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/movielens-ids.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
+        .args(["run", "--quiet", "--pipeline"])
+        .arg(&spec)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(out.path())
+        .args(["--", "-w", "1"])
+        .output()
+        .expect("pooch starts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Json = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
+    )
+    .expect("summary is JSON");
+    assert_eq!(summary["examples"], 100_000);
+    // measured: 0.5943 servable, 0.5774 online; Vowpal Wabbit `--ftrl` reaches 0.5776
+    let logloss = summary["logloss"].as_f64().expect("logloss");
+    let online_logloss = summary["online_logloss"].as_f64().expect("online logloss");
+    assert!(logloss < 0.598, "servable progressive logloss {logloss}");
+    assert!(
+        online_logloss < 0.5790,
         "online progressive logloss {online_logloss}"
     );
 }
@@ -70,7 +107,9 @@ fn elec2_runs_in_file_order_and_learns() {
         .arg(&data)
         .arg("--out")
         .arg(out.path())
-        .args(["--", "-w", "2"])
+        // one worker: the spec publishes a model per row, and at 2 workers each row is a
+        // cross-worker round trip (same figures, many times the time; see BENCHMARKS.md)
+        .args(["--", "-w", "1"])
         .output()
         .expect("pooch starts");
     assert!(
@@ -86,9 +125,12 @@ fn elec2_runs_in_file_order_and_learns() {
     assert_eq!(summary["dead_lettered"], 0);
     assert_eq!(summary["examples"], 45_312);
     // 42.5% of periods see the price go up: the constant predictor's log loss is 0.6818
+    // measured: 0.3350 servable and online; River SGD(0.1), the anchors' best, reaches 0.3650
+    let logloss = summary["logloss"].as_f64().expect("logloss");
     let online_logloss = summary["online_logloss"].as_f64().expect("online logloss");
+    assert!(logloss < 0.345, "servable progressive logloss {logloss}");
     assert!(
-        online_logloss < 0.60,
+        online_logloss < 0.345,
         "online progressive logloss {online_logloss}"
     );
     // the exact regression learns every row, and beats the running mean's RMSE (0.4948)

@@ -344,10 +344,16 @@ mod tests {
             model: ModelPlan {
                 name: "m".into(),
                 bits: BITS,
-                learning_rate: 0.1,
-                l2: 0.0,
+                optimizer: crate::learn::optimizer::OptimizerPlan::AdaGrad(
+                    crate::learn::adagrad::AdaGradHyper {
+                        learning_rate: 0.1,
+                        l2: 0.0,
+                    },
+                ),
+                merge: crate::learn::optimizer::WeightMerge::Average,
             },
             serving: ServingPlan { keep_versions: 1 },
+            exact: None,
         }
     }
 

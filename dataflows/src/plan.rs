@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fact::{SourceId, Symbol, Time};
+use crate::learn::optimizer::{OptimizerPlan, WeightMerge};
 
 /// A whole pipeline: sources, the examples and their label, features, model and serving.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -476,10 +477,10 @@ pub struct ModelPlan {
     pub name: String,
     /// The model has `2^bits` weights.
     pub bits: u32,
-    /// The base learning rate of the adaptive per-coordinate update.
-    pub learning_rate: f64,
-    /// L2 regularisation strength.
-    pub l2: f64,
+    /// The optimizer and its hyperparameters.
+    pub optimizer: OptimizerPlan,
+    /// How the weights of coordinates that several workers changed in a round are merged.
+    pub merge: WeightMerge,
 }
 
 /// How published models are served.

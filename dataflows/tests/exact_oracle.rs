@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 
 use dataflows::fact::{Fact, Real, Value};
+use dataflows::learn::adagrad::AdaGradHyper;
+use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
 use dataflows::learn::ridge::{EpochDelta, ExactReport, FixedRow, Ridge};
 use dataflows::plan::*;
 use differential_dataflow::input::Input;
@@ -77,8 +79,11 @@ fn plan() -> Plan {
         model: ModelPlan {
             name: "m".into(),
             bits: 8,
-            learning_rate: 0.1,
-            l2: 0.0,
+            optimizer: OptimizerPlan::AdaGrad(AdaGradHyper {
+                learning_rate: 0.1,
+                l2: 0.0,
+            }),
+            merge: WeightMerge::Average,
         },
         serving: ServingPlan { keep_versions: 1 },
         exact: Some(ExactPlan {

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use dataflows::fact::{Fact, Real, Value};
 use dataflows::hashing::symbol;
+use dataflows::learn::adagrad::AdaGradHyper;
+use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
 use dataflows::plan::*;
 use differential_dataflow::input::Input;
 use proptest::prelude::*;
@@ -195,8 +197,11 @@ fn plan() -> Plan {
         model: ModelPlan {
             name: "m".into(),
             bits: 8,
-            learning_rate: 0.1,
-            l2: 0.0,
+            optimizer: OptimizerPlan::AdaGrad(AdaGradHyper {
+                learning_rate: 0.1,
+                l2: 0.0,
+            }),
+            merge: WeightMerge::Average,
         },
         serving: ServingPlan { keep_versions: 1 },
         exact: None,

@@ -2,15 +2,25 @@
 //!
 //! Every worker trains its own replica of the model on its share of the examples (examples are
 //! partitioned by entity, so each dog's weights live on one worker). When a round closes, each
-//! worker sends the coordinates it changed; the owner of a coordinate combines them:
+//! worker sends what its replica did to every coordinate it changed (a [`Contribution`]); the
+//! owner of a coordinate combines them:
 //!
-//! - the weight becomes the average of the replicas' weights, each weighted by the number of
-//!   updates that replica made to it. A coordinate one worker alone touched (a dog, a user)
-//!   takes that worker's value exactly, so with one worker the merge is sequential training.
-//!   Shared coordinates (the intercept, an hour of day) move by the average step rather than the
-//!   sum, which is the conservative choice: summing stale steps can overshoot.
-//! - the sums of squared gradients add up, so the adaptive step sizes shrink as if one learner
-//!   had seen every gradient.
+//! - the weight, for optimizers that carry one (AdaGrad, SGD), by the spec's [`WeightMerge`]:
+//!   - `Average` (the default): the average of the replicas' weights, each weighted by the
+//!     number of updates that replica made to it. Shared coordinates (the intercept, an hour of
+//!     day) move by the average step rather than the sum, the conservative choice: summing
+//!     stale steps can overshoot.
+//!   - `SumSteps`: the base weight plus every replica's step, as one learner taking every step
+//!     would move it. With a constant rate and examples spread over workers by id (no entity),
+//!     averaging divides the rate by the number of workers; summing does not.
+//!
+//!   A coordinate one worker alone touched (a dog, a user) takes that worker's value exactly
+//!   under either rule, so with one worker the merge is sequential training.
+//! - additive state grows by the sum of the replicas' growths: AdaGrad's and SGD's sums of
+//!   squared gradients, FTRL's `z` and `n` (FTRL's weight is then recomputed from them), so
+//!   adaptive rates shrink as if one learner had seen every gradient;
+//! - SGD's per-coordinate normaliser is the largest any replica saw, and its model-wide
+//!   example count and norm sum grow by the sum of the replicas' growths (sent with the stats).
 //!
 //! Contributions are combined in worker order, so the result is bit-identical for a given number
 //! of workers however they are spread over processes.
@@ -24,6 +34,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 
 use crate::fact::Time;
+use crate::learn::optimizer::{Contribution, MergedCoordinate, MergedWeight, WeightMerge};
 
 /// What a worker's learner sends when a round closes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,14 +45,13 @@ pub enum RoundMessage {
         coordinate: u32,
         /// The worker that changed it.
         worker: u32,
-        /// The replica's weight.
-        weight: f32,
-        /// How much the replica's sum of squared gradients grew.
-        squared_delta: f64,
         /// How many updates the replica made to it.
         updates: u32,
+        /// What the replica did to it.
+        contribution: Contribution,
     },
-    /// The worker's progressive loss over the round.
+    /// The worker's progressive loss over the round, and the growth of its replica's
+    /// model-wide state.
     Stats {
         /// The worker.
         worker: u32,
@@ -49,6 +59,8 @@ pub enum RoundMessage {
         loss_sum: f64,
         /// Examples learned.
         examples: u64,
+        /// The growth of the model-wide state (SGD's examples and norm sum).
+        totals: [f64; 2],
     },
 }
 
@@ -59,23 +71,25 @@ pub enum Merged {
     Coordinate {
         /// The coordinate.
         coordinate: u32,
-        /// Its merged weight.
-        weight: f32,
-        /// How much its sum of squared gradients grew, over all workers.
-        squared_delta: f64,
+        /// Its merged state.
+        merged: MergedCoordinate,
     },
-    /// The round's progressive loss over all workers.
+    /// The round's progressive loss over all workers, and the summed growth of the
+    /// model-wide state.
     Stats {
         /// Sum of the log losses of the examples learned.
         loss_sum: f64,
         /// Examples learned.
         examples: u64,
+        /// The summed growth of the model-wide state.
+        totals: [f64; 2],
     },
 }
 
-/// Merges the round messages of every round, and sends the outcome to every worker.
+/// Merges the round messages of every round by `rule`, and sends the outcome to every worker.
 pub fn merge<'scope>(
     rounds: StreamVec<'scope, Time, RoundMessage>,
+    rule: WeightMerge,
 ) -> StreamVec<'scope, Time, Merged> {
     let route = |message: &RoundMessage| match message {
         RoundMessage::Coordinate { coordinate, .. } => u64::from(*coordinate),
@@ -109,7 +123,7 @@ pub fn merge<'scope>(
                         let (capability, messages) = entry.remove();
                         output
                             .session(&capability)
-                            .give_iterator(combine(messages).into_iter());
+                            .give_iterator(combine(messages, rule).into_iter());
                     }
                 }
             },
@@ -117,48 +131,93 @@ pub fn merge<'scope>(
         .broadcast()
 }
 
-/// Combines one round's messages, deterministically.
-pub fn combine(mut messages: Vec<RoundMessage>) -> Vec<Merged> {
+/// Combines one round's messages by `rule`, deterministically.
+pub fn combine(mut messages: Vec<RoundMessage>, rule: WeightMerge) -> Vec<Merged> {
     messages.sort_by_key(order_key);
     let mut merged = Vec::new();
-    let mut stats: Option<(f64, u64)> = None;
-    let mut current: Option<(u32, f64, f64, f64)> = None; // coordinate, Σ n·w, Σ n, Σ squared
+    let mut stats: Option<(f64, u64, [f64; 2])> = None;
+    let mut current: Option<(u32, Combining)> = None;
     for message in messages {
         match message {
             RoundMessage::Stats {
-                loss_sum, examples, ..
+                loss_sum,
+                examples,
+                totals,
+                ..
             } => {
-                let (total_loss, total_examples) = stats.get_or_insert((0.0, 0));
+                let (total_loss, total_examples, sums) = stats.get_or_insert((0.0, 0, [0.0; 2]));
                 *total_loss += loss_sum;
                 *total_examples += examples;
+                sums[0] += totals[0];
+                sums[1] += totals[1];
             }
             RoundMessage::Coordinate {
                 coordinate,
-                weight,
-                squared_delta,
                 updates,
+                contribution,
                 ..
             } => {
-                if let Some(done) = current.filter(|(open, ..)| *open != coordinate) {
-                    merged.push(finish(done));
-                    current = None;
+                if let Some((open, combining)) = current.take_if(|(open, _)| *open != coordinate) {
+                    merged.push(combining.finish(open, rule));
                 }
-                let (_, weighted, count, squared) =
-                    current.get_or_insert((coordinate, 0.0, 0.0, 0.0));
-                let updates = f64::from(updates.max(1));
-                *weighted += updates * f64::from(weight);
-                *count += updates;
-                *squared += squared_delta;
+                let (_, combining) = current.get_or_insert((coordinate, Combining::default()));
+                combining.add(updates, &contribution);
             }
         }
     }
-    if let Some(done) = current {
-        merged.push(finish(done));
+    if let Some((coordinate, combining)) = current {
+        merged.push(combining.finish(coordinate, rule));
     }
-    if let Some((loss_sum, examples)) = stats {
-        merged.push(Merged::Stats { loss_sum, examples });
+    if let Some((loss_sum, examples, totals)) = stats {
+        merged.push(Merged::Stats {
+            loss_sum,
+            examples,
+            totals,
+        });
     }
     merged
+}
+
+/// The contributions to one coordinate so far, in worker order.
+#[derive(Default)]
+struct Combining {
+    /// Σ updates · weight.
+    weighted: f64,
+    /// Σ updates.
+    updates: f64,
+    /// Σ steps.
+    steps: f64,
+    /// Σ growth of the additive state.
+    sums: [f64; 2],
+    /// The largest normaliser.
+    normalizer: f32,
+}
+
+impl Combining {
+    fn add(&mut self, updates: u32, contribution: &Contribution) {
+        let updates = f64::from(updates.max(1));
+        self.weighted += updates * f64::from(contribution.weight);
+        self.updates += updates;
+        self.steps += contribution.step;
+        self.sums[0] += contribution.sums[0];
+        self.sums[1] += contribution.sums[1];
+        self.normalizer = self.normalizer.max(contribution.normalizer);
+    }
+
+    fn finish(self, coordinate: u32, rule: WeightMerge) -> Merged {
+        let weight = match rule {
+            WeightMerge::Average => MergedWeight::Value((self.weighted / self.updates) as f32),
+            WeightMerge::SumSteps => MergedWeight::Step(self.steps),
+        };
+        Merged::Coordinate {
+            coordinate,
+            merged: MergedCoordinate {
+                weight,
+                sums: self.sums,
+                normalizer: self.normalizer,
+            },
+        }
+    }
 }
 
 fn order_key(message: &RoundMessage) -> (u8, u32, u32) {
@@ -170,60 +229,116 @@ fn order_key(message: &RoundMessage) -> (u8, u32, u32) {
     }
 }
 
-fn finish((coordinate, weighted, count, squared_delta): (u32, f64, f64, f64)) -> Merged {
-    Merged::Coordinate {
-        coordinate,
-        weight: (weighted / count) as f32,
-        squared_delta,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An AdaGrad-style contribution: a weight, a step and one additive sum.
     fn coordinate(
         coordinate: u32,
         worker: u32,
         weight: f32,
+        step: f64,
         squared_delta: f64,
         updates: u32,
     ) -> RoundMessage {
         RoundMessage::Coordinate {
             coordinate,
             worker,
-            weight,
-            squared_delta,
             updates,
+            contribution: Contribution {
+                weight,
+                step,
+                sums: [squared_delta, 0.0],
+                normalizer: 0.0,
+            },
+        }
+    }
+
+    fn merged(coordinate: u32, weight: MergedWeight, sums: [f64; 2], normalizer: f32) -> Merged {
+        Merged::Coordinate {
+            coordinate,
+            merged: MergedCoordinate {
+                weight,
+                sums,
+                normalizer,
+            },
         }
     }
 
     #[test]
     fn a_single_contribution_is_taken_exactly() {
-        let merged = combine(vec![coordinate(7, 0, 0.123_456_7, 0.5, 3)]);
+        let messages = vec![coordinate(7, 0, 0.123_456_7, 0.1, 0.5, 3)];
         assert_eq!(
-            merged,
-            vec![Merged::Coordinate {
-                coordinate: 7,
-                weight: 0.123_456_7,
-                squared_delta: 0.5
-            }]
+            combine(messages.clone(), WeightMerge::Average),
+            vec![merged(7, MergedWeight::Value(0.123_456_7), [0.5, 0.0], 0.0)]
+        );
+        assert_eq!(
+            combine(messages, WeightMerge::SumSteps),
+            vec![merged(7, MergedWeight::Step(0.1), [0.5, 0.0], 0.0)]
         );
     }
 
     #[test]
-    fn shared_coordinates_average_by_updates_and_sum_squares() {
-        // worker 0 made 3 updates ending at 1.0, worker 1 made 1 ending at -1.0: (3 - 1) / 4.
-        let merged = combine(vec![
-            coordinate(2, 1, -1.0, 0.25, 1),
-            coordinate(2, 0, 1.0, 0.75, 3),
-        ]);
+    fn shared_coordinates_average_by_updates_or_sum_steps_and_sum_squares() {
+        // From a base weight of 0: worker 0 made 3 updates ending at 1.0, worker 1 made 1
+        // ending at -1.0. Average: (3 - 1) / 4 = 0.5. Sum of steps: 1 - 1 = 0.
+        let messages = vec![
+            coordinate(2, 1, -1.0, -1.0, 0.25, 1),
+            coordinate(2, 0, 1.0, 1.0, 0.75, 3),
+        ];
+        assert_eq!(
+            combine(messages.clone(), WeightMerge::Average),
+            vec![merged(2, MergedWeight::Value(0.5), [1.0, 0.0], 0.0)]
+        );
+        assert_eq!(
+            combine(messages, WeightMerge::SumSteps),
+            vec![merged(2, MergedWeight::Step(0.0), [1.0, 0.0], 0.0)]
+        );
+    }
+
+    #[test]
+    fn ftrl_state_sums_and_normalisers_take_the_max() {
+        let contribution = |worker, sums, normalizer| RoundMessage::Coordinate {
+            coordinate: 4,
+            worker,
+            updates: 1,
+            contribution: Contribution {
+                weight: 0.0,
+                step: 0.0,
+                sums,
+                normalizer,
+            },
+        };
+        let messages = vec![
+            contribution(0, [-0.5, 0.25], 2.0),
+            contribution(1, [0.25, 0.5], 8.0),
+            contribution(2, [-1.0, 1.0], 4.0),
+        ];
+        assert_eq!(
+            combine(messages, WeightMerge::Average),
+            vec![merged(4, MergedWeight::Value(0.0), [-1.25, 1.75], 8.0)]
+        );
+    }
+
+    #[test]
+    fn stats_and_totals_add_up() {
+        let stats = |worker, loss_sum, examples, totals| RoundMessage::Stats {
+            worker,
+            loss_sum,
+            examples,
+            totals,
+        };
+        let merged = combine(
+            vec![stats(1, 0.5, 2, [2.0, 3.0]), stats(0, 0.25, 1, [1.0, 0.5])],
+            WeightMerge::Average,
+        );
         assert_eq!(
             merged,
-            vec![Merged::Coordinate {
-                coordinate: 2,
-                weight: 0.5,
-                squared_delta: 1.0
+            vec![Merged::Stats {
+                loss_sum: 0.75,
+                examples: 3,
+                totals: [3.0, 3.5]
             }]
         );
     }
@@ -231,22 +346,29 @@ mod tests {
     #[test]
     fn the_order_of_arrival_does_not_matter() {
         let messages = vec![
-            coordinate(5, 1, 0.1, 0.01, 2),
+            coordinate(5, 1, 0.1, 0.1, 0.01, 2),
             RoundMessage::Stats {
                 worker: 1,
                 loss_sum: 0.3,
                 examples: 2,
+                totals: [2.0, 0.1],
             },
-            coordinate(3, 0, 0.7, 0.02, 1),
-            coordinate(5, 0, 0.2, 0.03, 5),
+            coordinate(3, 0, 0.7, 0.7, 0.02, 1),
+            coordinate(5, 0, 0.2, 0.2, 0.03, 5),
             RoundMessage::Stats {
                 worker: 0,
                 loss_sum: 0.1,
                 examples: 1,
+                totals: [1.0, 0.7],
             },
         ];
         let mut reversed = messages.clone();
         reversed.reverse();
-        assert_eq!(combine(messages), combine(reversed));
+        for rule in [WeightMerge::Average, WeightMerge::SumSteps] {
+            assert_eq!(
+                combine(messages.clone(), rule),
+                combine(reversed.clone(), rule)
+            );
+        }
     }
 }

@@ -1,7 +1,12 @@
-//! Learning: the online learner, the operator that trains it across workers, the merge of the
-//! workers' replicas at each round, and the exact regression with its operator.
+//! Learning: the logistic model and its optimizers, the operator that trains it across
+//! workers, the merge of the workers' replicas at each round, and the exact regression with
+//! its operator.
+pub mod adagrad;
 pub mod exact;
+pub mod ftrl;
 pub mod logistic;
 pub mod merge;
+pub mod optimizer;
 pub mod ridge;
+pub mod sgd;
 pub mod train;

@@ -35,8 +35,9 @@ use timely::progress::Antichain;
 use crate::event::{Event, LabelRequest, featurize, partition_key};
 use crate::fact::{Symbol, Time};
 use crate::hashing::symbol;
-use crate::learn::logistic::{Features, Hyper, Logistic, log_loss, predict};
+use crate::learn::logistic::{Features, log_loss};
 use crate::learn::merge::{Merged, RoundMessage, merge};
+use crate::learn::optimizer::Optimizer;
 use crate::model::{ModelVersion, RoundMetrics, Weights};
 use crate::plan::{LabelPlan, Plan};
 
@@ -292,7 +293,7 @@ pub fn train<'scope>(
         }
     });
 
-    merge(rounds).connect_loop(feedback);
+    merge(rounds, plan.model.merge).connect_loop(feedback);
     Trained {
         outcomes,
         versions: versions.as_collection(),
@@ -330,11 +331,10 @@ struct Trainer {
     plan: Rc<Plan>,
     worker: u32,
     model_symbol: Symbol,
-    /// The last merged weights and squared-gradient sums: the servable model.
-    base_weights: Vec<f32>,
-    base_squared: Vec<f32>,
+    /// The last merged model: the servable one.
+    base: Optimizer,
     /// The base plus this worker's updates in the open round.
-    replica: Logistic,
+    replica: Optimizer,
     /// Updates per coordinate in the open round, and the coordinates with any.
     updates: Vec<u32>,
     touched: Vec<u32>,
@@ -354,17 +354,12 @@ struct Trainer {
 
 impl Trainer {
     fn new(plan: Rc<Plan>, worker: u32, peers: usize, first_version: u64) -> Self {
-        let hyper = Hyper {
-            learning_rate: plan.model.learning_rate,
-            l2: plan.model.l2,
-        };
-        let replica = Logistic::new(plan.model.bits, hyper);
-        let size = replica.weights.len();
+        let base = Optimizer::new(plan.model.bits, &plan.model.optimizer);
+        let size = base.weights().len();
         Trainer {
             model_symbol: symbol(plan.model.name.as_bytes()),
-            base_weights: replica.weights.clone(),
-            base_squared: replica.squared_gradients.clone(),
-            replica,
+            replica: base.clone(),
+            base,
             updates: vec![0; size],
             touched: Vec::new(),
             awaiting: HashMap::new(),
@@ -393,7 +388,7 @@ impl Trainer {
         events.sort_by_key(|event| event.id);
         for event in events {
             let features = featurize(&self.plan, &event);
-            let probability = predict(&self.base_weights, &features);
+            let probability = self.base.predict(&features);
             let online_probability = self.replica.predict(&features);
             let truth = event.truth(&self.plan);
             match (event.label, &self.plan.label) {
@@ -471,10 +466,8 @@ impl Trainer {
             messages.push(RoundMessage::Coordinate {
                 coordinate,
                 worker: self.worker,
-                weight: self.replica.weights[slot],
-                squared_delta: f64::from(self.replica.squared_gradients[slot])
-                    - f64::from(self.base_squared[slot]),
                 updates: std::mem::take(&mut self.updates[slot]),
+                contribution: self.replica.contribution(&self.base, slot),
             });
         }
         if self.round_examples > 0 {
@@ -482,6 +475,7 @@ impl Trainer {
                 worker: self.worker,
                 loss_sum: std::mem::take(&mut self.round_loss),
                 examples: std::mem::take(&mut self.round_examples),
+                totals: self.replica.totals_growth(&self.base),
             });
         }
         messages
@@ -498,20 +492,19 @@ impl Trainer {
         let mut newly_changed = Vec::new();
         for message in merged {
             match message {
-                Merged::Coordinate {
-                    coordinate,
-                    weight,
-                    squared_delta,
-                } => {
+                Merged::Coordinate { coordinate, merged } => {
                     let slot = coordinate as usize;
-                    let squared = (f64::from(self.base_squared[slot]) + squared_delta) as f32;
-                    self.base_weights[slot] = weight;
-                    self.base_squared[slot] = squared;
-                    self.replica.weights[slot] = weight;
-                    self.replica.squared_gradients[slot] = squared;
+                    self.base.apply(slot, &merged);
+                    self.replica.copy_coordinate(&self.base, slot);
                     newly_changed.push(coordinate);
                 }
-                Merged::Stats { loss_sum, examples } => {
+                Merged::Stats {
+                    loss_sum,
+                    examples,
+                    totals,
+                } => {
+                    self.base.apply_totals(totals);
+                    self.replica.copy_totals(&self.base);
                     metrics = RoundMetrics {
                         examples,
                         logloss: if examples > 0 {
@@ -536,7 +529,7 @@ impl Trainer {
             epoch: self.plan.epoch(time).saturating_sub(1),
             published_at: time,
             bits: self.plan.model.bits,
-            weights: Arc::new(Weights::gather(&self.base_weights, &self.changed)),
+            weights: Arc::new(Weights::gather(self.base.weights(), &self.changed)),
             metrics,
         });
         let mut updates = vec![((self.model_symbol, Arc::clone(&version)), time, 1)];
