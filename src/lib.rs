@@ -2,6 +2,7 @@
 //! driving the workers, writing outputs and snapshots, and generating the Sniffable data.
 
 pub mod generate;
+pub mod http;
 pub mod ingest;
 pub mod job;
 pub mod output;
