@@ -5,6 +5,7 @@ pub mod generate;
 pub mod http;
 pub mod ingest;
 pub mod job;
+pub mod loadgen;
 pub mod output;
 pub mod queries;
 pub mod read;
