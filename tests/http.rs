@@ -34,7 +34,10 @@ impl Backend for FakeBackend {
             }
             None => return Err(ApiError::BadRequest("missing field `dog`".into())),
         };
-        let model = query.get("model").and_then(Value::as_str).unwrap_or("pooch");
+        let model = query
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("pooch");
         if model != "pooch" {
             return Err(ApiError::NotFound(format!("unknown model `{model}`")));
         }
@@ -175,11 +178,16 @@ fn single_and_batch_predictions() {
         r#"{"queries": [{"dog": "a"}, {"hashtags": []}, 5, {"dog": "b", "model": "other"}, {"dog": "c"}]}"#,
     );
     assert_eq!(status, 200, "{answer}");
-    let predictions = answer["predictions"].as_array().expect("a predictions array");
+    let predictions = answer["predictions"]
+        .as_array()
+        .expect("a predictions array");
     assert_eq!(predictions.len(), 5);
     assert_eq!(predictions[0]["probability"], json!(score("a")));
     assert_eq!(predictions[1]["error"], json!("missing field `dog`"));
-    assert_eq!(predictions[2]["error"], json!("queries[2] is not a JSON object"));
+    assert_eq!(
+        predictions[2]["error"],
+        json!("queries[2] is not a JSON object")
+    );
     assert_eq!(predictions[3]["error"], json!("unknown model `other`"));
     assert_eq!(predictions[4]["probability"], json!(score("c")));
 }
@@ -231,7 +239,8 @@ fn each_bad_request_gets_its_4xx_and_a_message_and_the_server_goes_on() {
     let (status, answer) = post(&server, "/v1/predict", "{\"dog\": \n  ");
     assert_eq!(status, 400);
     assert!(
-        error_of(&answer).contains("invalid JSON") && error_of(&answer).contains("at line 2 column"),
+        error_of(&answer).contains("invalid JSON")
+            && error_of(&answer).contains("at line 2 column"),
         "{answer}"
     );
     assert_serving(&server);
@@ -242,7 +251,10 @@ fn each_bad_request_gets_its_4xx_and_a_message_and_the_server_goes_on() {
 
     let (status, answer) = post(&server, "/v1/predict", "[1, 2]");
     assert_eq!(status, 400);
-    assert!(error_of(&answer).contains("must be a JSON object"), "{answer}");
+    assert!(
+        error_of(&answer).contains("must be a JSON object"),
+        "{answer}"
+    );
 
     let (status, answer) = post(&server, "/v1/predict", r#"{"queries": 3}"#);
     assert_eq!(status, 400);
@@ -272,7 +284,10 @@ fn each_bad_request_gets_its_4xx_and_a_message_and_the_server_goes_on() {
 
     let (status, body) = get(&server, "/v1/nothing-here");
     let answer: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((status, error_of(&answer)), (404, "no endpoint at /v1/nothing-here"));
+    assert_eq!(
+        (status, error_of(&answer)),
+        (404, "no endpoint at /v1/nothing-here")
+    );
 
     let (status, body) = get(&server, "/v1/predict");
     let answer: Value = serde_json::from_str(&body).unwrap();
@@ -296,13 +311,22 @@ fn model_management() {
         (200, json!({"model": "pooch", "pinned": 2}))
     );
     let (status, answer) = post(&server, "/v1/models/pooch/pin", r#"{"version": 9}"#);
-    assert_eq!((status, error_of(&answer)), (404, "model `pooch` holds no version 9"));
+    assert_eq!(
+        (status, error_of(&answer)),
+        (404, "model `pooch` holds no version 9")
+    );
     let (status, answer) = post(&server, "/v1/models/pooch/pin", r#"{"version": -1}"#);
     assert_eq!(status, 400);
-    assert!(error_of(&answer).contains("non-negative integer, got -1"), "{answer}");
+    assert!(
+        error_of(&answer).contains("non-negative integer, got -1"),
+        "{answer}"
+    );
     let (status, answer) = post(&server, "/v1/models/pooch/pin", r#"{}"#);
     assert_eq!(status, 400);
-    assert!(error_of(&answer).contains("missing field `version`"), "{answer}");
+    assert!(
+        error_of(&answer).contains("missing field `version`"),
+        "{answer}"
+    );
     let (status, answer) = post(&server, "/v1/models/cat/pin", r#"{"version": 1}"#);
     assert_eq!((status, error_of(&answer)), (404, "unknown model `cat`"));
 
@@ -330,7 +354,8 @@ fn a_slowloris_client_is_cut_off_and_does_not_stop_others() {
     let started = Instant::now();
     // Others are answered meanwhile.
     assert_serving(&server);
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buffer = Vec::new();
     // The server closes the connection: end of stream (or a reset), not a read timeout.
     let closed = match slow.read_to_end(&mut buffer) {
@@ -357,13 +382,17 @@ fn a_trickled_body_times_out_with_408() {
         b"POST /v1/predict HTTP/1.1\r\nHost: pooch\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"dog\":",
     )
     .unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
     let _ = slow.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("request body not received within 300 ms"), "{answer}");
+    assert!(
+        answer.contains("request body not received within 300 ms"),
+        "{answer}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_serving(&server);
 }
@@ -375,19 +404,22 @@ fn a_slow_backend_hits_the_request_timeout() {
         body_timeout: Duration::from_millis(200),
         ..HttpConfig::default()
     });
-    backend.delay_ms.store(2_000, Ordering::Relaxed);
+    // 40 queries of 50 ms: 2 s of work, cut at the 300 ms deadline between queries.
+    backend.delay_ms.store(50, Ordering::Relaxed);
+    let batch = json!({"queries": vec![json!({"dog": "d"}); 40]}).to_string();
     let started = Instant::now();
-    let (status, answer) = post(&server, "/v1/predict", r#"{"dog": "d"}"#);
+    let (status, answer) = post(&server, "/v1/predict", batch);
     let waited = started.elapsed();
     assert_eq!(status, 503, "{answer}");
     assert_eq!(
         error_of(&answer),
         "request not handled within the 300 ms request timeout"
     );
-    assert!(waited < Duration::from_millis(1_500), "answered after {waited:?}");
-    // The server is not stuck behind the slow call.
-    let (status, _) = get(&server, "/healthz");
-    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_millis(1_500),
+        "answered after {waited:?}"
+    );
+    assert!(backend.queries.load(Ordering::Relaxed) < 40);
     backend.delay_ms.store(0, Ordering::Relaxed);
     assert_serving(&server);
 }
@@ -442,15 +474,24 @@ fn metrics_count_requests_and_time_them() {
     let (status, metrics) = get(&server, "/metrics");
     assert_eq!(status, 200);
     assert_eq!(
-        metric_value(&metrics, r#"pooch_http_requests_total{endpoint="predict",status="200"}"#),
+        metric_value(
+            &metrics,
+            r#"pooch_http_requests_total{endpoint="predict",status="200"}"#
+        ),
         5.0
     );
     assert_eq!(
-        metric_value(&metrics, r#"pooch_http_requests_total{endpoint="predict",status="400"}"#),
+        metric_value(
+            &metrics,
+            r#"pooch_http_requests_total{endpoint="predict",status="400"}"#
+        ),
         1.0
     );
     assert_eq!(
-        metric_value(&metrics, r#"pooch_http_requests_total{endpoint="other",status="404"}"#),
+        metric_value(
+            &metrics,
+            r#"pooch_http_requests_total{endpoint="other",status="404"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -488,4 +529,97 @@ fn shutdown_closes_the_listener_and_a_taken_address_is_named() {
     assert_serving(&server);
     server.shutdown();
     assert!(TcpStream::connect(addr).is_err(), "still listening");
+}
+
+#[test]
+fn requests_beyond_max_in_flight_are_shed_with_503() {
+    let (server, _backend) = start(HttpConfig {
+        max_in_flight: 1,
+        body_timeout: Duration::from_millis(800),
+        ..HttpConfig::default()
+    });
+    // A request whose body never finishes holds the only slot until its body timeout.
+    let mut stalled = TcpStream::connect(server.local_addr()).unwrap();
+    stalled
+        .write_all(b"POST /v1/predict HTTP/1.1\r\nHost: pooch\r\nContent-Length: 50\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = get(&server, "/healthz");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, error_of(&answer)),
+        (503, "server overloaded: 1 requests already in progress")
+    );
+    // Once the stalled request has timed out, the slot is free again.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 408"));
+    assert_serving(&server);
+}
+
+#[test]
+fn the_load_generator_counts_answers_and_keeps_its_rate() {
+    use pooch::loadgen::{self, LoadConfig};
+    let (server, backend) = start(HttpConfig::default());
+    let config = LoadConfig {
+        addr: server.local_addr(),
+        path: "/v1/predict".into(),
+        connections: 4,
+        rate_per_sec: Some(1000.0),
+        duration: Duration::from_millis(1000),
+        warmup: Duration::from_millis(200),
+        threads: 1,
+    };
+    let report = loadgen::run(&config, |request| {
+        format!(r#"{{"dog": "dog-{request}"}}"#).into_bytes()
+    })
+    .unwrap();
+    assert_eq!((report.errors, report.non_2xx), (0, 0));
+    // Open loop: the schedule, not the server, sets the count.
+    assert!(
+        (900..=1010).contains(&(report.ok + report.unsent)),
+        "{report:?}"
+    );
+    assert_eq!(report.histogram.len(), report.ok);
+    assert!(report.p50_us >= 1 && report.p50_us <= report.p99_us && report.p99_us <= report.max_us);
+    assert_eq!(
+        backend.queries.load(Ordering::Relaxed),
+        report.ok + report.warmup_answered
+    );
+
+    // Closed loop, to a path that answers 404: counted as answered but not 2xx.
+    let report = loadgen::run(
+        &LoadConfig {
+            path: "/v1/nowhere".into(),
+            rate_per_sec: None,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+            ..config.clone()
+        },
+        |_| b"{}".to_vec(),
+    )
+    .unwrap();
+    assert!(
+        report.non_2xx > 0 && report.ok == 0 && report.errors == 0,
+        "{report:?}"
+    );
+
+    // Nothing listening: errors, not a hang or a panic.
+    let addr = server.local_addr();
+    server.shutdown();
+    let report = loadgen::run(
+        &LoadConfig {
+            addr,
+            rate_per_sec: None,
+            duration: Duration::from_millis(200),
+            warmup: Duration::ZERO,
+            ..config
+        },
+        |_| b"{}".to_vec(),
+    )
+    .unwrap();
+    assert!(report.errors > 0 && report.ok == 0, "{report:?}");
 }
