@@ -5,6 +5,9 @@
 //! Open loop avoids coordinated omission: request `k` is due at `start + k / rate`, and its
 //! latency counts from that due time, not from when a busy connection got round to sending it.
 //! A server that stalls therefore shows its stall in every request that was due meanwhile.
+//! When the connection was idle at the due time, the request counts from when it was actually
+//! sent instead: tokio's timer wakes up to a millisecond late, and that slack is the
+//! generator's, not the server's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -222,10 +225,12 @@ where
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let host = plan.addr.to_string();
     let mut round = 0u64;
+    let mut previous_answer_at = plan.start;
     loop {
         let request_number = round * plan.connections + plan.connection;
-        // When this request counts from: its due time (open loop) or its send time (closed).
-        let due = match plan.rate_per_sec {
+        // When this request was due, and when its latency counts from: the due time if an
+        // answer still pending made it wait, else its send time (always, in closed loop).
+        let (due, counted_from) = match plan.rate_per_sec {
             Some(rate) => {
                 let due = plan.due(round, rate);
                 if due >= plan.end {
@@ -244,8 +249,12 @@ where
                 }
                 if due > now {
                     tokio::time::sleep_until(due.into()).await;
+                    (due, Instant::now())
+                } else if previous_answer_at <= due {
+                    (due, now)
+                } else {
+                    (due, due)
                 }
-                due
             }
             None => {
                 let now = Instant::now();
@@ -255,7 +264,8 @@ where
                 if now < plan.start {
                     tokio::time::sleep_until(plan.start.into()).await;
                 }
-                Instant::now()
+                let now = Instant::now();
+                (now, now)
             }
         };
         round += 1;
@@ -298,6 +308,7 @@ where
             },
             Err(_) => Err(()),
         };
+        previous_answer_at = Instant::now();
         if outcome.is_err() {
             // Reconnect for the next request.
             sender = None;
@@ -308,7 +319,7 @@ where
         }
         match outcome {
             Ok(status) => {
-                let latency_us = due.elapsed().as_micros() as u64;
+                let latency_us = previous_answer_at.duration_since(counted_from).as_micros() as u64;
                 tally.histogram.saturating_record(latency_us.max(1));
                 if status.is_success() {
                     tally.ok += 1;
