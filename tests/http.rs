@@ -623,3 +623,23 @@ fn the_load_generator_counts_answers_and_keeps_its_rate() {
     .unwrap();
     assert!(report.errors > 0 && report.ok == 0, "{report:?}");
 }
+
+#[test]
+fn beyond_max_connections_new_clients_wait_for_a_free_slot() {
+    let (server, _backend) = start(HttpConfig {
+        max_connections: 1,
+        header_timeout: Duration::from_millis(600),
+        ..HttpConfig::default()
+    });
+    // An idle connection takes the only slot until the header timeout closes it.
+    let idle = TcpStream::connect(server.local_addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    assert_serving(&server);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered after {waited:?} while the only slot was taken"
+    );
+    drop(idle);
+}
