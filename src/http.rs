@@ -189,10 +189,24 @@ impl Drop for HttpServer {
 }
 
 /// Binds `config.addr`, starts the server on a runtime of `config.worker_threads` threads and
-/// returns once it listens. A bind failure is an error naming the address.
+/// returns once it listens. A bind failure is an error naming the address; a zero limit is an
+/// error naming the setting.
 pub fn spawn(config: HttpConfig, backend: Arc<dyn Backend>) -> Result<HttpServer, std::io::Error> {
+    for (field, value) in [
+        ("max_connections", config.max_connections),
+        ("max_in_flight", config.max_in_flight),
+        ("max_batch", config.max_batch),
+        ("worker_threads", config.worker_threads),
+    ] {
+        if value == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("HTTP server setting `{field}` must be at least 1"),
+            ));
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads.max(1))
+        .worker_threads(config.worker_threads)
         .thread_name("pooch-http")
         .enable_all()
         .build()?;

@@ -526,6 +526,18 @@ fn shutdown_closes_the_listener_and_a_taken_address_is_named() {
     );
     let error = taken.err().expect("the address is taken");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    let zero = http::spawn(
+        HttpConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            max_in_flight: 0,
+            ..HttpConfig::default()
+        },
+        Arc::new(FakeBackend::default()),
+    );
+    assert_eq!(
+        zero.err().expect("a zero limit is refused").to_string(),
+        "HTTP server setting `max_in_flight` must be at least 1"
+    );
     assert_serving(&server);
     server.shutdown();
     assert!(TcpStream::connect(addr).is_err(), "still listening");
