@@ -105,7 +105,7 @@ cluster() {
 case "${1:-}" in
     "") main_job ;;
     test) run_tests ;;
-    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest ;;
+    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest; cargo bench --bench http ;;
     movielens) movielens ;;
     elec2) elec2 ;;
     cluster) shift; cluster "$@" ;;

@@ -70,8 +70,15 @@ pub struct RunOptions {
     /// For tests of backpressure: training pauses this long at every epoch.
     pub slow_training_per_epoch: Option<Duration>,
     /// A serving state outside the graph to keep up to date (for the HTTP endpoint): worker 0
-    /// folds in every complete epoch's feature changes and every published version.
+    /// folds in every complete epoch's feature changes and every published version. Set by
+    /// [`run_until`] when `http` is given.
     pub serving: Option<Arc<crate::serving::ServingState>>,
+    /// Serve predictions over HTTP while the run lasts (process 0 only).
+    pub http: Option<crate::http::HttpConfig>,
+    /// Told the address the HTTP endpoint listens on, once it does.
+    pub http_bound: Option<std::sync::mpsc::Sender<std::net::SocketAddr>>,
+    /// With `http`, keep serving after the input is read, until a signal.
+    pub serve_after_input: bool,
 }
 
 impl RunOptions {
@@ -91,6 +98,9 @@ impl RunOptions {
             poll_interval: Duration::from_millis(50),
             slow_training_per_epoch: None,
             serving: None,
+            http: None,
+            http_bound: None,
+            serve_after_input: false,
         }
     }
 }
@@ -212,6 +222,21 @@ pub fn run_until(
     } else {
         None
     };
+    let mut options = options;
+    let http = match (&options.http, process) {
+        (Some(config), 0) => {
+            let serving = start_serving(&spec, &options)?;
+            let server = crate::http::spawn(config.clone(), Arc::clone(&serving) as _)
+                .map_err(|error| RunError::Cluster(format!("--http: {error}")))?;
+            eprintln!("pooch: serving on http://{}", server.local_addr());
+            if let Some(bound) = &options.http_bound {
+                let _ = bound.send(server.local_addr());
+            }
+            options.serving = Some(serving);
+            Some(server)
+        }
+        _ => None,
+    };
     let job = Arc::new(Job {
         spec,
         leader: std::sync::Mutex::new(leader),
@@ -239,7 +264,64 @@ pub fn run_until(
             }
         }
     }
+    if let Some(server) = http {
+        if job.options.serve_after_input && !job.stop.load(Ordering::Relaxed) {
+            eprintln!(
+                "pooch: the input is read; still serving on http://{} until SIGINT or SIGTERM",
+                server.local_addr()
+            );
+            while !job.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(serving) = &job.options.serving {
+                    serving.poll_control();
+                }
+            }
+        }
+        server.shutdown();
+    }
     Ok(summary)
+}
+
+/// The serving state for the HTTP endpoint: supervised, its decisions written to
+/// `OUT/decisions.jsonl`, commands taken from the snapshot store's control file, and the
+/// newest good snapshot loaded at once, so requests are answered before ingestion catches up.
+fn start_serving(
+    spec: &Spec,
+    options: &RunOptions,
+) -> Result<Arc<crate::serving::ServingState>, RunError> {
+    use crate::supervisor::{DecisionLog, Supervisor, SupervisorConfig};
+    let plan = &spec.plan;
+    let store_dir = options.out.join("snapshots");
+    let failed = |error: String| RunError::Cluster(format!("serving: {error}"));
+    let supervisor = Supervisor::new(plan.model.name.clone(), SupervisorConfig::default())
+        .map_err(|error| failed(error.to_string()))?;
+    let serving = Arc::new(crate::serving::ServingState::with_supervisor(
+        plan.clone(),
+        supervisor,
+    ));
+    let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))
+        .map_err(|error| failed(error.to_string()))?;
+    serving
+        .attach_store(store_dir.clone(), log)
+        .map_err(|error| failed(error.to_string()))?;
+    let store = crate::snapshot::SnapshotStore::open(&store_dir, options.retain_snapshots)
+        .map_err(|error| failed(error.to_string()))?;
+    let newest = store
+        .newest_good(&plan.model.name)
+        .map_err(|error| failed(error.to_string()))?;
+    for skipped in &newest.skipped {
+        eprintln!("pooch: serving: skipped a snapshot: {skipped}");
+    }
+    if let Some(snapshot) = newest.snapshot {
+        eprintln!(
+            "pooch: serving {} version {} from {} until this run publishes",
+            plan.model.name,
+            snapshot.model.version,
+            store_dir.display()
+        );
+        serving.publish(Arc::new(snapshot.model));
+    }
+    Ok(serving)
 }
 
 /// Every source file must exist before the run starts, and a glob must match something
@@ -715,16 +797,14 @@ fn attach_serving<'scope>(
             }
             // epochs without changes are complete too
             if leader {
-                let closed = frontier
-                    .frontier()
-                    .first()
-                    .map_or(u64::MAX, |&time| time / tick);
-                if closed > 0
+                // (an empty frontier is the end of the run, which closes no further epoch)
+                if let Some(closed) = frontier.frontier().first().map(|&time| time / tick)
+                    && closed > 0
                     && pending
                         .first_key_value()
                         .is_none_or(|(&epoch, _)| epoch >= closed)
                 {
-                    serving.apply_epoch(closed.saturating_sub(1).min(u64::MAX / 2), &[]);
+                    serving.apply_epoch(closed - 1, &[]);
                 }
             }
         },

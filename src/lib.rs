@@ -3,8 +3,10 @@
 //! serves, and generating the Sniffable data.
 
 pub mod generate;
+pub mod http;
 pub mod ingest;
 pub mod job;
+pub mod loadgen;
 pub mod models;
 pub mod output;
 pub mod queries;

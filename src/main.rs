@@ -118,6 +118,15 @@ struct RunArgs {
     /// While following, how often to look at the files again, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     poll_ms: u64,
+    /// Serve predictions over HTTP at ADDR (host:port; 127.0.0.1:8080 for a bare port of
+    /// `:8080`): POST /v1/predict, GET /v1/models, pin/unpin/rollback, /metrics, /healthz,
+    /// /readyz. The newest good snapshot in OUT/snapshots serves at once; after the input is
+    /// read, serving goes on until SIGINT or SIGTERM.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
+    http: Option<std::net::SocketAddr>,
+    /// With --http, stop serving when the input is read instead of waiting for a signal.
+    #[arg(long, requires = "http")]
+    exit_after_input: bool,
     /// For testing backpressure: training pauses this long at every epoch.
     #[arg(long, value_name = "MS", hide = true)]
     debug_slow_training_ms: Option<u64>,
@@ -147,6 +156,20 @@ enum Generate {
         #[arg(long, default_value_t = SniffableConfig::default().days)]
         days: u32,
     },
+}
+
+/// An HTTP address: `host:port`, or `:port` for 127.0.0.1 (never every interface unasked).
+fn parse_http_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = if let Some(port) = text.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else {
+        text.to_owned()
+    };
+    text.to_socket_addrs()
+        .map_err(|error| format!("`{text}` is not host:port ({error})"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` names no address"))
 }
 
 fn main() -> ExitCode {
@@ -194,6 +217,11 @@ fn run_command(args: RunArgs) -> ExitCode {
     options.progress = !args.quiet;
     options.follow = args.follow;
     options.poll_interval = std::time::Duration::from_millis(args.poll_ms);
+    options.http = args.http.map(|addr| pooch::http::HttpConfig {
+        addr,
+        ..pooch::http::HttpConfig::default()
+    });
+    options.serve_after_input = !args.exit_after_input;
     options.slow_training_per_epoch = args
         .debug_slow_training_ms
         .map(std::time::Duration::from_millis);

@@ -522,6 +522,51 @@ impl ServingState {
     }
 }
 
+impl crate::http::Backend for ServingState {
+    fn predict(&self, query: &Json) -> Result<crate::http::Prediction, crate::http::ApiError> {
+        let scored = ServingState::predict(self, query).map_err(api_error)?;
+        Ok(crate::http::Prediction {
+            probability: scored.probability,
+            model: scored.model,
+            version: scored.version,
+            features_epoch: scored.features_epoch,
+        })
+    }
+
+    fn models(&self) -> Json {
+        self.models_json()
+    }
+
+    fn pin(&self, model: &str, version: u64) -> Result<Json, crate::http::ApiError> {
+        ServingState::pin(self, model, version).map_err(api_error)
+    }
+
+    fn unpin(&self, model: &str) -> Result<Json, crate::http::ApiError> {
+        ServingState::unpin(self, model).map_err(api_error)
+    }
+
+    fn rollback(&self, model: &str) -> Result<Json, crate::http::ApiError> {
+        ServingState::rollback(self, model).map_err(api_error)
+    }
+
+    fn ready(&self) -> bool {
+        ServingState::ready(self)
+    }
+
+    fn metrics(&self, out: &mut String) {
+        self.metrics_text(out);
+    }
+}
+
+fn api_error(error: ServeError) -> crate::http::ApiError {
+    match error {
+        ServeError::BadRequest(message) | ServeError::Refused(message) => {
+            crate::http::ApiError::BadRequest(message)
+        }
+        ServeError::UnknownModel(message) => crate::http::ApiError::NotFound(message),
+    }
+}
+
 /// Loads a version from the snapshot store, if it is there and verifies.
 fn load(store: Option<&PathBuf>, model: &str, version: u64) -> Option<Arc<ModelVersion>> {
     let store = crate::snapshot::SnapshotStore::open(store?, usize::MAX).ok()?;
