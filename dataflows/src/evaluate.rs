@@ -129,7 +129,9 @@ pub fn auc(scored: &mut [(f64, bool)]) -> Option<f64> {
         let end = start
             + scored[start..]
                 .iter()
-                .take_while(|(score, _)| *score == scored[start].0)
+                // `total_cmp`, not `==`: a NaN score (a diverged model) must tie with itself,
+                // or this loop would never advance
+                .take_while(|(score, _)| score.total_cmp(&scored[start].0).is_eq())
                 .count();
         let average_rank = (start + end + 1) as f64 / 2.0;
         rank_sum += average_rank
@@ -489,5 +491,24 @@ mod tests {
             (exact - approximate).abs() < 1e-4,
             "{exact} vs {approximate}"
         );
+    }
+}
+
+#[cfg(test)]
+mod auc_tests {
+    use super::auc;
+
+    #[test]
+    fn nan_scores_tie_with_each_other_and_the_auc_ends() {
+        let mut scored = vec![
+            (f64::NAN, true),
+            (0.2, false),
+            (f64::NAN, false),
+            (0.9, true),
+        ];
+        let value = auc(&mut scored).expect("two classes");
+        // ranks by total order: 0.2 (neg), 0.9 (pos), NaN, NaN (tied: 3.5 each, one positive)
+        // positive ranks 2 + 3.5 = 5.5; (5.5 - 3) / (2 * 2) = 0.625
+        assert_eq!(value, 0.625);
     }
 }
