@@ -135,6 +135,73 @@ fn summary(name: &str, report: &LoadReport) -> Value {
     })
 }
 
+/// The real serving state, queried over HTTP at `rate` while `pooch run` ingests the default
+/// Sniffable data at 2 workers: the question of issue 5, whether a query waits for ingestion.
+fn while_ingesting(rate: f64, connections: usize, client_threads: usize) -> Value {
+    use pooch::job::{RunOptions, run_until};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("target/bench-data/sniffable");
+    if !data.join("posts.csv").exists() {
+        pooch::generate::generate_sniffable(&pooch::generate::SniffableConfig::default(), &data)
+            .expect("generate data");
+    }
+    let out = root.join("target/bench-data/http-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut options = RunOptions::new(root.join("pipelines/sniffable.toml"), out);
+    options.data_dir = Some(data);
+    options.timely_args = vec!["-w".into(), "2".into()];
+    options.progress = false;
+    options.http = Some(HttpConfig {
+        addr: "127.0.0.1:0".parse().expect("an address"),
+        worker_threads: env_or("HTTP_BENCH_INGEST_SERVER_THREADS", 2),
+        ..HttpConfig::default()
+    });
+    options.serve_after_input = true;
+    let (bound, address) = std::sync::mpsc::channel();
+    options.http_bound = Some(bound);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    let run = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let summary = run_until(options, None, stop);
+            (summary, started.elapsed())
+        })
+    };
+    let addr = address.recv().expect("the endpoint listens");
+    let seconds: u64 = env_or("HTTP_BENCH_INGEST_SECS", 4);
+    let config = LoadConfig {
+        addr,
+        path: "/v1/predict".into(),
+        connections,
+        rate_per_sec: Some(rate),
+        duration: Duration::from_secs(seconds),
+        warmup: Duration::from_millis(500),
+        threads: client_threads,
+    };
+    let name = format!("while ingesting at 2 workers, open loop at {rate} q/s");
+    let report = loadgen::run(&config, query_body).expect("a load run");
+    let load_ended = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (run_summary, run_time) = run.join().expect("the run thread");
+    let run_summary = run_summary.expect("the run succeeds").expect("a summary");
+    let facts = run_summary["facts_read"].as_u64().unwrap_or(0);
+    let ingest_secs = run_summary["elapsed_secs"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "  ingestion: {facts} facts in {ingest_secs:.2} s ({:.0} facts/s); the load ran from 0 to {:.2} s of it, the run ended at {:.2} s",
+        facts as f64 / ingest_secs,
+        load_ended.as_secs_f64(),
+        run_time.as_secs_f64()
+    );
+    let mut result = summary(&name, &report);
+    result["ingest_facts"] = json!(facts);
+    result["ingest_secs"] = json!(ingest_secs);
+    result["ingest_facts_per_sec"] = json!(facts as f64 / ingest_secs);
+    result["load_ended_secs"] = json!(load_ended.as_secs_f64());
+    result
+}
+
 fn main() {
     let server_threads: usize = env_or("HTTP_BENCH_SERVER_THREADS", 2);
     let client_threads: usize = env_or("HTTP_BENCH_CLIENT_THREADS", 2);
@@ -173,6 +240,7 @@ fn main() {
         &load(Some(rate), open_connections),
     );
     server.shutdown();
+    let ingesting = while_ingesting(rate, open_connections, client_threads);
 
     let results = json!({
         "server_threads": server_threads,
@@ -181,6 +249,7 @@ fn main() {
         "closed_loop": closed,
         "open_loop": open,
         "open_loop_rate": rate,
+        "while_ingesting": ingesting,
     });
     let results_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     std::fs::create_dir_all(&results_dir).expect("results directory");

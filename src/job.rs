@@ -289,11 +289,11 @@ fn start_serving(
     spec: &Spec,
     options: &RunOptions,
 ) -> Result<Arc<crate::serving::ServingState>, RunError> {
-    use crate::supervisor::{DecisionLog, Supervisor, SupervisorConfig};
+    use crate::supervisor::{DecisionLog, Supervisor};
     let plan = &spec.plan;
     let store_dir = options.out.join("snapshots");
     let failed = |error: String| RunError::Cluster(format!("serving: {error}"));
-    let supervisor = Supervisor::new(plan.model.name.clone(), SupervisorConfig::default())
+    let supervisor = Supervisor::new(plan.model.name.clone(), spec.supervisor.clone())
         .map_err(|error| failed(error.to_string()))?;
     let serving = Arc::new(crate::serving::ServingState::with_supervisor(
         plan.clone(),

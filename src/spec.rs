@@ -57,6 +57,8 @@ pub struct Spec {
     pub hash: String,
     /// The spec file.
     pub path: PathBuf,
+    /// The rules deciding which published version serves over HTTP (`[serving]`).
+    pub supervisor: crate::supervisor::SupervisorConfig,
 }
 
 #[derive(Deserialize)]
@@ -239,12 +241,20 @@ const SGD_POWER_T: f64 = 0.5;
 struct ServingSection {
     #[serde(default = "default_keep_versions")]
     keep_versions: usize,
+    promote_margin: Option<f64>,
+    rollback_threshold: Option<f64>,
+    window_epochs: Option<usize>,
+    min_live_examples: Option<u64>,
 }
 
 impl Default for ServingSection {
     fn default() -> Self {
         ServingSection {
             keep_versions: default_keep_versions(),
+            promote_margin: None,
+            rollback_threshold: None,
+            window_epochs: None,
+            min_live_examples: None,
         }
     }
 }
@@ -291,8 +301,10 @@ pub fn parse(text: &str, path: &Path, data_dir: Option<&Path>) -> Result<Spec, S
         (None, Some(dir)) => spec_dir.join(dir),
         (None, None) => spec_dir,
     };
+    let supervisor = checker.supervisor(&file.serving)?;
     let plan = checker.plan(file, &base)?;
     Ok(Spec {
+        supervisor,
         plan,
         hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
         path: path.to_owned(),
@@ -689,6 +701,29 @@ impl Checker<'_> {
             },
             exact,
         })
+    }
+
+    /// The supervisor's rules from `[serving]`, defaults for those not given.
+    fn supervisor(
+        &self,
+        serving: &ServingSection,
+    ) -> Result<crate::supervisor::SupervisorConfig, SpecError> {
+        let defaults = crate::supervisor::SupervisorConfig::default();
+        let config = crate::supervisor::SupervisorConfig {
+            promote_margin: serving.promote_margin.unwrap_or(defaults.promote_margin),
+            rollback_threshold: serving
+                .rollback_threshold
+                .unwrap_or(defaults.rollback_threshold),
+            window_epochs: serving.window_epochs.unwrap_or(defaults.window_epochs),
+            min_live_examples: serving
+                .min_live_examples
+                .unwrap_or(defaults.min_live_examples),
+            ..defaults
+        };
+        config
+            .validate()
+            .map_err(|error| self.invalid("serving", error.to_string()))?;
+        Ok(config)
     }
 
     /// The exact regression, over numeric fields of the example source.
@@ -1352,6 +1387,33 @@ mod tests {
             Ok(_) => panic!("the edited spec was accepted"),
             Err(error) => error.to_string(),
         }
+    }
+
+    #[test]
+    fn the_supervisor_rules_come_from_serving() {
+        let path = root().join("pipelines/sniffable.toml");
+        let text = std::fs::read_to_string(&path)
+            .expect("shipped spec")
+            .replacen(
+                "keep_versions = 3",
+                "keep_versions = 3\npromote_margin = 0.1\nwindow_epochs = 4",
+                1,
+            );
+        let spec = parse(&text, &path, None).expect("a valid spec");
+        assert_eq!(spec.supervisor.promote_margin, 0.1);
+        assert_eq!(spec.supervisor.window_epochs, 4);
+        assert_eq!(spec.supervisor.rollback_threshold, 0.25);
+        let message = error_for(|text| {
+            text.replacen(
+                "keep_versions = 3",
+                "keep_versions = 3\nrollback_threshold = -1.0",
+                1,
+            )
+        });
+        assert!(
+            message.contains("`serving`") && message.contains("rollback_threshold"),
+            "{message}"
+        );
     }
 
     #[test]
