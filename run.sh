@@ -6,6 +6,7 @@
 #   ./run.sh bench            the benchmarks (figures go to target/bench-results/)
 #   ./run.sh movielens        the MovieLens 100K pipeline on ../shared/data
 #   ./run.sh elec2            the elec2 pipeline on ../shared/data
+#   ./run.sh quality          progressive logloss on ../shared/data beside the anchors
 #   ./run.sh cluster N ARGS   `pooch run ARGS` as N local processes; `-- FLAGS` passes timely flags
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,9 +23,30 @@ main_job() {
         echo "== generating Sniffable data into data/sniffable"
         "$POOCH" generate sniffable --out data/sniffable
     fi
-    echo "== running pipelines/sniffable.toml at 2 workers"
+    echo "== running pipelines/sniffable.toml at 2 workers, serving predictions over HTTP"
+    local log
+    log=$(mktemp)
+    # port 0: a free port, named on stderr; the endpoint closes when the input is read
     "$POOCH" run --pipeline pipelines/sniffable.toml --out out/sniffable \
-        --queries data/sniffable/queries.jsonl -- -w 2
+        --queries data/sniffable/queries.jsonl --http "${POOCH_HTTP:-127.0.0.1:0}" --exit-after-input \
+        -- -w 2 2> >(tee "$log" >&2) &
+    local run=$! address=""
+    for _ in $(seq 100); do
+        address=$(sed -n 's|.*serving on \(http://[^ ]*\).*|\1|p' "$log" | head -1)
+        [ -n "$address" ] && break
+        sleep 0.05
+    done
+    if [ -n "$address" ]; then
+        local query='{"dog": "dog-17", "hashtags": ["ball", "park"]}'
+        echo "== while it runs: curl -s $address/v1/predict -d '$query'"
+        if command -v curl > /dev/null; then
+            sleep 1
+            curl -s --max-time 2 "$address/v1/predict" -d "$query" || echo "(no answer: the run may have ended)"
+            echo
+        fi
+    fi
+    wait "$run"
+    rm -f "$log"
     echo "== probe queries (data/sniffable/queries.jsonl)"
     cat data/sniffable/queries.jsonl
     echo "== their answers (out/sniffable/answers.jsonl; the true probabilities are in data/sniffable/truth.json)"
@@ -46,6 +68,33 @@ run_tests() {
 movielens() {
     build
     "$POOCH" run --pipeline pipelines/movielens.toml --out out/movielens -- -w 2
+}
+
+# One summary.json field, from its pretty-printed JSON.
+summary_field() {
+    sed -n "s/^  \"$2\": \([^,]*\),\{0,1\}$/\1/p" "$1" | head -1
+}
+
+# The quality table of issue 4: progressive logloss on the shared data, beside the anchors.
+quality() {
+    build
+    local out=out/quality
+    printf '%-28s %7s %9s %9s %9s %s\n' data workers logloss online auc "best anchor (logloss)"
+    run_quality() {
+        local name=$1 spec=$2 workers=$3 anchor=$4
+        "$POOCH" run --pipeline "$spec" --out "$out/$name-w$workers" --quiet -- -w "$workers" > /dev/null
+        local summary=$out/$name-w$workers/summary.json
+        printf '%-28s %7s %9.4f %9.4f %9.4f %s\n' "$name" "$workers" \
+            "$(summary_field "$summary" logloss)" "$(summary_field "$summary" online_logloss)" \
+            "$(summary_field "$summary" auc)" "$anchor"
+    }
+    rm -rf "$out"
+    for workers in 1 2; do
+        run_quality ml-100k-ids pipelines/movielens-ids.toml "$workers" "0.5776 (VW --ftrl)"
+        run_quality ml-100k-features pipelines/movielens.toml "$workers" "0.5776 (VW --ftrl, ids only)"
+    done
+    # elec2 publishes a model per row: at 2 workers every row is a round trip (minutes)
+    run_quality elec2 pipelines/elec2.toml 1 "0.3650 (River SGD 0.1)"
 }
 
 elec2() {
@@ -108,7 +157,8 @@ case "${1:-}" in
     bench) build; cargo bench --bench pipeline; cargo bench --bench ingest; cargo bench --bench http ;;
     movielens) movielens ;;
     elec2) elec2 ;;
+    quality) quality ;;
     cluster) shift; cluster "$@" ;;
-    -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) echo "unknown command '$1'; see ./run.sh --help" >&2; exit 2 ;;
 esac
