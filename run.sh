@@ -154,7 +154,7 @@ cluster() {
 case "${1:-}" in
     "") main_job ;;
     test) run_tests ;;
-    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest; cargo bench --bench http ;;
+    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest; cargo bench --bench http; cargo bench --bench learn ;;
     movielens) movielens ;;
     elec2) elec2 ;;
     quality) quality ;;

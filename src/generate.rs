@@ -873,7 +873,7 @@ fn probe_queries(dogs: &[Dog], vocabulary: &Vocabulary, time: u64) -> Vec<Query>
 
 /// Writes `name` in `out_dir` through `name.tmp`, renamed into place once complete and synced.
 /// Returns the final path.
-fn write_atomically(
+pub(crate) fn write_atomically(
     out_dir: &Path,
     name: &str,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,

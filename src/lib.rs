@@ -3,6 +3,7 @@
 //! serves, and generating the Sniffable data.
 
 pub mod generate;
+pub mod generate_criteo;
 pub mod http;
 pub mod ingest;
 pub mod job;

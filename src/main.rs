@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pooch::generate::{SniffableConfig, generate_sniffable};
+use pooch::generate_criteo::{CriteoConfig, generate_criteo};
 use pooch::job::{RunError, RunOptions, run};
 use serde_json::Value as Json;
 
@@ -156,6 +157,20 @@ enum Generate {
         #[arg(long, default_value_t = SniffableConfig::default().days)]
         days: u32,
     },
+    /// A Criteo-shaped click log (label, 13 integer and 26 categorical fields, many empty, plus
+    /// `time` and `truth_p`) drawn from a documented logistic ground truth, into DIR/criteo.tsv.
+    /// Read it with pipelines/criteo.toml.
+    Criteo {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Number of rows (ten per second of event time).
+        #[arg(long, default_value_t = CriteoConfig::default().rows)]
+        rows: u64,
+        /// Random seed: the same seed and rows give the same bytes.
+        #[arg(long, default_value_t = CriteoConfig::default().seed)]
+        seed: u64,
+    },
 }
 
 /// An HTTP address: `host:port`, or `:port` for 127.0.0.1 (never every interface unasked).
@@ -194,6 +209,24 @@ fn main() -> ExitCode {
                         report.queries,
                         out.display(),
                         100.0 * report.positive_rate
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("pooch generate: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Generate(Generate::Criteo { out, rows, seed }) => {
+            match generate_criteo(&CriteoConfig { seed, rows }, &out) {
+                Ok(report) => {
+                    println!(
+                        "wrote {} rows to {} ({:.1}% positive, {:.1}% of fields empty)",
+                        report.rows,
+                        out.join(pooch::generate_criteo::FILE_NAME).display(),
+                        100.0 * report.positive_rate,
+                        100.0 * report.missing_rate
                     );
                     ExitCode::SUCCESS
                 }
