@@ -45,8 +45,10 @@ main_job() {
             echo
         fi
     fi
-    wait "$run"
+    local status=0
+    wait "$run" || status=$?
     rm -f "$log"
+    [ "$status" = 0 ] || exit "$status"
     echo "== probe queries (data/sniffable/queries.jsonl)"
     cat data/sniffable/queries.jsonl
     echo "== their answers (out/sniffable/answers.jsonl; the true probabilities are in data/sniffable/truth.json)"

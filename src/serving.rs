@@ -20,24 +20,12 @@ use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
 use serde_json::{Value as Json, json};
 
+use crate::http::Prediction;
 use crate::queries;
 use crate::supervisor::{
     ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
     now_unix_ms,
 };
-
-/// A prediction from the serving state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Scored {
-    /// The probability of a positive label.
-    pub probability: f64,
-    /// The model that answered.
-    pub model: String,
-    /// The version that answered; 0 for the prior, before any version serves.
-    pub version: u64,
-    /// The last complete epoch whose facts the features include; `None` before any.
-    pub features_epoch: Option<u64>,
-}
 
 /// Why a request cannot be scored.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -98,6 +86,8 @@ pub struct ServingCounters {
 /// epoch, and the model versions held. Shared between worker 0 and the HTTP threads.
 pub struct ServingState {
     plan: Plan,
+    /// The plan's lookup groups, worked out once rather than per request.
+    groups: Vec<dataflows::plan::LookupGroup>,
     keep: usize,
     features: RwLock<FeatureView>,
     serving: RwLock<Option<Arc<ModelVersion>>>,
@@ -130,6 +120,7 @@ impl ServingState {
     pub fn with_supervisor(plan: Plan, supervisor: Supervisor) -> Self {
         let keep = plan.serving.keep_versions.max(1);
         ServingState {
+            groups: plan.lookup_groups(),
             plan,
             keep,
             features: RwLock::default(),
@@ -374,7 +365,7 @@ impl ServingState {
     /// `model` and `time` (unix seconds; by default, the start of the epoch after the last
     /// complete one). Fields the spec does not know are ignored, and levels never seen in
     /// training weigh nothing, so a new feature in the app never fails a request.
-    pub fn predict(&self, request: &Json) -> Result<Scored, ServeError> {
+    pub fn predict(&self, request: &Json) -> Result<Prediction, ServeError> {
         let Json::Object(object) = request else {
             return Err(ServeError::BadRequest(
                 "a query must be a JSON object".to_owned(),
@@ -407,7 +398,7 @@ impl ServingState {
                     .map_or(0, |epoch| self.plan.epoch_start(epoch.saturating_add(1)))
             });
             event = Event::new(&self.plan, 0, time, time, query.row);
-            for group in self.plan.lookup_groups() {
+            for group in &self.groups {
                 let key = match group.example_field {
                     Some(field) => match event.symbol(field) {
                         Some(key) => key,
@@ -415,7 +406,7 @@ impl ServingState {
                     },
                     None => dataflows::plan::GLOBAL_KEY,
                 };
-                for aggregate in group.aggregates {
+                for &aggregate in &group.aggregates {
                     if let Some(&value) = view.values.get(&(key, aggregate as u32)) {
                         event.aggregates[aggregate] = value;
                     }
@@ -428,7 +419,7 @@ impl ServingState {
             None => (dataflows::learn::logistic::sigmoid(0.0), 0),
         };
         self.counters.predictions.fetch_add(1, Ordering::Relaxed);
-        Ok(Scored {
+        Ok(Prediction {
             probability,
             model: model.clone(),
             version,
@@ -523,14 +514,8 @@ impl ServingState {
 }
 
 impl crate::http::Backend for ServingState {
-    fn predict(&self, query: &Json) -> Result<crate::http::Prediction, crate::http::ApiError> {
-        let scored = ServingState::predict(self, query).map_err(api_error)?;
-        Ok(crate::http::Prediction {
-            probability: scored.probability,
-            model: scored.model,
-            version: scored.version,
-            features_epoch: scored.features_epoch,
-        })
+    fn predict(&self, query: &Json) -> Result<Prediction, crate::http::ApiError> {
+        ServingState::predict(self, query).map_err(api_error)
     }
 
     fn models(&self) -> Json {

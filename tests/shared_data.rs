@@ -19,12 +19,11 @@ fn shared_data() -> PathBuf {
     dir
 }
 
-#[test]
-#[ignore = "reads ../shared/data; run by ./run.sh test"]
-fn movielens_runs_at_two_workers_and_learns() {
+/// Runs a shipped spec over the shared data at `workers` workers; its summary.
+fn run_shared(spec: &str, workers: usize) -> Json {
     let data = shared_data();
     let out = tempfile::tempdir().expect("temporary directory");
-    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/movielens.toml");
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(spec);
     let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
         .args(["run", "--quiet", "--pipeline"])
         .arg(&spec)
@@ -32,7 +31,7 @@ fn movielens_runs_at_two_workers_and_learns() {
         .arg(&data)
         .arg("--out")
         .arg(out.path())
-        .args(["--", "-w", "2"])
+        .args(["--", "-w", &workers.to_string()])
         .output()
         .expect("pooch starts");
     assert!(
@@ -40,10 +39,16 @@ fn movielens_runs_at_two_workers_and_learns() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let summary: Json = serde_json::from_str(
+    serde_json::from_str(
         &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
     )
-    .expect("summary is JSON");
+    .expect("summary is JSON")
+}
+
+#[test]
+#[ignore = "reads ../shared/data; run by ./run.sh test"]
+fn movielens_runs_at_two_workers_and_learns() {
+    let summary = run_shared("pipelines/movielens.toml", 2);
     assert_eq!(summary["facts_read"], 100_000);
     assert_eq!(summary["dead_lettered"], 0);
     assert_eq!(summary["examples"], 100_000);
@@ -61,28 +66,7 @@ fn movielens_runs_at_two_workers_and_learns() {
 #[test]
 #[ignore = "reads ../shared/data; run by ./run.sh test"]
 fn movielens_ids_reach_the_anchors() {
-    let data = shared_data();
-    let out = tempfile::tempdir().expect("temporary directory");
-    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/movielens-ids.toml");
-    let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
-        .args(["run", "--quiet", "--pipeline"])
-        .arg(&spec)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(out.path())
-        .args(["--", "-w", "1"])
-        .output()
-        .expect("pooch starts");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Json = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
-    )
-    .expect("summary is JSON");
+    let summary = run_shared("pipelines/movielens-ids.toml", 1);
     assert_eq!(summary["examples"], 100_000);
     // measured: 0.5943 servable, 0.5774 online; Vowpal Wabbit `--ftrl` reaches 0.5776
     let logloss = summary["logloss"].as_f64().expect("logloss");
@@ -97,30 +81,9 @@ fn movielens_ids_reach_the_anchors() {
 #[test]
 #[ignore = "reads ../shared/data; run by ./run.sh test"]
 fn elec2_runs_in_file_order_and_learns() {
-    let data = shared_data();
-    let out = tempfile::tempdir().expect("temporary directory");
-    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/elec2.toml");
-    let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
-        .args(["run", "--quiet", "--pipeline"])
-        .arg(&spec)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(out.path())
-        // one worker: the spec publishes a model per row, and at 2 workers each row is a
-        // cross-worker round trip (same figures, many times the time; see BENCHMARKS.md)
-        .args(["--", "-w", "1"])
-        .output()
-        .expect("pooch starts");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Json = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
-    )
-    .expect("summary is JSON");
+    // one worker: the spec publishes a model per row, and at 2 workers each row is a
+    // cross-worker round trip (same figures, many times the time; see BENCHMARKS.md)
+    let summary = run_shared("pipelines/elec2.toml", 1);
     assert_eq!(summary["facts_read"], 45_312);
     assert_eq!(summary["dead_lettered"], 0);
     assert_eq!(summary["examples"], 45_312);
