@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pooch::http::{self, ApiError, Backend, HttpConfig, Prediction};
 use pooch::loadgen::{self, LoadConfig, LoadReport};
+use pooch::serve::http::{self, ApiError, Backend, HttpConfig, Prediction};
 use serde_json::{Value, json};
 
 /// Scores a dog by a hash of its name: the cost of a real lookup, without the lookup.
@@ -138,13 +138,16 @@ fn summary(name: &str, report: &LoadReport) -> Value {
 /// The real serving state, queried over HTTP at `rate` while `pooch run` ingests the default
 /// Sniffable data at 2 workers: the question of issue 5, whether a query waits for ingestion.
 fn while_ingesting(rate: f64, connections: usize, client_threads: usize) -> Value {
-    use pooch::job::{RunOptions, run_until};
+    use pooch::runtime::job::{RunOptions, run_until};
     use std::sync::atomic::{AtomicBool, Ordering};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("target/bench-data/sniffable");
     if !data.join("posts.csv").exists() {
-        pooch::generate::generate_sniffable(&pooch::generate::SniffableConfig::default(), &data)
-            .expect("generate data");
+        pooch::generate::sniffable::generate_sniffable(
+            &pooch::generate::sniffable::SniffableConfig::default(),
+            &data,
+        )
+        .expect("generate data");
     }
     let out = root.join("target/bench-data/http-out");
     let _ = std::fs::remove_dir_all(&out);

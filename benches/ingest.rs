@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dataflows::plan::{FieldKind, FieldPlan, Format, LatePolicy, SourcePlan, TimeUnit};
-use pooch::ingest::{LineScratch, ShardReader, parse_line};
+use pooch::collect::ingest::{LineScratch, ShardReader, parse_line};
 use serde_json::json;
 
 fn main() {

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use pooch::generate_criteo::{CriteoConfig, FILE_NAME, generate_criteo};
-use pooch::job::{RunOptions, run_until};
+use pooch::generate::criteo::{CriteoConfig, FILE_NAME, generate_criteo};
+use pooch::runtime::job::{RunOptions, run_until};
 use serde_json::{Value as Json, json};
 
 /// The anchors' published VW learn-only speeds, `--ftrl` (examples/s, `../shared/anchors/README.md`).

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use pooch::generate::{SniffableConfig, generate_sniffable};
-use pooch::job::{LiveQueries, LiveQuery, RunOptions, run, run_with_live_queries};
+use pooch::generate::sniffable::{SniffableConfig, generate_sniffable};
+use pooch::runtime::job::{LiveQueries, LiveQuery, RunOptions, run, run_with_live_queries};
 use serde_json::{Value as Json, json};
 
 fn main() {
@@ -99,13 +99,13 @@ fn live_latency(spec: &Path, data: &Path, out: &Path, workers: usize) -> Json {
                 r#"{{"dog": "dog-{}", "hashtags": ["ball", "park"]}}"#,
                 dog * 37
             );
-            pooch::queries::parse_query(json.as_bytes(), &plan)
+            pooch::collect::queries::parse_query(json.as_bytes(), &plan)
                 .expect("query")
                 .row
         })
         .collect();
     let (query_sender, queries) = mpsc::channel();
-    let (answers, answer_receiver) = mpsc::channel::<pooch::job::LiveAnswer>();
+    let (answers, answer_receiver) = mpsc::channel::<pooch::runtime::job::LiveAnswer>();
     let client = std::thread::spawn(move || {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
         let mut id = 0u64;

@@ -1,18 +1,19 @@
-//! How pooch runs: the command line's building blocks. Reading specs and source files,
-//! driving the workers, writing outputs and snapshots, supervising which model version
-//! serves, and generating the Sniffable data.
+//! How pooch runs: the command line's building blocks, one folder per component that runs
+//! outside the graph.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`collect`] | reading source files and queries into typed rows |
+//! | [`publish`] | published versions on disk: the snapshot format and store |
+//! | [`serve`] | the serving state, its supervisor, the HTTP endpoint, `pooch models` |
+//! | [`runtime`] | running a pipeline: workers, feeding, agreement, outputs |
+//! | [`spec`] | reading a TOML spec into a plan |
+//! | [`generate`] | the data generators (Sniffable, Criteo-shaped) |
 
+pub mod collect;
 pub mod generate;
-pub mod generate_criteo;
-pub mod http;
-pub mod ingest;
-pub mod job;
 pub mod loadgen;
-pub mod models;
-pub mod output;
-pub mod queries;
-pub mod read;
-pub mod serving;
-pub mod snapshot;
+pub mod publish;
+pub mod runtime;
+pub mod serve;
 pub mod spec;
-pub mod supervisor;

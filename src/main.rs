@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use pooch::generate::{SniffableConfig, generate_sniffable};
-use pooch::generate_criteo::{CriteoConfig, generate_criteo};
-use pooch::job::{RunError, RunOptions, run};
+use pooch::generate::criteo::{CriteoConfig, generate_criteo};
+use pooch::generate::sniffable::{SniffableConfig, generate_sniffable};
+use pooch::runtime::job::{RunError, RunOptions, run};
 use serde_json::Value as Json;
 
 /// pooch: a reactive machine-learning system on Timely and Differential Dataflow.
@@ -224,7 +224,7 @@ fn main() -> ExitCode {
                     println!(
                         "wrote {} rows to {} ({:.1}% positive, {:.1}% of fields empty)",
                         report.rows,
-                        out.join(pooch::generate_criteo::FILE_NAME).display(),
+                        out.join(pooch::generate::criteo::FILE_NAME).display(),
                         100.0 * report.positive_rate,
                         100.0 * report.missing_rate
                     );
@@ -250,9 +250,9 @@ fn run_command(args: RunArgs) -> ExitCode {
     options.progress = !args.quiet;
     options.follow = args.follow;
     options.poll_interval = std::time::Duration::from_millis(args.poll_ms);
-    options.http = args.http.map(|addr| pooch::http::HttpConfig {
+    options.http = args.http.map(|addr| pooch::serve::http::HttpConfig {
         addr,
-        ..pooch::http::HttpConfig::default()
+        ..pooch::serve::http::HttpConfig::default()
     });
     options.serve_after_input = !args.exit_after_input;
     options.slow_training_per_epoch = args
@@ -278,16 +278,16 @@ fn run_command(args: RunArgs) -> ExitCode {
 }
 
 fn models_command(command: Models) -> ExitCode {
-    let now = pooch::supervisor::now_unix_ms();
+    let now = pooch::serve::supervisor::now_unix_ms();
     let outcome = match &command {
-        Models::List { store, model } => pooch::models::list(store, model.as_deref()),
+        Models::List { store, model } => pooch::serve::models::list(store, model.as_deref()),
         Models::Pin {
             store,
             model,
             version,
-        } => pooch::models::pin(store, model, *version, now),
-        Models::Unpin { store, model } => pooch::models::unpin(store, model, now),
-        Models::Rollback { store, model } => pooch::models::rollback(store, model, now),
+        } => pooch::serve::models::pin(store, model, *version, now),
+        Models::Unpin { store, model } => pooch::serve::models::unpin(store, model, now),
+        Models::Rollback { store, model } => pooch::serve::models::rollback(store, model, now),
     };
     match outcome {
         Ok(text) => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use pooch::job::{RunOptions, run_until};
+use pooch::runtime::job::{RunOptions, run_until};
 use proptest::prelude::*;
 use serde_json::Value as Json;
 

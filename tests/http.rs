@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pooch::http::{self, ApiError, Backend, HttpConfig, HttpServer, Prediction};
+use pooch::serve::http::{self, ApiError, Backend, HttpConfig, HttpServer, Prediction};
 use serde_json::{Value, json};
 
 /// Scores a dog by a hash of its name; `"dog": "panic"` panics, a set delay makes it slow.

@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use dataflows::model::{ModelVersion, RoundMetrics, Weights};
-use pooch::snapshot::{SnapshotMeta, SnapshotStore};
-use pooch::supervisor::{
+use pooch::publish::snapshot::{SnapshotMeta, SnapshotStore};
+use pooch::serve::supervisor::{
     Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig,
 };
 

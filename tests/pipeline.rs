@@ -311,7 +311,8 @@ fn the_published_snapshot_is_the_final_model() {
     check(&run_sniffable(&data, &out, &["-w", "1"]));
     let summary = summary(&out);
 
-    let store = pooch::snapshot::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
+    let store =
+        pooch::publish::snapshot::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
     let newest = store.newest_good("pooch-predictor").expect("listing");
     let snapshot = newest.snapshot.expect("a snapshot loads");
     assert!(newest.skipped.is_empty());
@@ -320,7 +321,7 @@ fn the_published_snapshot_is_the_final_model() {
         summary["model_versions"].as_u64()
     );
     assert_eq!(
-        Json::from(pooch::output::model_digest(&snapshot.model)),
+        Json::from(pooch::runtime::output::model_digest(&snapshot.model)),
         summary["model_digest"]
     );
     assert_eq!(
@@ -330,7 +331,8 @@ fn the_published_snapshot_is_the_final_model() {
 
     // a second run on the same directory continues the numbering
     check(&run_sniffable(&data, &out, &["-w", "1"]));
-    let again = pooch::snapshot::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
+    let again =
+        pooch::publish::snapshot::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
     let newest = again
         .newest_good("pooch-predictor")
         .expect("listing")

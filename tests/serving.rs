@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pooch::http::HttpConfig;
-use pooch::job::{RunOptions, run_until};
+use pooch::runtime::job::{RunOptions, run_until};
+use pooch::serve::http::HttpConfig;
 use serde_json::{Value as Json, json};
 
 const POOCH: &str = env!("CARGO_BIN_EXE_pooch");

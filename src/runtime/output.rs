@@ -16,7 +16,7 @@ use dataflows::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use crate::queries::QueryError;
+use crate::collect::queries::QueryError;
 
 /// A line that did not become a fact, with where it was and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -329,7 +329,7 @@ impl Collector {
     }
 
     /// Copies the reading counters into the serving state's metrics.
-    pub fn report_to(&self, counters: &crate::serving::ServingCounters) {
+    pub fn report_to(&self, counters: &crate::serve::serving::ServingCounters) {
         use std::sync::atomic::Ordering::Relaxed;
         let facts: u64 = self.reads.values().map(|read| read.facts).sum();
         let max_time = self

@@ -56,7 +56,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::generate::{GenerateError, START_TIME, write_atomically};
+use crate::generate::sniffable::{GenerateError, START_TIME, write_atomically};
 
 /// Rows per second of event time: a million rows span about 28 hours.
 pub const ROWS_PER_SEC: u64 = 10;

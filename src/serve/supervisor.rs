@@ -40,7 +40,7 @@ use dataflows::model::{ModelVersion, RoundMetrics};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use crate::snapshot::{self, SnapshotError};
+use crate::publish::snapshot::{self, SnapshotError};
 
 /// The name of a model's control file, in its snapshot directory.
 pub const CONTROL_FILE_NAME: &str = "CONTROL.json";

@@ -58,7 +58,7 @@ pub struct Spec {
     /// The spec file.
     pub path: PathBuf,
     /// The rules deciding which published version serves over HTTP (`[serving]`).
-    pub supervisor: crate::supervisor::SupervisorConfig,
+    pub supervisor: crate::serve::supervisor::SupervisorConfig,
 }
 
 #[derive(Deserialize)]
@@ -707,9 +707,9 @@ impl Checker<'_> {
     fn supervisor(
         &self,
         serving: &ServingSection,
-    ) -> Result<crate::supervisor::SupervisorConfig, SpecError> {
-        let defaults = crate::supervisor::SupervisorConfig::default();
-        let config = crate::supervisor::SupervisorConfig {
+    ) -> Result<crate::serve::supervisor::SupervisorConfig, SpecError> {
+        let defaults = crate::serve::supervisor::SupervisorConfig::default();
+        let config = crate::serve::supervisor::SupervisorConfig {
             promote_margin: serving.promote_margin.unwrap_or(defaults.promote_margin),
             rollback_threshold: serving
                 .rollback_threshold

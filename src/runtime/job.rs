@@ -1,7 +1,7 @@
 //! Running a pipeline: the workers, their reading, the graph, and what it writes.
 //!
 //! Every worker of every process runs [`worker_main`]: it reads its share of every source file
-//! (see [`crate::read`]), feeds facts and corrections into the graph in event-time order, and
+//! (see [`crate::collect::read`]), feeds facts and corrections into the graph in event-time order, and
 //! closes an epoch once the facts it has read have moved past it by the source's lateness.
 //! Worker 0 also feeds the queries and owns every output file.
 //!
@@ -35,10 +35,10 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::worker::Worker;
 
-use crate::output::{Collector, DeadLetter, OutputError, OutputFiles, ReadProgress};
-use crate::queries::{self, ProbeQuery, Queries};
-use crate::read::{Item, Next, Reader};
-use crate::snapshot::{SnapshotMeta, SnapshotStore};
+use crate::collect::queries::{self, ProbeQuery, Queries};
+use crate::collect::read::{Item, Next, Reader};
+use crate::publish::snapshot::{SnapshotMeta, SnapshotStore};
+use crate::runtime::output::{Collector, DeadLetter, OutputError, OutputFiles, ReadProgress};
 use crate::spec::{self, Spec, SpecError};
 
 /// How to run a pipeline.
@@ -72,9 +72,9 @@ pub struct RunOptions {
     /// A serving state outside the graph to keep up to date (for the HTTP endpoint): worker 0
     /// folds in every complete epoch's feature changes and every published version. Set by
     /// [`run_until`] when `http` is given.
-    pub serving: Option<Arc<crate::serving::ServingState>>,
+    pub serving: Option<Arc<crate::serve::serving::ServingState>>,
     /// Serve predictions over HTTP while the run lasts (process 0 only).
-    pub http: Option<crate::http::HttpConfig>,
+    pub http: Option<crate::serve::http::HttpConfig>,
     /// Told the address the HTTP endpoint listens on, once it does.
     pub http_bound: Option<std::sync::mpsc::Sender<std::net::SocketAddr>>,
     /// With `http`, keep serving after the input is read, until a signal.
@@ -226,7 +226,7 @@ pub fn run_until(
     let http = match (&options.http, process) {
         (Some(config), 0) => {
             let serving = start_serving(&spec, &options)?;
-            let server = crate::http::spawn(config.clone(), Arc::clone(&serving) as _)
+            let server = crate::serve::http::spawn(config.clone(), Arc::clone(&serving) as _)
                 .map_err(|error| RunError::Cluster(format!("--http: {error}")))?;
             eprintln!("pooch: serving on http://{}", server.local_addr());
             if let Some(bound) = &options.http_bound {
@@ -288,14 +288,14 @@ pub fn run_until(
 fn start_serving(
     spec: &Spec,
     options: &RunOptions,
-) -> Result<Arc<crate::serving::ServingState>, RunError> {
-    use crate::supervisor::{DecisionLog, Supervisor};
+) -> Result<Arc<crate::serve::serving::ServingState>, RunError> {
+    use crate::serve::supervisor::{DecisionLog, Supervisor};
     let plan = &spec.plan;
     let store_dir = options.out.join("snapshots");
     let failed = |error: String| RunError::Cluster(format!("serving: {error}"));
     let supervisor = Supervisor::new(plan.model.name.clone(), spec.supervisor.clone())
         .map_err(|error| failed(error.to_string()))?;
-    let serving = Arc::new(crate::serving::ServingState::with_supervisor(
+    let serving = Arc::new(crate::serve::serving::ServingState::with_supervisor(
         plan.clone(),
         supervisor,
     ));
@@ -304,7 +304,7 @@ fn start_serving(
     serving
         .attach_store(store_dir.clone(), log)
         .map_err(|error| failed(error.to_string()))?;
-    let store = crate::snapshot::SnapshotStore::open(&store_dir, options.retain_snapshots)
+    let store = crate::publish::snapshot::SnapshotStore::open(&store_dir, options.retain_snapshots)
         .map_err(|error| failed(error.to_string()))?;
     let newest = store
         .newest_good(&plan.model.name)
@@ -763,7 +763,7 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
 /// Folds each complete epoch's feature changes into the serving state, at worker 0, once the
 /// epoch has closed on every worker.
 fn attach_serving<'scope>(
-    serving: Arc<crate::serving::ServingState>,
+    serving: Arc<crate::serve::serving::ServingState>,
     leader: bool,
     tick: u64,
     changes: timely::dataflow::StreamVec<'scope, Time, ((u64, u32), dataflows::event::Accum)>,
@@ -816,7 +816,7 @@ fn attach_serving<'scope>(
 fn attach_sinks<'scope>(
     leader: &Option<Rc<RefCell<Leader>>>,
     plan: &Rc<Plan>,
-    serving: Option<Arc<crate::serving::ServingState>>,
+    serving: Option<Arc<crate::serve::serving::ServingState>>,
     answers: timely::dataflow::StreamVec<'scope, Time, Answer>,
     epochs: timely::dataflow::StreamVec<'scope, Time, dataflows::evaluate::EpochMetrics>,
     versions: timely::dataflow::StreamVec<'scope, Time, ((u64, Arc<ModelVersion>), Time, isize)>,
@@ -992,7 +992,7 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
         files.query_error(error)?;
     }
     let store_dir = options.out.join("snapshots");
-    let store_error = |error: crate::snapshot::SnapshotError| {
+    let store_error = |error: crate::publish::snapshot::SnapshotError| {
         RunError::Output(OutputError {
             path: store_dir.clone(),
             source: std::io::Error::other(error.to_string()),
@@ -1052,7 +1052,7 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
 }
 
 /// The dead letter reporting a file that stopped being readable.
-fn failure_letter(failure: &crate::read::FileFailure) -> DeadLetter {
+fn failure_letter(failure: &crate::collect::read::FileFailure) -> DeadLetter {
     DeadLetter {
         source: failure.source.clone(),
         file: String::new(),

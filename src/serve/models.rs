@@ -1,6 +1,6 @@
 //! The `pooch models` commands: list the versions in a snapshot store with their metrics and
 //! statuses, and write operators' pin, unpin and rollback commands to a model's control file
-//! for a running supervisor (see [`crate::supervisor`]).
+//! for a running supervisor (see [`crate::serve::supervisor`]).
 //!
 //! Every command is recorded in the decisions file beside the store
 //! ([`DecisionLog::path_for_store`]: `OUT/decisions.jsonl` for the store `OUT/snapshots`),
@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::snapshot::{self, SnapshotError, SnapshotStore};
-use crate::supervisor::{
+use crate::publish::snapshot::{self, SnapshotError, SnapshotStore};
+use crate::serve::supervisor::{
     Action, Actor, CONTROL_FILE_NAME, Command, Control, Decision, DecisionLog, DecisionMetrics,
     SupervisorError,
 };

@@ -20,9 +20,9 @@ use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
 use serde_json::{Value as Json, json};
 
-use crate::http::Prediction;
-use crate::queries;
-use crate::supervisor::{
+use crate::collect::queries;
+use crate::serve::http::Prediction;
+use crate::serve::supervisor::{
     ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
     now_unix_ms,
 };
@@ -513,8 +513,8 @@ impl ServingState {
     }
 }
 
-impl crate::http::Backend for ServingState {
-    fn predict(&self, query: &Json) -> Result<Prediction, crate::http::ApiError> {
+impl crate::serve::http::Backend for ServingState {
+    fn predict(&self, query: &Json) -> Result<Prediction, crate::serve::http::ApiError> {
         ServingState::predict(self, query).map_err(api_error)
     }
 
@@ -522,15 +522,15 @@ impl crate::http::Backend for ServingState {
         self.models_json()
     }
 
-    fn pin(&self, model: &str, version: u64) -> Result<Json, crate::http::ApiError> {
+    fn pin(&self, model: &str, version: u64) -> Result<Json, crate::serve::http::ApiError> {
         ServingState::pin(self, model, version).map_err(api_error)
     }
 
-    fn unpin(&self, model: &str) -> Result<Json, crate::http::ApiError> {
+    fn unpin(&self, model: &str) -> Result<Json, crate::serve::http::ApiError> {
         ServingState::unpin(self, model).map_err(api_error)
     }
 
-    fn rollback(&self, model: &str) -> Result<Json, crate::http::ApiError> {
+    fn rollback(&self, model: &str) -> Result<Json, crate::serve::http::ApiError> {
         ServingState::rollback(self, model).map_err(api_error)
     }
 
@@ -543,24 +543,24 @@ impl crate::http::Backend for ServingState {
     }
 }
 
-fn api_error(error: ServeError) -> crate::http::ApiError {
+fn api_error(error: ServeError) -> crate::serve::http::ApiError {
     match error {
         ServeError::BadRequest(message) | ServeError::Refused(message) => {
-            crate::http::ApiError::BadRequest(message)
+            crate::serve::http::ApiError::BadRequest(message)
         }
-        ServeError::UnknownModel(message) => crate::http::ApiError::NotFound(message),
+        ServeError::UnknownModel(message) => crate::serve::http::ApiError::NotFound(message),
     }
 }
 
 /// Loads a version from the snapshot store, if it is there and verifies.
 fn load(store: Option<&PathBuf>, model: &str, version: u64) -> Option<Arc<ModelVersion>> {
-    let store = crate::snapshot::SnapshotStore::open(store?, usize::MAX).ok()?;
+    let store = crate::publish::snapshot::SnapshotStore::open(store?, usize::MAX).ok()?;
     let stored = store
         .list(model)
         .ok()?
         .into_iter()
         .find(|stored| stored.version == version)?;
-    match crate::snapshot::read(&stored.path) {
+    match crate::publish::snapshot::read(&stored.path) {
         Ok(snapshot) if snapshot.model.version == version => Some(Arc::new(snapshot.model)),
         Ok(_) => None,
         Err(error) => {
