@@ -8,6 +8,7 @@
 #   ./run.sh elec2            the elec2 pipeline on ../shared/data
 #   ./run.sh quality          progressive logloss on ../shared/data beside the anchors
 #   ./run.sh cluster N ARGS   `pooch run ARGS` as N local processes; `-- FLAGS` passes timely flags
+#   ./run.sh bless            rewrites the golden files (tests/golden/*/expected) from this build
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -104,6 +105,12 @@ elec2() {
     "$POOCH" run --pipeline pipelines/elec2.toml --out out/elec2 -- -w 1
 }
 
+# Regenerates the golden files from the current build (tests/golden.rs says what they pin).
+bless() {
+    POOCH_BLESS=1 cargo test --release --test golden
+    echo "== golden files rewritten; review the change with: git diff tests/golden"
+}
+
 # Runs `pooch run` as N processes on this machine, joined by a hostfile, and waits for them.
 # If one fails, or on Ctrl-C, the others are stopped.
 cluster() {
@@ -161,6 +168,7 @@ case "${1:-}" in
     elec2) elec2 ;;
     quality) quality ;;
     cluster) shift; cluster "$@" ;;
-    -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    bless) bless ;;
+    -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) echo "unknown command '$1'; see ./run.sh --help" >&2; exit 2 ;;
 esac

@@ -2,9 +2,8 @@
 //! the same facts at any layout, and backpressure.
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -13,84 +12,20 @@ use pooch::runtime::job::{RunOptions, run_until};
 use proptest::prelude::*;
 use serde_json::Value as Json;
 
-const POOCH: &str = env!("CARGO_BIN_EXE_pooch");
-
-fn check(output: &Output) {
-    assert!(
-        output.status.success(),
-        "pooch failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn summary(out: &Path) -> Json {
-    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).expect("summary is JSON")
-}
-
-fn run(spec: &Path, out: &Path, extra: &[&str], timely: &[&str]) -> Output {
-    let mut command = Command::new(POOCH);
-    command
-        .args(["run", "--quiet", "--pipeline"])
-        .arg(spec)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .arg("--")
-        .args(timely);
-    command.output().expect("pooch starts")
-}
+pub mod support;
+use support::{
+    POOCH, TinySpec, check, generate, run, sniffable_spec, summary, two_process_hostfile,
+};
 
 /// Events of users with a score; the label is a high score.
-const EVENTS_SPEC: &str = r#"
-[pipeline]
-name = "events"
-tick_secs = 10
-
-[[sources]]
-name = "events"
-path = "events.csv"
-format = "csv"
-header = true
-time = "time"
-fields = [
-  { name = "user", type = "string", required = true },
-  { name = "score", type = "int" },
-  { name = "time", type = "timestamp" },
-]
-
-[examples]
-source = "events"
-entity = "user"
-
-[label]
-kind = "threshold"
-field = "score"
-at_least = 3
-
-[[features]]
-name = "user"
-kind = "categorical"
-field = "user"
-
-[[features]]
-name = "user_events"
-kind = "aggregate"
-source = "events"
-key = "user"
-function = "count"
-
-[model]
-name = "events"
-bits = 10
-"#;
+fn events_spec() -> TinySpec {
+    TinySpec::new("events")
+}
 
 #[test]
 fn following_a_growing_file_reads_every_fact_once_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let spec = dir.path().join("spec.toml");
-    std::fs::write(&spec, EVENTS_SPEC).expect("spec");
+    let spec = events_spec().write(dir.path());
     let data = dir.path().join("events.csv");
     std::fs::write(&data, "").expect("empty file");
     let out = dir.path().join("out");
@@ -363,10 +298,13 @@ proptest! {
         workers in 1usize..3,
     ) {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let spec = EVENTS_SPEC.replace("format = \"csv\"", &format!("format = \"{format}\""))
-            .replace("header = true", "header = false")
-            .replace("events.csv", "events.data");
-        std::fs::write(dir.path().join("spec.toml"), spec).expect("spec");
+        TinySpec {
+            format: format.to_owned(),
+            header: false,
+            path: "events.data".to_owned(),
+            ..events_spec()
+        }
+        .write(dir.path());
         let mut bytes = Vec::new();
         for line in &lines {
             bytes.extend_from_slice(&line.render(format));
@@ -441,21 +379,6 @@ fn line() -> impl Strategy<Value = Line> {
     ]
 }
 
-fn generate(dir: &Path, dogs: usize, days: u32) {
-    check(
-        &Command::new(POOCH)
-            .args(["generate", "sniffable", "--out"])
-            .arg(dir)
-            .args(["--dogs", &dogs.to_string(), "--days", &days.to_string()])
-            .output()
-            .expect("pooch starts"),
-    );
-}
-
-fn sniffable() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/sniffable.toml")
-}
-
 #[test]
 fn every_layout_reads_the_same_facts() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -464,32 +387,17 @@ fn every_layout_reads_the_same_facts() {
     let data_arg = ["--data", data.to_str().expect("utf-8"), "--chunk-mib", "1"];
 
     let one = dir.path().join("one");
-    check(&run(&sniffable(), &one, &data_arg, &["-w", "1"]));
+    check(&run(&sniffable_spec(), &one, &data_arg, &["-w", "1"]));
     let two = dir.path().join("two");
-    check(&run(&sniffable(), &two, &data_arg, &["-w", "2"]));
+    check(&run(&sniffable_spec(), &two, &data_arg, &["-w", "2"]));
 
     let processes = dir.path().join("processes");
-    let hosts = dir.path().join("hosts");
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port()
-        })
-        .collect();
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .expect("hostfile");
-    let hosts = hosts.to_str().expect("utf-8").to_owned();
+    let hosts = two_process_hostfile(dir.path());
     let second = {
         let (processes, hosts, data) = (processes.clone(), hosts.clone(), data.clone());
         std::thread::spawn(move || {
             run(
-                &sniffable(),
+                &sniffable_spec(),
                 &processes,
                 &["--data", data.to_str().expect("utf-8")],
                 &["-n", "2", "-p", "1", "-h", &hosts],
@@ -497,7 +405,7 @@ fn every_layout_reads_the_same_facts() {
         })
     };
     check(&run(
-        &sniffable(),
+        &sniffable_spec(),
         &processes,
         &data_arg,
         &["-n", "2", "-p", "0", "-h", &hosts],
@@ -527,7 +435,7 @@ fn reading_waits_for_slow_training() {
         "--debug-slow-training-ms",
         "20",
     ];
-    check(&run(&sniffable(), &out, &args, &["-w", "2"]));
+    check(&run(&sniffable_spec(), &out, &args, &["-w", "2"]));
     let summary = summary(&out);
     let ahead = summary["max_read_ahead_epochs"]
         .as_u64()

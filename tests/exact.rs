@@ -3,11 +3,11 @@
 //! epoch's report reaches `metrics.jsonl` and the summary.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value as Json;
 
-const POOCH: &str = env!("CARGO_BIN_EXE_pooch");
+pub mod support;
+use support::{check, json_lines, run};
 
 /// Observations of `y = 2x + 1`, which can be withdrawn by id.
 const SPEC: &str = r#"
@@ -57,27 +57,14 @@ inputs = ["x"]
 l2 = 0.001
 "#;
 
-fn run(dir: &Path, out: &str, workers: &str) -> Json {
+/// Runs the spec in `dir` at `workers` workers into `dir/out`: its summary, with the
+/// metrics lines that report the exact regression under `exact_lines`.
+fn run_exact(dir: &Path, out: &str, workers: &str) -> Json {
     let out = dir.join(out);
-    let output = Command::new(POOCH)
-        .args(["run", "--quiet", "--pipeline"])
-        .arg(dir.join("spec.toml"))
-        .arg("--out")
-        .arg(&out)
-        .args(["--", "-w", workers])
-        .output()
-        .expect("pooch starts");
-    assert!(
-        output.status.success(),
-        "pooch failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
-    let mut summary: Json = serde_json::from_str(&text).expect("JSON summary");
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
-    let reports: Vec<Json> = metrics
-        .lines()
-        .map(|line| serde_json::from_str::<Json>(line).expect("JSON line"))
+    check(&run(&dir.join("spec.toml"), &out, &[], &["-w", workers]));
+    let mut summary = support::summary(&out);
+    let reports: Vec<Json> = json_lines(&out.join("metrics.jsonl"))
+        .into_iter()
         .filter(|line| line.get("exact").is_some())
         .collect();
     summary["exact_lines"] = Json::from(reports);
@@ -95,10 +82,10 @@ fn a_retraction_leaves_the_weights_of_a_run_without_the_fact() {
     let corrected = "id,x,y,op,time\na,0,1,,1\nb,1,3,,5\nc,2,5,,12\nd,3,7,,21\nbad,2,100,,23\ne,4,9,,33\nbad,,,retract,35\nf,5,11,,44\n";
 
     write("observations.csv", corrected);
-    let with_retraction = run(dir.path(), "corrected", "2");
-    let with_retraction_one = run(dir.path(), "corrected-1", "1");
+    let with_retraction = run_exact(dir.path(), "corrected", "2");
+    let with_retraction_one = run_exact(dir.path(), "corrected-1", "1");
     write("observations.csv", clean);
-    let without = run(dir.path(), "clean", "1");
+    let without = run_exact(dir.path(), "clean", "1");
 
     let exact = &with_retraction["exact"];
     assert_eq!(exact["name"], "line");

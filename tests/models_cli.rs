@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use dataflows::model::{ModelVersion, RoundMetrics, Weights};
@@ -13,12 +12,10 @@ use pooch::serve::supervisor::{
     Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig,
 };
 
-const POOCH: &str = env!("CARGO_BIN_EXE_pooch");
-const MODEL: &str = "pooch-predictor";
+pub mod support;
+use support::pooch;
 
-fn pooch(args: &[&str]) -> Output {
-    Command::new(POOCH).args(args).output().expect("run pooch")
-}
+const MODEL: &str = "pooch-predictor";
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -1,90 +1,26 @@
 //! End-to-end tests of the `pooch` binary on generated Sniffable data and on hand-made files.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value as Json;
 
-const POOCH: &str = env!("CARGO_BIN_EXE_pooch");
+pub mod support;
+use support::{
+    TinySpec, check, generate, json_lines, pooch, run, sniffable_spec, sorted_lines, summary,
+    two_process_hostfile,
+};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pooch(args: &[&str]) -> Output {
-    Command::new(POOCH)
-        .args(args)
-        .output()
-        .expect("pooch starts")
-}
-
-fn check(output: &Output) {
-    assert!(
-        output.status.success(),
-        "pooch failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn generate(dir: &Path, dogs: usize, days: u32) {
-    let dir = dir.to_str().expect("utf-8 path");
-    check(&pooch(&[
-        "generate",
-        "sniffable",
-        "--out",
-        dir,
-        "--dogs",
-        &dogs.to_string(),
-        "--days",
-        &days.to_string(),
-    ]));
-}
-
+/// The shipped Sniffable spec over `data`, asked `data/queries.jsonl`.
 fn run_sniffable(data: &Path, out: &Path, timely: &[&str]) -> Output {
-    let spec = root().join("pipelines/sniffable.toml");
     let queries = data.join("queries.jsonl");
-    let mut args = vec![
-        "run",
-        "--quiet",
-        "--pipeline",
-        spec.to_str().expect("utf-8"),
+    let extra = [
         "--data",
         data.to_str().expect("utf-8"),
-        "--out",
-        out.to_str().expect("utf-8"),
         "--queries",
         queries.to_str().expect("utf-8"),
-        "--",
     ];
-    args.extend_from_slice(timely);
-    pooch(&args)
-}
-
-fn summary(out: &Path) -> Json {
-    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).expect("summary is JSON")
-}
-
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = std::fs::read_to_string(path)
-        .expect("readable")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
-
-/// Two ports nobody is listening on right now.
-fn free_ports() -> [u16; 2] {
-    let first = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let second = TcpListener::bind("127.0.0.1:0").expect("bind");
-    [
-        first.local_addr().expect("addr").port(),
-        second.local_addr().expect("addr").port(),
-    ]
+    run(&sniffable_spec(), out, &extra, timely)
 }
 
 #[test]
@@ -97,10 +33,7 @@ fn two_workers_and_two_processes_agree_exactly() {
     check(&run_sniffable(&data, &threads, &["-w", "2"]));
 
     let processes = dir.path().join("processes");
-    let hosts = dir.path().join("hosts");
-    let [port0, port1] = free_ports();
-    std::fs::write(&hosts, format!("127.0.0.1:{port0}\n127.0.0.1:{port1}\n")).expect("hostfile");
-    let hosts = hosts.to_str().expect("utf-8").to_owned();
+    let hosts = two_process_hostfile(dir.path());
     let second = {
         let (data, processes, hosts) = (data.clone(), processes.clone(), hosts.clone());
         std::thread::spawn(move || {
@@ -151,55 +84,18 @@ fn learns_sniffable_close_to_the_truth() {
     assert_eq!(summary["dead_lettered"], 0);
 }
 
-/// A pipeline over one hand-made CSV source.
-const TINY_SPEC: &str = r#"
-[pipeline]
-name = "tiny"
-tick_secs = 10
-
-[[sources]]
-name = "ratings"
-path = "ratings.csv"
-format = "csv"
-header = true
-time = "time"
-fields = [
-  { name = "user", type = "string", required = true },
-  { name = "score", type = "int" },
-  { name = "time", type = "timestamp" },
-]
-
-[examples]
-source = "ratings"
-entity = "user"
-
-[label]
-kind = "threshold"
-field = "score"
-at_least = 3
-
-[[features]]
-name = "user"
-kind = "categorical"
-field = "user"
-
-[[features]]
-name = "user_mean"
-kind = "aggregate"
-source = "ratings"
-key = "user"
-function = "mean"
-field = "score"
-
-[model]
-name = "tiny"
-bits = 8
-"#;
+/// A pipeline over one hand-made CSV source, `ratings.csv`, with each user's mean score.
+fn ratings_spec() -> TinySpec {
+    TinySpec {
+        function: "mean".to_owned(),
+        ..TinySpec::new("ratings")
+    }
+}
 
 #[test]
 fn malformed_lines_are_dead_lettered_and_the_run_completes() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(dir.path().join("spec.toml"), TINY_SPEC).expect("spec");
+    let spec = ratings_spec().write(dir.path());
     let mut csv = b"user,score,time\n".to_vec();
     for line in [
         "u1,4,100",
@@ -218,21 +114,9 @@ fn malformed_lines_are_dead_lettered_and_the_run_completes() {
     csv.extend_from_slice(b"u4,3,90\n"); // 11: late: its epoch closed when time 106 was read
     std::fs::write(dir.path().join("ratings.csv"), &csv).expect("data");
     let out = dir.path().join("out");
-    let output = pooch(&[
-        "run",
-        "--quiet",
-        "--pipeline",
-        dir.path().join("spec.toml").to_str().expect("utf-8"),
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
-    check(&output);
+    check(&run(&spec, &out, &[], &[]));
 
-    let letters: Vec<Json> = std::fs::read_to_string(out.join("dead-letter.jsonl"))
-        .expect("dead letters")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON line"))
-        .collect();
+    let letters = json_lines(&out.join("dead-letter.jsonl"));
     let lines: Vec<u64> = letters
         .iter()
         .map(|letter| letter["line"].as_u64().expect("line"))
@@ -282,17 +166,18 @@ fn malformed_lines_are_dead_lettered_and_the_run_completes() {
 #[test]
 fn a_bad_spec_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let spec = TINY_SPEC.replace(
-        "field = \"score\"\nat_least = 3",
-        "field = \"scor\"\nat_least = 3",
-    );
-    std::fs::write(dir.path().join("spec.toml"), spec).expect("spec");
+    let spec = TinySpec {
+        label_field: "scor".to_owned(),
+        ..ratings_spec()
+    }
+    .write(dir.path());
+    let out = dir.path().join("out");
     let output = pooch(&[
         "run",
         "--pipeline",
-        dir.path().join("spec.toml").to_str().expect("utf-8"),
+        spec.to_str().expect("utf-8"),
         "--out",
-        dir.path().join("out").to_str().expect("utf-8"),
+        out.to_str().expect("utf-8"),
     ]);
     assert_eq!(output.status.code(), Some(2));
     let message = String::from_utf8_lossy(&output.stderr);

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,21 +11,8 @@ use pooch::runtime::job::{RunOptions, run_until};
 use pooch::serve::http::HttpConfig;
 use serde_json::{Value as Json, json};
 
-const POOCH: &str = env!("CARGO_BIN_EXE_pooch");
-
-fn generate(dir: &Path, dogs: usize, days: u32) {
-    let output = Command::new(POOCH)
-        .args(["generate", "sniffable", "--out"])
-        .arg(dir)
-        .args(["--dogs", &dogs.to_string(), "--days", &days.to_string()])
-        .output()
-        .expect("pooch starts");
-    assert!(output.status.success(), "{output:?}");
-}
-
-fn spec() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/sniffable.toml")
-}
+pub mod support;
+use support::{generate, sniffable_spec};
 
 /// A run with the HTTP endpoint on a free port; `with` is called with its address while the
 /// run goes on, then the run is stopped and its summary returned.
@@ -96,7 +82,7 @@ fn a_flood_of_queries_while_ingesting_never_fails_and_names_real_versions() {
     let data = dir.path().join("data");
     generate(&data, 400, 10);
     let out = dir.path().join("out");
-    let (summary, answered) = serve(&spec(), &data, &out, 2, |base| {
+    let (summary, answered) = serve(&sniffable_spec(), &data, &out, 2, |base| {
         let client = client();
         let mut versions = BTreeSet::new();
         let mut answered = 0;
@@ -148,7 +134,7 @@ fn a_diverging_learner_is_never_promoted_and_damaged_snapshots_are_skipped() {
     let out = dir.path().join("out");
 
     // a good run leaves a store of good versions
-    let mut options = RunOptions::new(spec(), out.clone());
+    let mut options = RunOptions::new(sniffable_spec(), out.clone());
     options.data_dir = Some(data.clone());
     options.progress = false;
     let summary = run_until(options, None, Arc::new(AtomicBool::new(false))).expect("a good run");
@@ -183,7 +169,7 @@ fn a_diverging_learner_is_never_promoted_and_damaged_snapshots_are_skipped() {
         .expect("a version in the name");
 
     // the same pipeline with a learning rate that overflows the weights to infinity and NaN
-    let spec_text = std::fs::read_to_string(spec()).expect("the spec");
+    let spec_text = std::fs::read_to_string(sniffable_spec()).expect("the spec");
     let poisoned = spec_text.replacen("learning_rate = 0.5", "learning_rate = 1e300", 1);
     assert_ne!(poisoned, spec_text, "the spec sets learning_rate = 0.5");
     let poisoned_spec = dir.path().join("poisoned.toml");

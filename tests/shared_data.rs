@@ -4,12 +4,14 @@
 //! missing.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value as Json;
 
+pub mod support;
+use support::{check, root, run, summary};
+
 fn shared_data() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let dir = root().join("../shared/data");
     let ratings = dir.join("ml-100k/u.data");
     assert!(
         ratings.is_file(),
@@ -23,26 +25,14 @@ fn shared_data() -> PathBuf {
 fn run_shared(spec: &str, workers: usize) -> Json {
     let data = shared_data();
     let out = tempfile::tempdir().expect("temporary directory");
-    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(spec);
-    let output = Command::new(env!("CARGO_BIN_EXE_pooch"))
-        .args(["run", "--quiet", "--pipeline"])
-        .arg(&spec)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(out.path())
-        .args(["--", "-w", &workers.to_string()])
-        .output()
-        .expect("pooch starts");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary"),
-    )
-    .expect("summary is JSON")
+    let data_arg = ["--data", data.to_str().expect("utf-8")];
+    check(&run(
+        &root().join(spec),
+        out.path(),
+        &data_arg,
+        &["-w", &workers.to_string()],
+    ));
+    summary(out.path())
 }
 
 #[test]
