@@ -622,9 +622,12 @@ fn parse_plain_decimal(text: &[u8]) -> Option<f64> {
 mod tests {
     use super::*;
 
+    use dataflows::plan::Plan;
     use proptest::prelude::*;
 
-    use crate::collect::testing::{field, parse, source};
+    use crate::collect::testing::{
+        Cell, cells, field, json_cell, json_string, parse, rfc3339, source, write_row,
+    };
 
     #[test]
     fn rejects_name_the_field_and_quote_the_text() {
@@ -696,6 +699,505 @@ mod tests {
                 let standard = text.parse::<f64>().ok().filter(|real| real.is_finite());
                 let ours = parse_finite_f64(text.as_bytes());
                 prop_assert_eq!(ours.map(f64::to_bits), standard.map(f64::to_bits), "{}", text);
+            }
+        }
+    }
+
+    /// A pipeline whose example source has a field of every kind, the entity `dog` required,
+    /// timed by an RFC 3339 field, with a feature on every field.
+    const EVERY_KIND_SPEC: &str = r#"
+[pipeline]
+name = "skew"
+tick_secs = 3600
+
+[[sources]]
+name = "events"
+path = "events.csv"
+format = "csv"
+time = "when"
+fields = [
+  { name = "count", type = "int" },
+  { name = "score", type = "float" },
+  { name = "dog", type = "string", required = true },
+  { name = "tags", type = "strings", separator = "|" },
+  { name = "seen", type = "timestamp" },
+  { name = "seen_ms", type = "timestamp", unit = "ms" },
+  { name = "breed", type = "string" },
+  { name = "when", type = "timestamp", unit = "rfc3339" },
+]
+
+[examples]
+source = "events"
+entity = "dog"
+
+[label]
+kind = "threshold"
+field = "count"
+at_least = 3
+
+[[features]]
+name = "count"
+kind = "numeric"
+field = "count"
+
+[[features]]
+name = "count_level"
+kind = "categorical"
+field = "count"
+
+[[features]]
+name = "score"
+kind = "numeric"
+field = "score"
+
+[[features]]
+name = "dog"
+kind = "categorical"
+field = "dog"
+
+[[features]]
+name = "tags"
+kind = "categorical"
+field = "tags"
+
+[[features]]
+name = "seen"
+kind = "categorical"
+field = "seen"
+
+[[features]]
+name = "seen_ms"
+kind = "numeric"
+field = "seen_ms"
+
+[[features]]
+name = "breed"
+kind = "categorical"
+field = "breed"
+
+[[features]]
+name = "hour"
+kind = "hour_of_day"
+
+[model]
+name = "m"
+"#;
+
+    /// The field names of [`EVERY_KIND_SPEC`]'s source, in order.
+    const NAMES: [&str; 8] = [
+        "count", "score", "dog", "tags", "seen", "seen_ms", "breed", "when",
+    ];
+
+    fn every_kind_plan() -> Plan {
+        crate::spec::parse(EVERY_KIND_SPEC, std::path::Path::new("skew.toml"), None)
+            .expect("the test spec")
+            .plan
+    }
+
+    /// The example source as it would read a file of `format`.
+    fn example_source(plan: &Plan, format: Format) -> SourcePlan {
+        let mut source = plan.example_source().clone();
+        source.format = format;
+        source
+    }
+
+    /// The time of the events of the rule tests: a source requires its time field, while a
+    /// query without one is asked at the end of the input.
+    const WHEN: (&str, &str, &str) = ("when", "2026-01-01T00:00:00Z", "\"2026-01-01T00:00:00Z\"");
+
+    /// One event read four ways: as a CSV line, as a JSON Lines line, as a line of a queries
+    /// file and as an HTTP request. A reject or query error is its message.
+    #[derive(Debug)]
+    struct FourWays {
+        csv: Result<Row, String>,
+        json_lines: Result<Row, String>,
+        queries_file: Result<Row, String>,
+        http: Result<Row, String>,
+    }
+
+    impl FourWays {
+        /// Reads the event whose fields are given as (name, CSV text, JSON value) triples;
+        /// fields left out are empty in the CSV line and absent from the JSON objects, except
+        /// `dog` (`rex`) and `when` ([`WHEN`]).
+        fn read(plan: &Plan, given: &[(&str, &str, &str)]) -> FourWays {
+            let mut fields = given.to_vec();
+            for default in [("dog", "rex", "\"rex\""), WHEN] {
+                if !fields.iter().any(|(name, _, _)| *name == default.0) {
+                    fields.push(default);
+                }
+            }
+            let csv_line = NAMES
+                .iter()
+                .map(|name| {
+                    fields
+                        .iter()
+                        .find(|(field, _, _)| field == name)
+                        .map_or("", |(_, text, _)| text)
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let body = fields
+                .iter()
+                .map(|(name, _, json)| format!("\"{name}\": {json}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            FourWays::of_lines(plan, &csv_line, &format!("{{{body}}}"))
+        }
+
+        /// Reads a CSV line and a JSON object (as a JSON Lines line and as a query).
+        fn of_lines(plan: &Plan, csv_line: &str, json_object: &str) -> FourWays {
+            let mut scratch = LineScratch::new();
+            let csv = parse_line(
+                csv_line.as_bytes(),
+                &example_source(plan, Format::Csv),
+                &mut scratch,
+            )
+            .map_err(|reject| reject.to_string());
+            let json_lines = parse_line(
+                json_object.as_bytes(),
+                &example_source(plan, Format::JsonLines),
+                &mut scratch,
+            )
+            .map_err(|reject| reject.to_string());
+            let file = crate::collect::queries::parse(json_object.as_bytes(), plan);
+            let queries_file = match (&file.queries[..], &file.errors[..]) {
+                ([query], []) => Ok(query.row.clone()),
+                ([], [error]) => Err(error.reason.clone()),
+                _ => panic!("one query line gave {file:?}"),
+            };
+            let object: serde_json::Map<String, Json> =
+                serde_json::from_str(json_object).expect("a JSON object");
+            let http = crate::collect::queries::parse_object(&object, 1, plan, false)
+                .map(|query| query.row)
+                .map_err(|error| error.reason);
+            FourWays {
+                csv,
+                json_lines,
+                queries_file,
+                http,
+            }
+        }
+
+        /// The one row all four give, or a panic naming the one that differs.
+        fn agreed(&self) -> Result<Row, String> {
+            assert_eq!(self.json_lines, self.csv, "JSON Lines against CSV");
+            self.agreed_without_csv()
+        }
+
+        /// The row the JSON paths all give: for a JSON value that has no CSV text.
+        fn agreed_without_csv(&self) -> Result<Row, String> {
+            assert_eq!(
+                self.queries_file, self.json_lines,
+                "queries file against source"
+            );
+            assert_eq!(self.http, self.json_lines, "HTTP against source");
+            self.json_lines.clone()
+        }
+    }
+
+    /// The value of one field, when the event is read the same four ways.
+    fn agreed_value(fields: &[(&str, &str, &str)], name: &str) -> Value {
+        let plan = every_kind_plan();
+        let row = FourWays::read(&plan, fields).agreed().expect("a row");
+        let index = NAMES
+            .iter()
+            .position(|field| *field == name)
+            .expect("a field");
+        row[index].clone()
+    }
+
+    #[test]
+    fn text_is_trimmed_everywhere() {
+        let plan = every_kind_plan();
+        let row = FourWays::read(&plan, &[("dog", " dog-17", "\" dog-17\"")]).agreed();
+        assert_eq!(row.expect("a row")[2], Value::Text(symbol(b"dog-17")));
+        assert_eq!(
+            agreed_value(&[("breed", "\tcollie ", "\"\\tcollie \"")], "breed"),
+            Value::Text(symbol(b"collie"))
+        );
+        // Only ASCII whitespace is trimmed, in a list item too.
+        assert_eq!(
+            agreed_value(&[("tags", "\u{a0}ball", "[\"\u{a0}ball \"]")], "tags"),
+            Value::List(vec![symbol("\u{a0}ball".as_bytes())])
+        );
+    }
+
+    #[test]
+    fn empty_and_blank_text_are_missing_everywhere() {
+        for (csv, json) in [("", "\"\""), ("   ", "\"   \""), ("", "null")] {
+            for name in ["breed", "count", "score", "tags", "seen", "seen_ms"] {
+                assert_eq!(
+                    agreed_value(&[(name, csv, json)], name),
+                    Value::Missing,
+                    "{name}: {json}"
+                );
+            }
+        }
+        // The entity is required by a source line and a query alike.
+        let plan = every_kind_plan();
+        let blank = FourWays::read(&plan, &[("dog", " ", "\" \"")]);
+        assert_eq!(
+            blank.csv,
+            Err("field `dog` is required but empty".to_owned())
+        );
+        assert_eq!(blank.json_lines, blank.csv);
+        for query in [&blank.queries_file, &blank.http] {
+            let reason = query.as_ref().expect_err("no entity");
+            assert!(reason.contains("field `dog` is required"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_strings_read_as_their_kind_everywhere() {
+        assert_eq!(
+            agreed_value(&[("count", " 3", "\" 3\"")], "count"),
+            Value::Int(3)
+        );
+        assert_eq!(
+            agreed_value(&[("count", "+7", "\"+7\"")], "count"),
+            Value::Int(7)
+        );
+        assert_eq!(
+            agreed_value(&[("score", "0.5", "\"0.5\"")], "score"),
+            Value::Real(Real(0.5))
+        );
+        assert_eq!(
+            agreed_value(&[("seen", "12", "\"12\"")], "seen"),
+            Value::Time(12)
+        );
+        assert_eq!(
+            agreed_value(&[("seen_ms", "1500", "\"1500\"")], "seen_ms"),
+            Value::Time(1)
+        );
+        // And what does not read is rejected everywhere, with one message.
+        let plan = every_kind_plan();
+        let bad = FourWays::read(&plan, &[("count", "1.0", "\"1.0\"")]);
+        assert_eq!(
+            bad.agreed(),
+            Err("field `count`: cannot read \"1.0\" as an integer".to_owned())
+        );
+    }
+
+    #[test]
+    fn json_numbers_read_as_their_kind_in_sources_and_queries() {
+        let plan = every_kind_plan();
+        let read = |json: &str| {
+            FourWays::of_lines(
+                &plan,
+                "",
+                &format!("{{\"dog\": \"rex\", \"when\": {}, {json}}}", WHEN.2),
+            )
+            .agreed_without_csv()
+        };
+        let row = read(r#""count": 1e3, "score": 7, "seen": 12.0, "seen_ms": 2000.0"#)
+            .expect("whole numbers in any notation");
+        assert_eq!(
+            [&row[0], &row[1], &row[4], &row[5]],
+            [
+                &Value::Int(1000),
+                &Value::Real(Real(7.0)),
+                &Value::Time(12),
+                &Value::Time(2)
+            ]
+        );
+        // A number in a string field is its text, as the same text in a CSV field is.
+        for (json, text) in [("196", "196"), ("-3", "-3"), ("0.5", "0.5")] {
+            assert_eq!(
+                agreed_value(&[("breed", text, json)], "breed"),
+                Value::Text(symbol(text.as_bytes())),
+                "{json}"
+            );
+        }
+        assert_eq!(
+            read(r#""seen": -1"#),
+            Err(
+                "field `seen`: cannot read \"-1\" as a whole, non-negative timestamp in seconds"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn booleans_are_strings_everywhere_and_nothing_else() {
+        assert_eq!(
+            agreed_value(&[("breed", "true", "true")], "breed"),
+            Value::Text(symbol(b"true"))
+        );
+        let plan = every_kind_plan();
+        let read = |json: &str| {
+            FourWays::of_lines(
+                &plan,
+                "",
+                &format!("{{\"dog\": \"rex\", \"when\": {}, {json}}}", WHEN.2),
+            )
+            .agreed_without_csv()
+        };
+        assert_eq!(
+            read(r#""count": false"#),
+            Err("field `count`: expected an integer, found a JSON boolean".to_owned())
+        );
+    }
+
+    #[test]
+    fn lists_read_the_same_from_text_and_arrays_everywhere() {
+        let expected = Value::List(vec![symbol(b"ball"), symbol(b"park")]);
+        assert_eq!(
+            agreed_value(&[("tags", " ball | | park", "\" ball | | park\"")], "tags"),
+            expected
+        );
+        assert_eq!(
+            agreed_value(
+                &[("tags", "ball|park", "[\" ball\", \"\", \"park \"]")],
+                "tags"
+            ),
+            expected
+        );
+        assert_eq!(
+            agreed_value(&[("tags", "||", "[\"\", \" \"]")], "tags"),
+            Value::Missing
+        );
+        let plan = every_kind_plan();
+        let read = |json: &str| {
+            FourWays::of_lines(
+                &plan,
+                "",
+                &format!("{{\"dog\": \"rex\", \"when\": {}, {json}}}", WHEN.2),
+            )
+            .agreed_without_csv()
+        };
+        for (json, found) in [
+            (r#""tags": ["a", 5]"#, "a JSON array holding a number"),
+            (r#""tags": ["a", null]"#, "a JSON array holding null"),
+            (r#""tags": [["a"]]"#, "a JSON array holding an array"),
+            (r#""tags": 5"#, "a JSON number"),
+        ] {
+            assert_eq!(
+                read(json),
+                Err(format!(
+                    "field `tags`: expected a list of strings, found {found}"
+                )),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_read_by_their_unit_everywhere() {
+        assert_eq!(
+            agreed_value(
+                &[(
+                    "when",
+                    " 2026-01-01T01:00:00+01:00 ",
+                    "\" 2026-01-01T01:00:00+01:00 \""
+                )],
+                "when"
+            ),
+            Value::Time(1_767_225_600)
+        );
+        assert_eq!(
+            agreed_value(&[("seen_ms", "1767225600999", "1767225600999")], "seen_ms"),
+            Value::Time(1_767_225_600)
+        );
+        // A query's `time`, when it is not the time field's name, is unix seconds.
+        let plan = every_kind_plan();
+        let query = crate::collect::queries::parse(br#"{"dog": "rex", "time": "7200"}"#, &plan);
+        assert_eq!(query.queries[0].time, Some(7200));
+        assert_eq!(query.queries[0].row[7], Value::Time(7200));
+    }
+
+    /// One event with a random value in every field, as a CSV line, a JSON object for a
+    /// JSON Lines source and another for a query (each written its own random way), with the
+    /// row it should read as.
+    fn every_kind_events() -> impl Strategy<Value = (String, String, String, Row)> {
+        (
+            cells(),
+            prop::option::weighted(0.8, "[a-z 0-9\t]{0,6}"),
+            prop::option::weighted(0.8, (0..253_402_300_800u64, any::<bool>())),
+            prop::collection::vec(any::<u8>(), 16),
+        )
+            .prop_map(|(cells, breed, when, styles)| {
+                let (csv_line, mut row) = write_row(&cells, Format::Csv);
+                let mut json_line = Vec::new();
+                let mut query = vec!["\"id\": \"q\"".to_owned()];
+                for (index, cell) in cells.iter().enumerate() {
+                    let name = NAMES[index];
+                    let (written, value) = json_cell(cell, styles[index]);
+                    assert_eq!(value, row[index]);
+                    json_line.extend(written.map(|json| format!("\"{name}\": {json}")));
+                    let (written, _) = json_cell(cell, styles[index + 8]);
+                    query.extend(written.map(|json| format!("\"{name}\": {json}")));
+                }
+                let breed = breed.map_or(Cell::Missing, |text| Cell::Text(text, false));
+                let breed_text = match &breed {
+                    Cell::Text(text, _) => text.clone(),
+                    _ => String::new(),
+                };
+                let (breed_in_line, breed_value) = json_cell(&breed, styles[6]);
+                let (breed_in_query, _) = json_cell(&breed, styles[14]);
+                json_line.extend(breed_in_line.map(|json| format!("\"breed\": {json}")));
+                query.extend(breed_in_query.map(|json| format!("\"breed\": {json}")));
+                let when_text = when.map_or(String::new(), |(seconds, fraction)| {
+                    rfc3339(seconds, fraction)
+                });
+                let when_value = when.map_or(Value::Missing, |(seconds, _)| Value::Time(seconds));
+                for entries in [&mut json_line, &mut query] {
+                    entries.push(format!("\"when\": {}", json_string(&when_text)));
+                }
+                row.push(breed_value);
+                row.push(when_value);
+                (
+                    format!("{csv_line},{breed_text},{when_text}"),
+                    format!("{{{}}}", json_line.join(", ")),
+                    format!("{{{}}}", query.join(", ")),
+                    row,
+                )
+            })
+    }
+
+    /// The features an event with this row is scored on, as serving builds the event.
+    fn features(plan: &Plan, row: &Row) -> dataflows::learn::logistic::Features {
+        let time = match plan.example_source().time_field.map(|field| &row[field]) {
+            Some(Value::Time(time)) => *time,
+            _ => 0,
+        };
+        let event = dataflows::event::Event::new(plan, 0, time, time, row.clone());
+        dataflows::event::featurize(plan, &event)
+    }
+
+    proptest! {
+        /// Any row written as a source line (CSV or JSON Lines) and as a query (a queries-file
+        /// line or an HTTP request) reads as the same row, and so gives the same features.
+        #[test]
+        fn a_row_reads_the_same_as_a_source_line_and_as_a_query(
+            (csv_line, json_line, query, row) in every_kind_events(),
+        ) {
+            let plan = every_kind_plan();
+            let source = FourWays::of_lines(&plan, &csv_line, &json_line);
+            let asked = FourWays::of_lines(&plan, &csv_line, &query);
+            // Without an entity every way rejects the event.
+            if row[2] == Value::Missing {
+                prop_assert!(source.csv.is_err() && source.json_lines.is_err());
+                prop_assert!(asked.queries_file.is_err() && asked.http.is_err());
+                return Ok(());
+            }
+            // A source requires its time field; a query without one is asked at the end of the
+            // input, and reads the same otherwise.
+            if row[7] == Value::Missing {
+                let reject = Err("field `when` is required but empty".to_owned());
+                prop_assert_eq!(&source.csv, &reject);
+                prop_assert_eq!(&source.json_lines, &reject);
+                prop_assert_eq!(&asked.queries_file, &Ok(row.clone()), "{}", query);
+                prop_assert_eq!(&asked.http, &Ok(row.clone()), "{}", query);
+                return Ok(());
+            }
+            prop_assert_eq!(&source.csv, &Ok(row.clone()), "{}", csv_line);
+            prop_assert_eq!(&source.json_lines, &Ok(row.clone()), "{}", json_line);
+            prop_assert_eq!(&asked.queries_file, &Ok(row.clone()), "{}", query);
+            prop_assert_eq!(&asked.http, &Ok(row.clone()), "{}", query);
+            let trained = features(&plan, &row);
+            for read in [&source.csv, &source.json_lines, &asked.queries_file, &asked.http] {
+                let read = read.as_ref().expect("a row");
+                prop_assert_eq!(&features(&plan, read), &trained);
             }
         }
     }
