@@ -33,7 +33,9 @@
 //! - **Required fields.** A source line whose required field is missing is rejected
 //!   ([`check_required`]). A query is an event to score, not a fact: it carries no example id,
 //!   label or truth, which sources often require, so a query requires only its entity
-//!   (checked in `queries`), and a required field it leaves out reads as missing.
+//!   (checked in `queries`), and a required field it leaves out reads as missing. Nor does it
+//!   need the time field, which a spec makes required: without one it is asked at the end of
+//!   the input.
 //! - **A key given twice** counts as its last value. (A JSON Lines line must still have every
 //!   one readable; a query is read from a JSON object, which keeps only the last.)
 //!
@@ -561,7 +563,7 @@ fn decimal_digit(byte: u8) -> Option<u8> {
 }
 
 /// Reads a real number, refusing infinities and NaN, which no feature can use.
-pub(crate) fn parse_finite_f64(text: &[u8]) -> Option<f64> {
+fn parse_finite_f64(text: &[u8]) -> Option<f64> {
     if let Some(real) = parse_plain_decimal(text) {
         return Some(real);
     }
