@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dataflows::plan::{FieldKind, FieldPlan, Format, LatePolicy, SourcePlan, TimeUnit};
-use pooch::collect::ingest::{LineScratch, ShardReader, parse_line};
+use pooch::collect::delimited::LineScratch;
+use pooch::collect::row::parse_line;
+use pooch::collect::shard::ShardReader;
 use serde_json::json;
 
 fn main() {

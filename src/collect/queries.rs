@@ -5,17 +5,29 @@
 //! {"id": "q1", "dog": "dog-17", "hashtags": ["ball", "park"], "time": 1769644800}
 //! ```
 //!
-//! `id` names the query in its answer (a string or a number; the line number when absent).
-//! `time` is when it is asked, in unix seconds; without it the query is asked at the end of
-//! the input. A malformed query becomes an error line in the answers, naming the line and
-//! the problem; it never stops the run.
+//! Every field's value is read by the row rules ([`crate::collect::row`]), exactly as a source
+//! line's is, so that a query asks about the features the model was trained on. This module
+//! handles only what is query-specific:
+//!
+//! - `id` names the query in its answer (a string or a number; `line-N` when absent);
+//! - `time` is when it is asked: unix seconds, read as a timestamp field in seconds is, or the
+//!   example source's time field by its own name, read by that field's kind; without either
+//!   the query is asked at the end of the input. Where the time field is itself named `time`,
+//!   `time` is read by its kind;
+//! - `model`, which the serving endpoint checks;
+//! - keys outside the schema are errors in a queries file and ignored over HTTP;
+//! - the entity field is required: it names whom the query is about.
+//!
+//! A malformed query becomes an error line in the answers, naming the line and the problem; it
+//! never stops the run.
 
 use std::path::Path;
 
-use dataflows::fact::{Real, Row, Time, Value};
-use dataflows::hashing::symbol;
-use dataflows::plan::{FieldKind, Plan, TimeUnit};
+use dataflows::fact::{Row, Time, Value};
+use dataflows::plan::{FieldKind, FieldPlan, Plan, SourcePlan, TimeUnit};
 use serde_json::Value as Json;
+
+use crate::collect::row::{self, UTF8_BOM};
 
 /// One well-formed query.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +70,8 @@ pub fn read(path: &Path, plan: &Plan) -> Result<Queries, std::io::Error> {
 /// Parses the bytes of a queries file.
 pub fn parse(bytes: &[u8], plan: &Plan) -> Queries {
     let mut queries = Queries::default();
+    // A byte order mark is no JSON, as in a JSON Lines source.
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
         let number = index as u64 + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -108,9 +122,6 @@ pub fn parse_object(
         .cloned()
         .unwrap_or_else(|| Json::from(format!("line-{number}")));
     let source = plan.example_source();
-    let time_name = source
-        .time_field
-        .map(|field| source.fields[field].name.as_str());
 
     for key in object.keys().filter(|_| strict) {
         if key != "id" && key != "time" && key != "model" && source.field(key).is_none() {
@@ -126,35 +137,17 @@ pub fn parse_object(
             ));
         }
     }
-    let time = match object
-        .get("time")
-        .or_else(|| time_name.and_then(|name| object.get(name)))
-    {
-        None | Some(Json::Null) => None,
-        Some(value) => match value.as_u64() {
-            Some(seconds) => Some(seconds),
-            None => {
-                return Err(error(
-                    Some(id),
-                    format!("`time` must be whole unix seconds, not {value}"),
-                ));
-            }
-        },
-    };
-
+    let time =
+        asked_time(object, source).map_err(|reject| error(Some(id.clone()), reject.to_string()))?;
     let mut row = Vec::with_capacity(source.fields.len());
     for (index, field) in source.fields.iter().enumerate() {
         let value = if Some(index) == source.time_field {
-            time.map(Value::Time).unwrap_or(Value::Missing)
+            time.map_or(Value::Missing, Value::Time)
         } else {
             match object.get(&field.name) {
-                None | Some(Json::Null) => Value::Missing,
-                Some(json) => to_value(json, &field.kind).map_err(|reason| {
-                    error(
-                        Some(id.clone()),
-                        format!("field `{}`: {reason}", field.name),
-                    )
-                })?,
+                None => Value::Missing,
+                Some(json) => row::read_json(json, field)
+                    .map_err(|reject| error(Some(id.clone()), reject.to_string()))?,
             }
         };
         row.push(value);
@@ -174,76 +167,48 @@ pub fn parse_object(
     Ok(ProbeQuery { id, time, row })
 }
 
-fn to_value(json: &Json, kind: &FieldKind) -> Result<Value, String> {
-    match kind {
-        FieldKind::Int => json
-            .as_i64()
-            .map(Value::Int)
-            .ok_or_else(|| format!("expected a whole number, not {json}")),
-        FieldKind::Real => json
-            .as_f64()
-            .filter(|number| number.is_finite())
-            .map(|number| Value::Real(Real(number)))
-            .ok_or_else(|| format!("expected a number, not {json}")),
-        FieldKind::Text => match json {
-            Json::String(text) => Ok(Value::Text(symbol(text.as_bytes()))),
-            Json::Number(number) => Ok(Value::Text(symbol(number.to_string().as_bytes()))),
-            other => Err(format!("expected a string, not {other}")),
+/// When a query is asked, if it says: its `time`, or the example source's time field by name.
+fn asked_time(
+    object: &serde_json::Map<String, Json>,
+    source: &SourcePlan,
+) -> Result<Option<Time>, row::Reject> {
+    let time_field = source.time_field.map(|field| &source.fields[field]);
+    let seconds;
+    let (json, field) = match (object.get("time"), time_field) {
+        (Some(json), Some(field)) if field.name == "time" => (json, field),
+        (Some(json), _) => {
+            seconds = unix_seconds();
+            (json, &seconds)
+        }
+        (None, Some(field)) => match object.get(&field.name) {
+            Some(json) => (json, field),
+            None => return Ok(None),
         },
-        FieldKind::List { separator } => {
-            let items: Vec<String> = match json {
-                Json::Array(items) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| format!("expected a list of strings, found {item}"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                Json::String(text) => text
-                    .split(char::from(*separator))
-                    .map(str::to_owned)
-                    .collect(),
-                other => return Err(format!("expected a list of strings, not {other}")),
-            };
-            let symbols: Vec<u64> = items
-                .iter()
-                .map(|item| item.trim())
-                .filter(|item| !item.is_empty())
-                .map(|item| symbol(item.as_bytes()))
-                .collect();
-            Ok(if symbols.is_empty() {
-                Value::Missing
-            } else {
-                Value::List(symbols)
-            })
-        }
-        FieldKind::Time {
-            unit: TimeUnit::Rfc3339,
-        } => json
-            .as_str()
-            .and_then(|text| {
-                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .and_then(|moment| u64::try_from(moment.unix_timestamp()).ok())
-            .map(Value::Time)
-            .ok_or_else(|| format!("expected an RFC 3339 time, not {json}")),
-        FieldKind::Time { unit } => {
-            let number = json
-                .as_u64()
-                .ok_or_else(|| format!("expected a whole, non-negative time, not {json}"))?;
-            Ok(Value::Time(match unit {
-                TimeUnit::Milliseconds => number / 1000,
-                TimeUnit::Seconds | TimeUnit::Rfc3339 => number,
-            }))
-        }
+        (None, None) => return Ok(None),
+    };
+    Ok(match row::read_json(json, field)? {
+        Value::Time(time) => Some(time),
+        // A time field reads as a time or as missing.
+        _ => None,
+    })
+}
+
+/// How `time` reads when it is not the time field's name: as a timestamp field in seconds.
+fn unix_seconds() -> FieldPlan {
+    FieldPlan {
+        name: "time".to_owned(),
+        kind: FieldKind::Time {
+            unit: TimeUnit::Seconds,
+        },
+        required: false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use dataflows::hashing::symbol;
 
     fn plan() -> Plan {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/sniffable.toml");
@@ -282,6 +247,9 @@ not json
         assert!(reasons[0].1.starts_with("invalid JSON"));
         assert!(reasons[1].1.contains("field `dog` is required"));
         assert!(reasons[2].1.contains("unknown field `dgo`"));
-        assert!(reasons[3].1.contains("`time` must be whole unix seconds"));
+        assert_eq!(
+            reasons[3].1,
+            "field `time`: cannot read \"-5\" as a whole, non-negative timestamp in seconds"
+        );
     }
 }

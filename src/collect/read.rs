@@ -1,7 +1,7 @@
 //! A worker's reading: its share of every source file, merged by event time into facts,
 //! corrections and dead letters.
 //!
-//! Each file is shared among the workers in strided chunks (see [`crate::collect::ingest`]), except the
+//! Each file is shared among the workers in strided chunks (see [`crate::collect::shard`]), except the
 //! files of a source timed by its order, which one worker reads whole so that it can count.
 //! A worker merges its shares of all files by event time, ties broken by fact id, so that it
 //! feeds the graph in time order and can close epochs as its input moves past them.
@@ -16,7 +16,9 @@ use dataflows::hashing::symbol;
 use dataflows::plan::{LatePolicy, Plan, SourcePlan};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::collect::ingest::{IngestError, LineScratch, MAX_LINE_BYTES, ShardReader, parse_line};
+use crate::collect::delimited::LineScratch;
+use crate::collect::row::parse_line;
+use crate::collect::shard::{IngestError, MAX_LINE_BYTES, ShardReader};
 use crate::runtime::output::{DeadLetter, RAW_LIMIT, ReadProgress};
 
 /// What a line became.
