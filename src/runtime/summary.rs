@@ -307,7 +307,7 @@ pub fn model_digest(model: &ModelVersion) -> String {
 }
 
 /// The names of an exact regression's weights: its input fields, then `intercept`.
-pub fn exact_weight_names(plan: &Plan) -> Vec<String> {
+fn exact_weight_names(plan: &Plan) -> Vec<String> {
     let Some(exact) = &plan.exact else {
         return Vec::new();
     };
