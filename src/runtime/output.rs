@@ -181,16 +181,8 @@ impl OutputFiles {
         plan: &dataflows::plan::Plan,
         report: &ExactReport,
     ) -> Result<(), OutputError> {
-        /// The line of an exact report, its fields in this order.
-        #[derive(Serialize)]
-        struct Line {
-            epoch: u64,
-            exact: ExactSummary,
-        }
-        let line = Line {
-            epoch: report.epoch,
-            exact: ExactSummary::of(plan, report),
-        };
+        // through a JSON value, whose maps are sorted, as every line of the file is
+        let line = json!({ "epoch": report.epoch, "exact": ExactSummary::of(plan, report) });
         Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
     }
 

@@ -1,7 +1,8 @@
 //! The summary a run ends with: [`Summary`], written once to `OUT/summary.json` and returned.
 //!
-//! Its fields are declared in alphabetical order, so that the file lists its keys sorted, as
-//! it always has (scripts and tests read it by key).
+//! The file lists its keys sorted, as it always has (scripts and tests read it by key): it is
+//! written through a JSON value, whose maps are sorted, and the fields are declared in the
+//! same order for the reader's sake.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,13 +29,13 @@ pub struct Summary {
     pub epochs: u64,
     /// Epochs that had labelled examples.
     pub epochs_with_examples: u64,
+    /// The exact regression's final report, when the spec asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactSummary>,
     /// Labelled examples scored.
     pub examples: u64,
     /// Examples that entered the feature lookups.
     pub examples_in: u64,
-    /// The exact regression's final report, when the spec asks for one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exact: Option<ExactSummary>,
     /// A digest of every fact read, the same at every worker layout.
     pub facts_digest: String,
     /// Facts read per wall-clock second.
@@ -251,13 +252,18 @@ impl Summary {
         }
     }
 
-    /// Writes the summary to `path`, pretty-printed.
+    /// The summary as pretty-printed JSON, its keys sorted at every level.
+    pub fn to_json_text(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(&serde_json::to_value(self)?)
+    }
+
+    /// Writes the summary to `path`, as [`Summary::to_json_text`] and a newline.
     pub fn write(&self, path: &Path) -> Result<(), OutputError> {
         let failed = |source| OutputError {
             path: path.to_owned(),
             source,
         };
-        let text = serde_json::to_string_pretty(self).map_err(|error| failed(error.into()))?;
+        let text = self.to_json_text().map_err(|error| failed(error.into()))?;
         std::fs::write(path, text + "\n").map_err(failed)
     }
 
@@ -414,7 +420,7 @@ mod tests {
     #[test]
     fn the_file_lists_its_keys_sorted_and_leaves_out_a_missing_exact() {
         let mut written = summary();
-        let text = serde_json::to_string_pretty(&written).expect("serialized");
+        let text = written.to_json_text().expect("serialized");
         let keys: Vec<&str> = text
             .lines()
             .filter_map(|line| line.strip_prefix("  \"")?.split('"').next())
@@ -423,15 +429,30 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(keys, sorted);
         assert!(keys.contains(&"exact"));
+        // the fields are declared in the file's order, at every level
+        assert_eq!(
+            serde_json::to_string_pretty(&written).expect("serialized"),
+            text
+        );
         // the shape `./run.sh`'s summary_field reads
         assert!(text.contains("\n  \"logloss\": 0.284,\n"), "{text}");
 
         written.exact = None;
-        let text = serde_json::to_string_pretty(&written).expect("serialized");
+        let text = written.to_json_text().expect("serialized");
         assert!(!text.contains("\"exact\""));
         assert_eq!(
             serde_json::from_str::<Summary>(&text).expect("read back"),
             written
         );
+    }
+
+    #[test]
+    fn a_score_that_is_not_finite_is_written_as_null() {
+        let mut written = summary();
+        written.logloss = Some(f64::NAN);
+        let text = written.to_json_text().expect("serialized");
+        assert!(text.contains("\n  \"logloss\": null,\n"), "{text}");
+        let read = serde_json::from_str::<Summary>(&text).expect("read back");
+        assert_eq!(read.logloss, None);
     }
 }
