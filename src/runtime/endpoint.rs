@@ -69,7 +69,8 @@ fn start_serving(spec: &Spec, options: &RunOptions) -> Result<Arc<ServingState>,
     let serving = Arc::new(ServingState::with_supervisor(plan.clone(), supervisor));
     let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))?;
     serving.attach_store(store_dir.clone(), log)?;
-    let store = SnapshotStore::open(&store_dir, options.retain_snapshots)?;
+    // the endpoint only reads the store; its retention is the leader's, which keeps at least one
+    let store = SnapshotStore::open(&store_dir, options.retain_snapshots.max(1))?;
     let newest = store.newest_good(&plan.model.name)?;
     for skipped in &newest.skipped {
         eprintln!("pooch: serving: skipped a snapshot: {skipped}");
