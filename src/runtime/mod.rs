@@ -13,7 +13,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `endpoint` | the HTTP endpoint of a run, and its supervised serving state |
+//! | `endpoint` | the HTTP endpoint of a run: listening, serving on, shutting down |
+//! | `serving_setup` | the endpoint's serving state: supervised, loaded from the store |
 //! | `leader` | worker 0's outputs: starting them, and writing the summary at the end |
 //! | `worker` | a worker's data path: set up, build, read, end, drain, summarise |
 //! | `graph` | the worker's dataflow: the graph, its inputs and probes |
@@ -36,6 +37,7 @@ mod leader;
 pub mod output;
 mod progress;
 mod serving_feed;
+mod serving_setup;
 mod sinks;
 mod snapshot_writer;
 pub mod summary;
