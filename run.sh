@@ -12,10 +12,20 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-POOCH=target/release/pooch
+# The release binary, set by `build`: cargo says where its target directory is
+# (CARGO_TARGET_DIR and `build.target-dir` in a cargo config move it).
+POOCH=
 
 build() {
     cargo build --release --quiet
+    local target
+    target=$(cargo metadata --format-version 1 --no-deps \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    if [ -z "$target" ]; then
+        echo "run.sh: cargo metadata names no target directory" >&2
+        exit 1
+    fi
+    POOCH=$target/release/pooch
 }
 
 main_job() {

@@ -138,7 +138,7 @@ fn summary(name: &str, report: &LoadReport) -> Value {
 /// The real serving state, queried over HTTP at `rate` while `pooch run` ingests the default
 /// Sniffable data at 2 workers: the question of issue 5, whether a query waits for ingestion.
 fn while_ingesting(rate: f64, connections: usize, client_threads: usize) -> Value {
-    use pooch::runtime::job::{RunOptions, run_until};
+    use pooch::runtime::{RunOptions, run_until};
     use std::sync::atomic::{AtomicBool, Ordering};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("target/bench-data/sniffable");
@@ -189,8 +189,8 @@ fn while_ingesting(rate: f64, connections: usize, client_threads: usize) -> Valu
     stop.store(true, Ordering::Relaxed);
     let (run_summary, run_time) = run.join().expect("the run thread");
     let run_summary = run_summary.expect("the run succeeds").expect("a summary");
-    let facts = run_summary["facts_read"].as_u64().unwrap_or(0);
-    let ingest_secs = run_summary["elapsed_secs"].as_f64().unwrap_or(f64::NAN);
+    let facts = run_summary.facts_read;
+    let ingest_secs = run_summary.elapsed_secs;
     println!(
         "  ingestion: {facts} facts in {ingest_secs:.2} s ({:.0} facts/s); the load ran from 0 to {:.2} s of it, the run ended at {:.2} s",
         facts as f64 / ingest_secs,

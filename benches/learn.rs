@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use pooch::generate::criteo::{CriteoConfig, FILE_NAME, generate_criteo};
-use pooch::runtime::job::{RunOptions, run_until};
-use serde_json::{Value as Json, json};
+use pooch::runtime::{RunOptions, run_until};
+use serde_json::json;
 
 /// The anchors' published VW learn-only speeds, `--ftrl` (examples/s, `../shared/anchors/README.md`).
 const VW_FTRL_ML100K: f64 = 1.46e6;
@@ -101,7 +101,7 @@ fn main() {
         );
         for workers in [1, 2] {
             let mut seconds = Vec::new();
-            let mut summary = Json::Null;
+            let mut summary = None;
             for run_index in 0..runs {
                 let options = options(
                     stream,
@@ -112,26 +112,25 @@ fn main() {
                     workers,
                 );
                 let started = Instant::now();
-                summary = run_until(options, None, Default::default())
-                    .expect("pipeline runs")
-                    .expect("process 0 summary");
+                summary = run_until(options, None, Default::default()).expect("pipeline runs");
                 seconds.push(started.elapsed().as_secs_f64());
             }
             let median = median(&mut seconds);
-            let examples = summary["examples"].as_f64().unwrap_or(0.0);
+            let summary = summary.expect("process 0 summary");
+            let examples = summary.examples as f64;
             let rate = examples / median;
             let per_worker = rate / workers as f64;
-            let number = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
+            let number = |value: Option<f64>| value.unwrap_or(f64::NAN);
             println!(
                 "{}, {workers} worker(s): {examples} examples, median {median:.2} s over {runs} runs, \
                  {rate:.0} ex/s, {per_worker:.0} ex/s per worker = {:.2}x VW | logloss {:.4} \
                  (online {:.4}, truth {:.4}) auc {:.4}",
                 stream.name,
                 per_worker / vw_rate,
-                number("logloss"),
-                number("online_logloss"),
-                number("truth_logloss"),
-                number("auc"),
+                number(summary.logloss),
+                number(summary.online_logloss),
+                number(summary.truth_logloss),
+                number(summary.auc),
             );
             results.push(json!({
                 "data": stream.name,
@@ -144,10 +143,10 @@ fn main() {
                 "vw_examples_per_sec": vw_rate,
                 "vw_source": vw_source,
                 "ratio_per_worker_to_vw": per_worker / vw_rate,
-                "logloss": summary["logloss"],
-                "online_logloss": summary["online_logloss"],
-                "auc": summary["auc"],
-                "truth_logloss": summary["truth_logloss"],
+                "logloss": summary.logloss,
+                "online_logloss": summary.online_logloss,
+                "auc": summary.auc,
+                "truth_logloss": summary.truth_logloss,
             }));
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pooch::generate::sniffable::{SniffableConfig, generate_sniffable};
-use pooch::runtime::job::{LiveQueries, LiveQuery, RunOptions, run, run_with_live_queries};
+use pooch::runtime::{LiveQueries, LiveQuery, RunOptions, run, run_with_live_queries};
 use serde_json::{Value as Json, json};
 
 fn main() {
@@ -45,7 +45,7 @@ fn main() {
                 .expect("pipeline runs")
                 .expect("process 0 summary");
             seconds.push(started.elapsed().as_secs_f64());
-            facts = summary["facts_read"].as_f64().unwrap_or(0.0);
+            facts = summary.facts_read as f64;
         }
         let median = median(&mut seconds);
         println!(
@@ -105,7 +105,7 @@ fn live_latency(spec: &Path, data: &Path, out: &Path, workers: usize) -> Json {
         })
         .collect();
     let (query_sender, queries) = mpsc::channel();
-    let (answers, answer_receiver) = mpsc::channel::<pooch::runtime::job::LiveAnswer>();
+    let (answers, answer_receiver) = mpsc::channel::<pooch::runtime::LiveAnswer>();
     let client = std::thread::spawn(move || {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
         let mut id = 0u64;
@@ -137,7 +137,7 @@ fn live_latency(spec: &Path, data: &Path, out: &Path, workers: usize) -> Json {
     .expect("process 0 summary");
     let elapsed = started.elapsed().as_secs_f64();
     let histogram = client.join().expect("client");
-    let facts = summary["facts_read"].as_f64().unwrap_or(0.0);
+    let facts = summary.facts_read as f64;
     let quantile = |q: f64| histogram.value_at_quantile(q);
     println!(
         "live queries while ingesting at {workers} workers ({:.0} facts/s): {} answered, p50 {} us, p99 {} us, p999 {} us, max {} us",

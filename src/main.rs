@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use pooch::generate::criteo::{CriteoConfig, generate_criteo};
 use pooch::generate::sniffable::{SniffableConfig, generate_sniffable};
-use pooch::runtime::job::{RunError, RunOptions, run};
-use serde_json::Value as Json;
+use pooch::runtime::{RunOptions, Summary, run};
 
 /// pooch: a reactive machine-learning system on Timely and Differential Dataflow.
 ///
@@ -266,12 +265,10 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pooch run: {error}");
-            match error {
-                RunError::Spec(_)
-                | RunError::Source { .. }
-                | RunError::Queries { .. }
-                | RunError::Cluster(_) => ExitCode::from(2),
-                RunError::Output(_) | RunError::Worker { .. } => ExitCode::FAILURE,
+            if error.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
@@ -305,35 +302,35 @@ fn models_command(command: Models) -> ExitCode {
     }
 }
 
-fn print_summary(summary: &Json, out: &std::path::Path) {
-    let number = |key: &str| summary.get(key).and_then(Json::as_f64);
-    let fixed = |key: &str| number(key).map_or("-".to_owned(), |value| format!("{value:.4}"));
+fn print_summary(summary: &Summary, out: &std::path::Path) {
+    let fixed = |value: Option<f64>| {
+        value
+            .filter(|value| value.is_finite())
+            .map_or("-".to_owned(), |value| format!("{value:.4}"))
+    };
     println!(
         "{}: {} facts read, {} dead-lettered, {} epochs, {} examples, {} model versions ({:.1}s, {:.0} facts/s)",
-        summary
-            .get("pipeline")
-            .and_then(Json::as_str)
-            .unwrap_or("pipeline"),
-        number("facts_read").unwrap_or(0.0),
-        number("dead_lettered").unwrap_or(0.0),
-        number("epochs").unwrap_or(0.0),
-        number("examples").unwrap_or(0.0),
-        number("model_versions").unwrap_or(0.0),
-        number("elapsed_secs").unwrap_or(0.0),
-        number("facts_per_sec").unwrap_or(0.0),
+        summary.pipeline,
+        summary.facts_read,
+        summary.dead_lettered,
+        summary.epochs,
+        summary.examples,
+        summary.model_versions,
+        summary.elapsed_secs,
+        summary.facts_per_sec,
     );
     print!(
         "progressive logloss {} auc {} (replicas, as online learners score: {} {})",
-        fixed("logloss"),
-        fixed("auc"),
-        fixed("online_logloss"),
-        fixed("online_auc")
+        fixed(summary.logloss),
+        fixed(summary.auc),
+        fixed(summary.online_logloss),
+        fixed(summary.online_auc)
     );
-    if number("truth_logloss").is_some() {
+    if summary.truth_logloss.is_some_and(f64::is_finite) {
         print!(
             " | truth logloss {} auc {}",
-            fixed("truth_logloss"),
-            fixed("truth_auc")
+            fixed(summary.truth_logloss),
+            fixed(summary.truth_auc)
         );
     }
     println!();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use pooch::runtime::job::{RunOptions, run_until};
+use pooch::runtime::{RunOptions, run_until};
 use proptest::prelude::*;
 use serde_json::Value as Json;
 
@@ -319,9 +319,12 @@ proptest! {
         let summary = run_until(options, None, Arc::new(AtomicBool::new(false)))
             .expect("the run completes")
             .expect("process 0 summary");
-        let facts = summary["facts_read"].as_u64().expect("facts");
-        let dead = summary["dead_lettered"].as_u64().expect("dead letters");
-        prop_assert_eq!(facts + dead, total as u64, "{}", summary);
+        prop_assert_eq!(
+            summary.facts_read + summary.dead_lettered,
+            total as u64,
+            "{:?}",
+            summary
+        );
     }
 }
 

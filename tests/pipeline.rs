@@ -206,7 +206,7 @@ fn the_published_snapshot_is_the_final_model() {
         summary["model_versions"].as_u64()
     );
     assert_eq!(
-        Json::from(pooch::runtime::output::model_digest(&snapshot.model)),
+        Json::from(pooch::runtime::summary::model_digest(&snapshot.model)),
         summary["model_digest"]
     );
     assert_eq!(

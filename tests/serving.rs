@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pooch::runtime::job::{RunOptions, run_until};
+use pooch::runtime::{RunOptions, Summary, run_until};
 use pooch::serve::http::HttpConfig;
 use serde_json::{Value as Json, json};
 
@@ -22,7 +22,7 @@ fn serve<T: Send + 'static>(
     out: &Path,
     workers: usize,
     with: impl FnOnce(String) -> T + Send + 'static,
-) -> (Option<Json>, T) {
+) -> (Option<Summary>, T) {
     let mut options = RunOptions::new(spec.to_owned(), out.to_owned());
     options.data_dir = Some(data.to_owned());
     options.timely_args = vec!["-w".into(), workers.to_string()];
@@ -108,7 +108,7 @@ fn a_flood_of_queries_while_ingesting_never_fails_and_names_real_versions() {
     });
     let (answered, versions) = answered;
     let summary = summary.expect("process 0's summary");
-    let published = summary["model_versions"].as_u64().expect("a count");
+    let published = summary.model_versions;
     assert!(answered > 2_000, "{answered} answers");
     assert!(published > 0);
     // version 0 is the prior, before any version serves; every other one was published and
@@ -138,9 +138,7 @@ fn a_diverging_learner_is_never_promoted_and_damaged_snapshots_are_skipped() {
     options.data_dir = Some(data.clone());
     options.progress = false;
     let summary = run_until(options, None, Arc::new(AtomicBool::new(false))).expect("a good run");
-    let good = summary.expect("a summary")["model_versions"]
-        .as_u64()
-        .expect("a count");
+    let good = summary.expect("a summary").model_versions;
     assert!(good > 2);
     let store = out.join("snapshots/pooch-predictor");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&store)

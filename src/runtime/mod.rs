@@ -1,4 +1,333 @@
-//! The runtime: running a pipeline's workers, feeding the graph, and writing what it produces.
+//! Running a pipeline: the options, the errors, and [`run`], which starts the workers and the
+//! HTTP endpoint and returns the [`Summary`].
+//!
+//! Every worker of every process runs `worker::worker_main`: it reads its share of every
+//! source file (see [`crate::collect::read`]), feeds facts and corrections into the graph in
+//! event-time order, and closes an epoch once the facts it has read have moved past it by the
+//! source's lateness. Worker 0 also feeds the queries and owns every output file.
+//!
+//! Reading ends at the end of the input, or when a signal (SIGINT, SIGTERM) asks for a stop.
+//! Either way the workers agree on a *horizon*, the end of what was read: labels due after it
+//! were decided by facts nobody read, so they are not learned. Then the inputs close, the graph
+//! drains, the last version is published and stored, and the run exits with status 0.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `endpoint` | the HTTP endpoint of a run: listening, serving on, shutting down |
+//! | `serving_setup` | the endpoint's serving state: supervised, loaded from the store |
+//! | `leader` | worker 0's outputs: starting them, and writing the summary at the end |
+//! | `worker` | a worker's data path: set up, build, read, end, drain, summarise |
+//! | `graph` | the worker's dataflow: the graph, its inputs and probes |
+//! | `feed` | which epoch may close, and when each query goes in |
+//! | `agree` | values all workers agree on: the first version, the horizon |
+//! | `sinks` | the graph's outputs gathered at worker 0 and written |
+//! | `serving_feed` | complete epochs' feature changes folded into the serving state |
+//! | `snapshot_writer` | the thread that makes published versions durable |
+//! | `progress` | the progress line on stderr |
+//! | [`output`] | the line files under `OUT/` |
+//! | `collector` | what worker 0 learns over a run |
+//! | [`summary`] | `summary.json`, typed |
 
-pub mod job;
+mod agree;
+mod collector;
+mod endpoint;
+mod feed;
+mod graph;
+mod leader;
 pub mod output;
+mod progress;
+mod serving_feed;
+mod serving_setup;
+mod sinks;
+mod snapshot_writer;
+pub mod summary;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use dataflows::event::Answer;
+use dataflows::plan::Plan;
+
+use crate::publish::snapshot::SnapshotError;
+use crate::runtime::endpoint::Endpoint;
+use crate::runtime::leader::Leader;
+use crate::runtime::output::OutputError;
+use crate::runtime::worker::Job;
+use crate::serve::supervisor::SupervisorError;
+use crate::spec::{self, SpecError};
+
+pub use crate::runtime::summary::Summary;
+
+/// How to run a pipeline.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The pipeline spec.
+    pub spec: PathBuf,
+    /// Overrides the spec's data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Where outputs go.
+    pub out: PathBuf,
+    /// A JSON Lines file of probe queries.
+    pub queries: Option<PathBuf>,
+    /// Timely's own arguments (`-w`, `-n`, `-p`, `-h`).
+    pub timely_args: Vec<String>,
+    /// Files are shared among workers in chunks of this many bytes.
+    pub chunk_bytes: u64,
+    /// Reading pauses while training is more than this many epochs behind it.
+    pub max_epochs_behind: u64,
+    /// How many snapshot files to keep per model.
+    pub retain_snapshots: usize,
+    /// Print progress lines to stderr.
+    pub progress: bool,
+    /// Keep reading files as they grow, and pick up new files matching a source's glob,
+    /// until a signal stops the run.
+    pub follow: bool,
+    /// While following, how long to wait before looking at the files again.
+    pub poll_interval: Duration,
+    /// For tests of backpressure: training pauses this long at every epoch.
+    pub slow_training_per_epoch: Option<Duration>,
+    /// A serving state outside the graph to keep up to date (for the HTTP endpoint): worker 0
+    /// folds in every complete epoch's feature changes and every published version. Set by
+    /// [`run_until`] when `http` is given.
+    pub serving: Option<Arc<crate::serve::serving::ServingState>>,
+    /// Serve predictions over HTTP while the run lasts (process 0 only).
+    pub http: Option<crate::serve::http::HttpConfig>,
+    /// Told the address the HTTP endpoint listens on, once it does.
+    pub http_bound: Option<std::sync::mpsc::Sender<std::net::SocketAddr>>,
+    /// With `http`, keep serving after the input is read, until a signal.
+    pub serve_after_input: bool,
+}
+
+impl RunOptions {
+    /// Options with the defaults for everything but the spec and output directory.
+    pub fn new(spec: PathBuf, out: PathBuf) -> Self {
+        RunOptions {
+            spec,
+            data_dir: None,
+            out,
+            queries: None,
+            timely_args: Vec::new(),
+            chunk_bytes: 1 << 20,
+            max_epochs_behind: 24,
+            retain_snapshots: 10,
+            progress: true,
+            follow: false,
+            poll_interval: Duration::from_millis(50),
+            slow_training_per_epoch: None,
+            serving: None,
+            http: None,
+            http_bound: None,
+            serve_after_input: false,
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spec is wrong.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A source file is missing or unreadable.
+    #[error("source `{source_name}`: {path}: {reason}")]
+    Source {
+        /// The source.
+        source_name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The queries file is unreadable.
+    #[error("queries file {path}: {source}")]
+    Queries {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An output could not be written.
+    #[error("output: {0}")]
+    Output(#[from] OutputError),
+    /// The snapshot store could not be opened or read.
+    #[error("snapshot store: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The serving state's supervisor could not start: its configuration, its decisions file
+    /// or its control file.
+    #[error("serving: {0}")]
+    Supervisor(#[from] SupervisorError),
+    /// The HTTP endpoint could not start.
+    #[error("--http: {0}")]
+    Http(#[source] std::io::Error),
+    /// A thread of the run could not start.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The run cannot listen for a stop signal.
+    #[error("cannot listen for signal {signal}: {source}")]
+    Signal {
+        /// The signal's number.
+        signal: i32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Timely could not start (bad flags, or the cluster could not connect).
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// A worker failed.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// The worker's index.
+        worker: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl RunError {
+    /// Whether the error is the caller's to fix (flags, spec, inputs, configuration) rather
+    /// than a failure while running.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            RunError::Spec(_)
+            | RunError::Source { .. }
+            | RunError::Queries { .. }
+            | RunError::Supervisor(_)
+            | RunError::Http(_)
+            | RunError::Signal { .. }
+            | RunError::Cluster(_) => true,
+            RunError::Output(_)
+            | RunError::Snapshot(_)
+            | RunError::Thread { .. }
+            | RunError::Worker { .. } => false,
+        }
+    }
+}
+
+/// A query asked while the pipeline runs, answered from the latest complete state.
+#[derive(Clone, Debug)]
+pub struct LiveQuery {
+    /// The caller's number for it, returned with the answer.
+    pub id: u64,
+    /// The event to score, in the example source's schema (see
+    /// [`crate::collect::queries::parse_query`]).
+    pub row: dataflows::fact::Row,
+}
+
+/// The answer to a [`LiveQuery`].
+#[derive(Clone, Debug)]
+pub struct LiveAnswer {
+    /// The query's number.
+    pub id: u64,
+    /// The answer.
+    pub answer: Answer,
+}
+
+/// Channels for asking live queries of a running pipeline; worker 0 takes them.
+pub struct LiveQueries {
+    /// Queries come in here.
+    pub queries: std::sync::mpsc::Receiver<LiveQuery>,
+    /// Answers go out here.
+    pub answers: std::sync::mpsc::Sender<LiveAnswer>,
+}
+
+/// Runs a pipeline to the end of its input (or, following, until SIGINT or SIGTERM), and
+/// returns the summary (from process 0; other processes return `None`).
+pub fn run(options: RunOptions) -> Result<Option<Summary>, RunError> {
+    run_with_live_queries(options, None)
+}
+
+/// As [`run`], answering live queries from `live` while the input is being read.
+pub fn run_with_live_queries(
+    options: RunOptions,
+    live: Option<LiveQueries>,
+) -> Result<Option<Summary>, RunError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|source| RunError::Signal { signal, source })?;
+    }
+    run_until(options, live, stop)
+}
+
+/// As [`run_with_live_queries`], stopping cleanly when `stop` becomes true.
+pub fn run_until(
+    options: RunOptions,
+    live: Option<LiveQueries>,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<Summary>, RunError> {
+    let spec = spec::load(&options.spec, options.data_dir.as_deref())?;
+    check_sources(&spec.plan, options.follow)?;
+    let config = timely_config(&options.timely_args)?;
+    // process 0 owns the outputs: set them up before any worker starts, so that a failure
+    // here stops the run before the workers depend on each other
+    let process = match &config.communication {
+        timely::CommunicationConfig::Cluster { process, .. } => *process,
+        _ => 0,
+    };
+    let leader = if process == 0 {
+        Some(Leader::start(&spec, &options)?)
+    } else {
+        None
+    };
+    let mut options = options;
+    let endpoint = match (&options.http, process) {
+        (Some(http), 0) => Some(Endpoint::start(&spec, &options, http.clone())?),
+        _ => None,
+    };
+    options.serving = endpoint.as_ref().map(Endpoint::serving);
+    let job = Arc::new(Job::new(spec, options, leader, live, stop));
+    let summary = worker::execute(config, &job)?;
+    if let Some(endpoint) = endpoint {
+        if job.options.serve_after_input {
+            endpoint.serve_until(&job.stop);
+        }
+        endpoint.shutdown();
+    }
+    Ok(summary)
+}
+
+/// Timely's configuration from its flags.
+fn timely_config(args: &[String]) -> Result<timely::Config, RunError> {
+    timely::Config::from_args(std::iter::once("pooch".to_owned()).chain(args.iter().cloned()))
+        .map_err(|error| {
+            RunError::Cluster(format!(
+                "timely flags `{}`: {error} (flags: -w THREADS, -n PROCESSES, -p INDEX, -h HOSTFILE)",
+                args.join(" ")
+            ))
+        })
+}
+
+/// Every source file must exist before the run starts, and a glob must match something
+/// unless the run follows it.
+fn check_sources(plan: &Plan, follow: bool) -> Result<(), RunError> {
+    for source in &plan.sources {
+        for path in &source.paths {
+            if let Err(error) = std::fs::File::open(path) {
+                return Err(RunError::Source {
+                    source_name: source.name.clone(),
+                    path: path.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
+        if let Some(pattern) = &source.glob
+            && source.paths.is_empty()
+            && !follow
+        {
+            return Err(RunError::Source {
+                source_name: source.name.clone(),
+                path: PathBuf::from(pattern),
+                reason: "no file matches (with --follow, files may appear later)".into(),
+            });
+        }
+    }
+    Ok(())
+}

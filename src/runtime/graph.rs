@@ -1,0 +1,215 @@
+//! A worker's dataflow: the graph `dataflows::build` makes, the inputs reading feeds, what
+//! workers tell each other while reading, the probes reading waits on, and the sinks.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use dataflows::collect::Correction;
+use dataflows::event::Query;
+use dataflows::fact::{Fact, Time};
+use dataflows::learn::train::EndOfReading;
+use dataflows::plan::Plan;
+use differential_dataflow::input::{Input, InputSession};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::core::Input as _;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::runtime::RunOptions;
+use crate::runtime::output::{DeadLetter, ReadProgress};
+use crate::runtime::serving_feed::attach_serving;
+use crate::runtime::sinks::{Outputs, SharedLeader, attach_exact_sink, attach_sinks};
+
+/// What workers tell each other while reading.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Control {
+    /// The latest event time the sender has read.
+    max_seen: Time,
+    /// The sender was asked to stop.
+    stop: bool,
+}
+
+/// What a worker has heard from the others (and itself).
+#[derive(Default)]
+pub struct Heard {
+    /// The latest event time any worker has read.
+    pub max_seen: Time,
+    /// Some worker was asked to stop.
+    pub stop: bool,
+}
+
+/// The graph's inputs, all at the same time: the open epoch's start.
+pub struct Inputs {
+    /// Facts read.
+    pub facts: InputSession<Time, Fact, isize>,
+    /// Corrections read.
+    pub corrections: InputSession<Time, Correction, isize>,
+    /// Probe and live queries (worker 0's only carry any).
+    pub queries: InputSession<Time, Query, isize>,
+    /// Lines and files that did not become facts.
+    pub dead: InputHandleVec<Time, DeadLetter>,
+    /// The reader's running counts, at every epoch it closes.
+    pub progress: InputHandleVec<Time, ReadProgress>,
+    /// What this worker tells the others.
+    control: InputHandleVec<Time, Control>,
+    /// This worker's end of reading, for the trainers.
+    ends: InputHandleVec<Time, EndOfReading>,
+}
+
+impl Inputs {
+    /// The start of the open epoch: everything before it has been given to the graph.
+    pub fn open(&self) -> Time {
+        *self.facts.time()
+    }
+
+    /// Closes the epochs before `time` on every input.
+    pub fn advance_to(&mut self, time: Time) {
+        self.facts.advance_to(time);
+        self.corrections.advance_to(time);
+        self.queries.advance_to(time);
+        self.dead.advance_to(time);
+        self.progress.advance_to(time);
+        self.control.advance_to(time);
+        self.ends.advance_to(time);
+        self.facts.flush();
+        self.corrections.flush();
+        self.queries.flush();
+    }
+
+    /// Tells the other workers at once the latest time read, and whether to stop.
+    pub fn tell_others(&mut self, max_seen: Time, stop: bool) {
+        self.control.send(Control { max_seen, stop });
+        self.control.flush();
+    }
+
+    /// Sends this worker's end of reading and closes every input but the queries, which it
+    /// returns: queries without a time are asked once the horizon is known.
+    pub fn end_reading(self, report: EndOfReading) -> InputSession<Time, Query, isize> {
+        let Inputs {
+            facts,
+            corrections,
+            queries,
+            dead,
+            progress,
+            control,
+            mut ends,
+        } = self;
+        ends.send(report);
+        drop(ends);
+        drop(facts);
+        drop(corrections);
+        drop(dead);
+        drop(progress);
+        drop(control);
+        queries
+    }
+}
+
+/// A worker's dataflow, as reading drives it.
+pub struct Graph {
+    /// The inputs.
+    pub inputs: Inputs,
+    /// Follows everything: the run is over when it is done.
+    pub probe: ProbeHandle<Time>,
+    /// Follows training, which reading must not outrun.
+    pub learning: ProbeHandle<Time>,
+    /// What the workers have told each other.
+    pub heard: Rc<RefCell<Heard>>,
+}
+
+/// Builds the worker's dataflow: the graph, the control channel between workers, the serving
+/// feed (with an HTTP endpoint) and the sinks.
+pub fn build(
+    worker: &mut Worker,
+    plan: &Rc<Plan>,
+    settings: dataflows::Settings,
+    options: &RunOptions,
+    leader: &SharedLeader,
+) -> Graph {
+    let index = worker.index();
+    let heard = Rc::new(RefCell::new(Heard::default()));
+    let mut dead_input = InputHandleVec::<Time, DeadLetter>::new();
+    let mut progress_input = InputHandleVec::<Time, ReadProgress>::new();
+    let mut control_input = InputHandleVec::<Time, Control>::new();
+    let mut ends_input = InputHandleVec::<Time, EndOfReading>::new();
+    let slow_training = options.slow_training_per_epoch;
+    let (facts, corrections, queries, probe, learning) = worker.dataflow::<Time, _, _>(|scope| {
+        let (facts_input, facts) = scope.new_collection::<Fact, isize>();
+        let (corrections_input, corrections) = scope.new_collection::<Correction, isize>();
+        let (queries_input, queries) = scope.new_collection::<Query, isize>();
+        let ends = scope.input_from(&mut ends_input);
+        let graph = dataflows::build(plan, settings, facts, corrections, queries, ends);
+        drop(graph.models);
+        match &options.serving {
+            Some(serving) => {
+                let changes = dataflows::serve::feature_changes(plan, graph.store);
+                attach_serving(Arc::clone(serving), index == 0, plan.tick_secs, changes);
+            }
+            None => drop(graph.store),
+        }
+
+        // what workers tell each other: the latest time read, and a request to stop
+        let heard_by = Rc::clone(&heard);
+        scope
+            .input_from(&mut control_input)
+            .broadcast()
+            .inspect(move |control: &Control| {
+                let mut heard = heard_by.borrow_mut();
+                heard.max_seen = heard.max_seen.max(control.max_seen);
+                heard.stop |= control.stop;
+            });
+
+        // `learning` follows training, which reading must not outrun; `probe` follows everything
+        let epochs = match slow_training {
+            Some(pause) => graph.epochs.inspect(move |_| std::thread::sleep(pause)),
+            None => graph.epochs,
+        };
+        let (learning, epochs) = epochs.probe();
+        let (probe, answers) = graph.answers.probe();
+        let epochs = epochs.probe_with(&probe);
+        let versions = graph
+            .versions
+            .inner
+            .probe_with(&learning)
+            .probe_with(&probe);
+        let dead = scope.input_from(&mut dead_input).probe_with(&probe);
+        let progress = scope.input_from(&mut progress_input).probe_with(&probe);
+        let serving = options.serving.clone().filter(|_| index == 0);
+        let outputs = Outputs {
+            answers,
+            epochs,
+            versions,
+            dead,
+            progress,
+        };
+        attach_sinks(leader, plan, serving, outputs);
+        if let Some(exact) = graph.exact {
+            let exact = exact.probe_with(&learning).probe_with(&probe);
+            attach_exact_sink(leader, plan, exact);
+        }
+        (
+            facts_input,
+            corrections_input,
+            queries_input,
+            probe,
+            learning,
+        )
+    });
+    Graph {
+        inputs: Inputs {
+            facts,
+            corrections,
+            queries,
+            dead: dead_input,
+            progress: progress_input,
+            control: control_input,
+            ends: ends_input,
+        },
+        probe,
+        learning,
+        heard,
+    }
+}

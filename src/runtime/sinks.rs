@@ -1,0 +1,243 @@
+//! The graph's outputs, gathered at worker 0 and written: answers, metrics, published
+//! versions, dead letters, reading progress and the exact regression's reports.
+//!
+//! Every worker attaches the same sinks, but only worker 0 holds the [`Leader`]: the other
+//! workers' sinks write nothing. (Every worker publishes the same versions; worker 0's copy
+//! is the one stored.)
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use dataflows::evaluate::EpochMetrics;
+use dataflows::event::Answer;
+use dataflows::fact::Time;
+use dataflows::learn::ridge::ExactReport;
+use dataflows::model::ModelVersion;
+use dataflows::plan::Plan;
+use serde_json::Value as Json;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+
+use crate::publish::snapshot::SnapshotMeta;
+use crate::runtime::LiveAnswer;
+use crate::runtime::feed::LIVE_BASE;
+use crate::runtime::leader::Leader;
+use crate::runtime::output::{DeadLetter, ReadProgress};
+use crate::serve::serving::ServingState;
+
+/// Worker 0's leader, shared by its sinks; `None` on the other workers.
+pub type SharedLeader = Option<Rc<RefCell<Leader>>>;
+
+/// A published version, as the graph's versions collection carries it.
+type Published = ((u64, Arc<ModelVersion>), Time, isize);
+
+/// The graph's output streams that the sinks write.
+pub struct Outputs<'scope> {
+    /// Answers to probe and live queries.
+    pub answers: StreamVec<'scope, Time, Answer>,
+    /// Each epoch's metrics.
+    pub epochs: StreamVec<'scope, Time, EpochMetrics>,
+    /// Published versions.
+    pub versions: StreamVec<'scope, Time, Published>,
+    /// Lines and files that did not become facts.
+    pub dead: StreamVec<'scope, Time, DeadLetter>,
+    /// The readers' running counts.
+    pub progress: StreamVec<'scope, Time, ReadProgress>,
+}
+
+/// Gathers the graph's outputs at worker 0 and writes them; `serving` (worker 0's only) is
+/// kept up to date with versions, live metrics and reading counters.
+pub fn attach_sinks(
+    leader: &SharedLeader,
+    plan: &Rc<Plan>,
+    serving: Option<Arc<ServingState>>,
+    outputs: Outputs<'_>,
+) {
+    sink_answers(leader, outputs.answers);
+    sink_metrics(leader, plan, serving.clone(), outputs.epochs);
+    sink_versions(leader, serving.clone(), outputs.versions);
+    sink_dead_letters(leader, outputs.dead);
+    sink_progress(leader, serving, outputs.progress);
+}
+
+/// Answers to the queries file go to `answers.jsonl`, named by the query's id; live answers
+/// go back to whoever asked.
+fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
+    let sink_leader = leader.clone();
+    answers.sink(
+        Exchange::new(|_: &Answer| 0u64),
+        "Sink: answers",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                for answer in data.drain(..) {
+                    if answer.query >= LIVE_BASE {
+                        if let Some(sender) = &leader.live_answers {
+                            // an asker that has gone away no longer wants its answer
+                            let _ = sender.send(LiveAnswer {
+                                id: answer.query - LIVE_BASE,
+                                answer,
+                            });
+                        }
+                        continue;
+                    }
+                    let id = leader
+                        .query_ids
+                        .get(answer.query as usize)
+                        .cloned()
+                        .unwrap_or(Json::Null);
+                    leader.collector.answers += 1;
+                    let result = leader.files.answer(&answer, &id);
+                    leader.record(result);
+                }
+            });
+        },
+    );
+}
+
+/// Each epoch's metrics go to `metrics.jsonl` with how reading stands, and to the
+/// supervisor as live metrics.
+fn sink_metrics(
+    leader: &SharedLeader,
+    plan: &Rc<Plan>,
+    serving: Option<Arc<ServingState>>,
+    epochs: StreamVec<'_, Time, EpochMetrics>,
+) {
+    let sink_leader = leader.clone();
+    let sink_plan = Rc::clone(plan);
+    epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for metrics in data.drain(..) {
+                let version = leader.collector.model_version();
+                // the graph scores with the newest version; the supervisor counts it only
+                // while that version is also the one serving
+                if let (Some(serving), Some(logloss)) = (&serving, metrics.epoch_scores.logloss) {
+                    serving.live_metrics(
+                        metrics.epoch,
+                        metrics.epoch_scores.examples,
+                        logloss,
+                        version,
+                    );
+                }
+                let reading = leader.collector.reading(&sink_plan);
+                let result = leader.files.metrics(&metrics, version, &reading);
+                leader.record(result);
+                if metrics.epoch_scores.has_outcomes() {
+                    leader.collector.epochs_with_examples += 1;
+                }
+                leader.collector.last_epoch = Some(metrics);
+            }
+        });
+    });
+}
+
+/// Each new version goes to the snapshot writer, with the reading positions it was
+/// published at, and to the serving state.
+fn sink_versions(
+    leader: &SharedLeader,
+    serving: Option<Arc<ServingState>>,
+    versions: StreamVec<'_, Time, Published>,
+) {
+    let sink_leader = leader.clone();
+    // every worker publishes the same versions; worker 0's copy is stored
+    versions.sink(Pipeline, "Sink: snapshots", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for ((_, version), _, diff) in data.drain(..) {
+                if diff > 0
+                    && leader
+                        .collector
+                        .model
+                        .as_ref()
+                        .is_none_or(|model| model.version < version.version)
+                {
+                    let meta = SnapshotMeta {
+                        spec_hash: leader.spec_hash.clone(),
+                        source_offsets: leader.collector.positions_at(version.published_at),
+                    };
+                    // the writer coalesces: a slow disk never holds the pipeline back
+                    leader.snapshots.send(Arc::clone(&version), meta);
+                    if let Some(serving) = &serving {
+                        serving.publish(Arc::clone(&version));
+                    }
+                    leader.collector.model = Some(version);
+                }
+            }
+        });
+    });
+}
+
+/// Dead letters go to `dead-letter.jsonl`.
+fn sink_dead_letters(leader: &SharedLeader, dead: StreamVec<'_, Time, DeadLetter>) {
+    let sink_leader = leader.clone();
+    dead.sink(
+        Exchange::new(|_: &DeadLetter| 0u64),
+        "Sink: dead letters",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                for letter in data.drain(..) {
+                    leader.collector.dead_letters += 1;
+                    let result = leader.files.dead_letter(&letter);
+                    leader.record(result);
+                }
+            });
+        },
+    );
+}
+
+/// The readers' counts go to the collector, and from it to the serving state's counters;
+/// the serving state takes the control file's commands here too, as reading goes on.
+fn sink_progress(
+    leader: &SharedLeader,
+    serving: Option<Arc<ServingState>>,
+    progress: StreamVec<'_, Time, ReadProgress>,
+) {
+    let sink_leader = leader.clone();
+    progress.sink(
+        Exchange::new(|_: &ReadProgress| 0u64),
+        "Sink: read progress",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                for read in data.drain(..) {
+                    leader.collector.record_progress(read);
+                }
+                if let Some(serving) = &serving {
+                    leader.collector.report_to(&serving.counters);
+                    serving.poll_control();
+                }
+            });
+        },
+    );
+}
+
+/// Writes the exact regression's reports into the metrics, and keeps the latest for the summary.
+pub fn attach_exact_sink(
+    leader: &SharedLeader,
+    plan: &Rc<Plan>,
+    exact: StreamVec<'_, Time, ExactReport>,
+) {
+    let sink_leader = leader.clone();
+    let sink_plan = Rc::clone(plan);
+    // reports leave worker 0 only, where the leader is
+    exact.sink(Pipeline, "Sink: exact", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for report in data.drain(..) {
+                let result = leader.files.exact(&sink_plan, &report);
+                leader.record(result);
+                leader.collector.exact = Some(report);
+            }
+        });
+    });
+}

@@ -1,0 +1,412 @@
+//! A worker's data path: set up, build the graph, read with backpressure, end the reading,
+//! drain the graph, and (worker 0) write the summary.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dataflows::fact::Time;
+use dataflows::learn::train::EndOfReading;
+use dataflows::plan::Plan;
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use crate::collect::queries::{ProbeQuery, Queries};
+use crate::collect::read::{Item, Next, Reader};
+use crate::runtime::agree::{AgreedEnd, agree, agree_on_end};
+use crate::runtime::feed::{Feeder, ask_live_queries};
+use crate::runtime::graph::{self, Graph, Heard, Inputs};
+use crate::runtime::leader::{Leader, ReadingEnd};
+use crate::runtime::output::DeadLetter;
+use crate::runtime::progress::ProgressLine;
+use crate::runtime::summary::Summary;
+use crate::runtime::{LiveQueries, LiveQuery, RunError, RunOptions};
+use crate::spec::Spec;
+
+/// What every worker of a process shares.
+pub struct Job {
+    spec: Spec,
+    /// How to run.
+    pub options: RunOptions,
+    /// Process 0's outputs and queries, taken by worker 0.
+    leader: Mutex<Option<(Leader, Queries)>>,
+    /// Live queries, taken by worker 0.
+    live: Mutex<Option<LiveQueries>>,
+    /// Workers step the graph after reading this many lines: often enough for live queries
+    /// to be answered promptly when there are any.
+    step_lines: u32,
+    /// Set by a signal: stop reading, and end cleanly.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    /// The job of a process: `leader` on process 0 only.
+    pub fn new(
+        spec: Spec,
+        options: RunOptions,
+        leader: Option<(Leader, Queries)>,
+        live: Option<LiveQueries>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Job {
+            spec,
+            options,
+            leader: Mutex::new(leader),
+            step_lines: if live.is_some() { 256 } else { 4096 },
+            live: Mutex::new(live),
+            stop,
+        }
+    }
+}
+
+/// Runs every worker of this process, and returns worker 0's summary (on process 0).
+pub fn execute(config: timely::Config, job: &Arc<Job>) -> Result<Option<Summary>, RunError> {
+    let guards = timely::execute(config, {
+        let job = Arc::clone(job);
+        move |worker| worker_main(&job, worker)
+    })
+    .map_err(RunError::Cluster)?;
+    let mut summary = None;
+    for (index, result) in guards.join().into_iter().enumerate() {
+        match result {
+            Ok(Ok(Some(report))) => summary = Some(report),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(panic) => {
+                return Err(RunError::Worker {
+                    worker: index,
+                    message: panic,
+                });
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// How reading ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The input ran out.
+    Input,
+    /// A signal asked for a stop.
+    Stop,
+}
+
+/// One worker's run.
+fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Summary>, RunError> {
+    let started = Instant::now();
+    let plan = Rc::new(job.spec.plan.clone());
+    let index = worker.index();
+
+    // set up: worker 0 owns the outputs, the queries and the live queries
+    let share = take_share(job, index);
+    // continue the version numbering of an existing snapshot store
+    let next_version = share
+        .leader
+        .as_ref()
+        .map_or(0, |leader| leader.next_version);
+    let first_version = agree(worker, vec![next_version])[0].max(1);
+    let settings = dataflows::Settings { first_version };
+    let leader = share.leader.map(|leader| Rc::new(RefCell::new(leader)));
+
+    // build the graph
+    let Graph {
+        inputs,
+        probe,
+        learning,
+        heard,
+    } = graph::build(worker, &plan, settings, &job.options, &leader);
+
+    // read this worker's share of every file, merged by event time
+    let reader = Reader::open(
+        &plan,
+        index,
+        worker.peers(),
+        job.options.chunk_bytes,
+        job.options.follow,
+    )
+    .map_err(|(source_name, path, error)| RunError::Source {
+        source_name,
+        path,
+        reason: error.to_string(),
+    })?;
+    let mut reading = ReadLoop {
+        job,
+        plan: &plan,
+        leader: leader.as_deref(),
+        reader,
+        feeder: Feeder::new(&plan, share.queries),
+        inputs,
+        learning,
+        heard,
+        live: share.live,
+        progress_line: ProgressLine::new(job.options.progress, started),
+        lines_since_step: 0,
+        last_rescan: Instant::now(),
+        stop_sent: false,
+        max_read_ahead: 0,
+        reported_failures: 0,
+    };
+    let ending = reading.run(worker);
+
+    // end of reading: close the inputs, and agree on the horizon with the other workers
+    let (agreed, max_read_ahead, mut progress_line) = reading.end(worker, ending, index == 0);
+    let end = end_time(&plan, agreed);
+
+    // drain: the graph works through what it was given
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(100)));
+        progress_line.tick(leader.as_deref(), plan.epoch(end));
+    }
+
+    // the summary, from worker 0
+    let Some(leader) = leader else {
+        return Ok(None);
+    };
+    // the graph is done, but its sinks may still hold the leader until the dataflow is dropped
+    let summary = leader.borrow_mut().finish(
+        &plan,
+        &job.options.out,
+        worker.peers(),
+        started,
+        ReadingEnd {
+            stopped_by_signal: agreed.stopped,
+            horizon: agreed.horizon,
+            max_read_ahead_epochs: max_read_ahead,
+        },
+    )?;
+    Ok(Some(summary))
+}
+
+/// What worker 0 takes from the job; the other workers take nothing.
+struct Share {
+    leader: Option<Leader>,
+    queries: Vec<ProbeQuery>,
+    live: Option<Receiver<LiveQuery>>,
+}
+
+fn take_share(job: &Job, index: usize) -> Share {
+    if index != 0 {
+        return Share {
+            leader: None,
+            queries: Vec::new(),
+            live: None,
+        };
+    }
+    let taken = job.leader.lock().ok().and_then(|mut leader| leader.take());
+    let (mut leader, queries) = match taken {
+        Some((leader, queries)) => (Some(leader), queries.queries),
+        None => (None, Vec::new()),
+    };
+    let live = job.live.lock().ok().and_then(|mut live| live.take());
+    if let (Some(leader), Some(live)) = (leader.as_mut(), live.as_ref()) {
+        leader.live_answers = Some(live.answers.clone());
+    }
+    Share {
+        leader,
+        queries,
+        live: live.map(|live| live.queries),
+    }
+}
+
+/// The time queries without a time are asked at: the horizon after a stop, else the start of
+/// the epoch after the latest time read.
+fn end_time(plan: &Plan, agreed: AgreedEnd) -> Time {
+    if agreed.stopped {
+        agreed.horizon
+    } else {
+        plan.epoch_start(plan.epoch(agreed.max_time) + 1)
+    }
+}
+
+/// The dead letter reporting a file that stopped being readable.
+fn failure_letter(failure: &crate::collect::read::FileFailure) -> DeadLetter {
+    DeadLetter {
+        source: failure.source.clone(),
+        file: String::new(),
+        line: 0,
+        offset: 0,
+        reason: failure.reason.clone(),
+        raw: String::new(),
+    }
+}
+
+/// A worker's reading: facts and corrections into the graph in event-time order, epochs
+/// closed as reading moves past them, and no further ahead than training can follow.
+struct ReadLoop<'a> {
+    job: &'a Job,
+    plan: &'a Plan,
+    leader: Option<&'a RefCell<Leader>>,
+    reader: Reader,
+    feeder: Feeder,
+    inputs: Inputs,
+    learning: ProbeHandle<Time>,
+    heard: Rc<RefCell<Heard>>,
+    live: Option<Receiver<LiveQuery>>,
+    progress_line: ProgressLine,
+    lines_since_step: u32,
+    last_rescan: Instant,
+    /// This worker has told the others to stop.
+    stop_sent: bool,
+    /// How many epochs reading was at most ahead of training.
+    max_read_ahead: u64,
+    /// The reader's failures already dead-lettered.
+    reported_failures: usize,
+}
+
+impl ReadLoop<'_> {
+    /// Reads until the input ends or a stop is heard.
+    fn run(&mut self, worker: &mut Worker) -> Ending {
+        loop {
+            // a signal here, or a stop heard from another worker
+            if self.job.stop.load(Ordering::Relaxed) && !self.stop_sent {
+                self.stop_sent = true;
+                self.inputs
+                    .tell_others(self.reader.max_time.unwrap_or(0), true);
+            }
+            if self.heard.borrow().stop {
+                return Ending::Stop;
+            }
+            let open = self.inputs.open();
+            let watermark = match self.reader.next(self.plan, open) {
+                Next::Item(time, item) => {
+                    self.feed(time, open, item);
+                    self.feeder.watermark(self.reader.max_time)
+                }
+                Next::Pending => self.wait(worker, open),
+                Next::End => return Ending::Input,
+            };
+            if watermark > open {
+                self.close_epochs(worker, watermark);
+            }
+            self.lines_since_step += 1;
+            if self.lines_since_step >= self.job.step_lines {
+                self.lines_since_step = 0;
+                if let Some(live) = &self.live {
+                    ask_live_queries(live, &mut self.inputs.queries);
+                }
+                worker.step();
+                let epoch = self.plan.epoch(self.inputs.open());
+                self.progress_line.tick(self.leader, epoch);
+            }
+        }
+    }
+
+    /// Gives the graph one item read at `time`, the open epoch starting at `open`.
+    fn feed(&mut self, time: Time, open: Time, item: Item) {
+        let inputs = &mut self.inputs;
+        match item {
+            // a late fact admitted comes at the open epoch's time, its event time in the data
+            Item::Fact(fact) => inputs.facts.update_at(fact, time.max(open), 1),
+            // a correction takes effect at its own time, or at once if that has passed
+            Item::Correction(correction) => {
+                inputs.corrections.update_at(correction, time.max(open), 1)
+            }
+            Item::Dead(letter) => inputs.dead.send(letter),
+        }
+    }
+
+    /// Nothing to read now: follows the other workers' progress, and waits for more. Returns
+    /// the watermark the workers' reading allows.
+    fn wait(&mut self, worker: &mut Worker, open: Time) -> Time {
+        self.report_failures();
+        if self.last_rescan.elapsed() >= Duration::from_secs(1) {
+            self.last_rescan = Instant::now();
+            for (source, path, error) in self.reader.rescan(self.plan) {
+                eprintln!("pooch: source `{source}`: {}: {error}", path.display());
+            }
+        }
+        if let Some(live) = &self.live {
+            ask_live_queries(live, &mut self.inputs.queries);
+        }
+        worker.step_or_park(Some(self.job.options.poll_interval));
+        self.progress_line.tick(self.leader, self.plan.epoch(open));
+        let heard_max = self.heard.borrow().max_seen;
+        self.feeder
+            .watermark(Some(self.reader.max_time.unwrap_or(0).max(heard_max)))
+    }
+
+    /// Dead-letters the files that stopped being readable since the last call.
+    fn report_failures(&mut self) {
+        for failure in &self.reader.failures[self.reported_failures..] {
+            eprintln!("pooch: source `{}`: {}", failure.source, failure.reason);
+            self.inputs.dead.send(failure_letter(failure));
+        }
+        self.reported_failures = self.reader.failures.len();
+    }
+
+    /// Closes the epochs before `watermark`, tells the other workers, and waits while
+    /// training is too far behind.
+    fn close_epochs(&mut self, worker: &mut Worker, watermark: Time) {
+        self.feeder
+            .insert_queries_before(watermark, &mut self.inputs.queries);
+        self.inputs.advance_to(watermark);
+        for read in self.reader.progress(self.plan, watermark) {
+            self.inputs.progress.send(read);
+        }
+        // tell the other workers at once: one waiting for its file to grow follows this
+        self.inputs
+            .tell_others(self.reader.max_time.unwrap_or(0), false);
+        // backpressure: do not read further ahead than training can follow (answers
+        // are not waited for: they depend on queries, which worker 0 may hold open)
+        let behind = watermark.saturating_sub(
+            self.job
+                .options
+                .max_epochs_behind
+                .saturating_mul(self.plan.tick_secs),
+        );
+        while self.learning.less_than(&behind) && !self.heard.borrow().stop {
+            worker.step();
+        }
+        let trained = self
+            .learning
+            .with_frontier(|frontier| frontier.first().copied().unwrap_or(watermark));
+        let ahead = self
+            .plan
+            .epoch(watermark)
+            .saturating_sub(self.plan.epoch(trained));
+        self.max_read_ahead = self.max_read_ahead.max(ahead);
+    }
+
+    /// This worker's reading is over: tells the others, and closes what it feeds, so that
+    /// workers still reading are not held back while this one waits for them. Then, with the
+    /// horizon agreed, asks the queries without a time (on worker 0, which holds them).
+    /// Returns the agreement, how far reading ran ahead, and the progress line for the drain.
+    fn end(
+        mut self,
+        worker: &mut Worker,
+        ending: Ending,
+        holds_queries: bool,
+    ) -> (AgreedEnd, u64, ProgressLine) {
+        let open = self.inputs.open();
+        for read in self.reader.progress(self.plan, open) {
+            self.inputs.progress.send(read);
+        }
+        self.report_failures();
+        self.feeder
+            .insert_queries_before(Time::MAX, &mut self.inputs.queries);
+        let stopping = ending == Ending::Stop;
+        let report = EndOfReading {
+            stopping,
+            read_before: if stopping { open } else { Time::MAX },
+            max_time: self.reader.max_time.unwrap_or(0),
+        };
+        let queries = self.inputs.end_reading(report);
+        let mut queries = if holds_queries {
+            Some(queries)
+        } else {
+            drop(queries);
+            None
+        };
+        let agreed = agree_on_end(worker, report);
+        if let Some(input) = queries.as_mut() {
+            self.feeder
+                .insert_untimed_queries(end_time(self.plan, agreed), input);
+        }
+        drop(queries);
+        (agreed, self.max_read_ahead, self.progress_line)
+    }
+}
