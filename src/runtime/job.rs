@@ -37,7 +37,7 @@ use timely::worker::Worker;
 
 use crate::collect::queries::{self, ProbeQuery, Queries};
 use crate::collect::read::{Item, Next, Reader};
-use crate::publish::snapshot::{SnapshotMeta, SnapshotStore};
+use crate::publish::{SnapshotMeta, SnapshotStore};
 use crate::runtime::output::{Collector, DeadLetter, OutputError, OutputFiles, ReadProgress};
 use crate::spec::{self, Spec, SpecError};
 
@@ -304,7 +304,7 @@ fn start_serving(
     serving
         .attach_store(store_dir.clone(), log)
         .map_err(|error| failed(error.to_string()))?;
-    let store = crate::publish::snapshot::SnapshotStore::open(&store_dir, options.retain_snapshots)
+    let store = crate::publish::SnapshotStore::open(&store_dir, options.retain_snapshots)
         .map_err(|error| failed(error.to_string()))?;
     let newest = store
         .newest_good(&plan.model.name)
@@ -992,7 +992,7 @@ fn start_leader(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), 
         files.query_error(error)?;
     }
     let store_dir = options.out.join("snapshots");
-    let store_error = |error: crate::publish::snapshot::SnapshotError| {
+    let store_error = |error: crate::publish::SnapshotError| {
         RunError::Output(OutputError {
             path: store_dir.clone(),
             source: std::io::Error::other(error.to_string()),

@@ -20,11 +20,11 @@ use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
 use serde_json::{Value as Json, json};
 
+use crate::clock::now_unix_ms;
 use crate::collect::queries;
 use crate::serve::http::Prediction;
 use crate::serve::supervisor::{
     ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
-    now_unix_ms,
 };
 
 /// Why a request cannot be scored.
@@ -554,13 +554,13 @@ fn api_error(error: ServeError) -> crate::serve::http::ApiError {
 
 /// Loads a version from the snapshot store, if it is there and verifies.
 fn load(store: Option<&PathBuf>, model: &str, version: u64) -> Option<Arc<ModelVersion>> {
-    let store = crate::publish::snapshot::SnapshotStore::open(store?, usize::MAX).ok()?;
+    let store = crate::publish::SnapshotStore::open(store?, usize::MAX).ok()?;
     let stored = store
         .list(model)
         .ok()?
         .into_iter()
         .find(|stored| stored.version == version)?;
-    match crate::publish::snapshot::read(&stored.path) {
+    match crate::publish::read(&stored.path) {
         Ok(snapshot) if snapshot.model.version == version => Some(Arc::new(snapshot.model)),
         Ok(_) => None,
         Err(error) => {

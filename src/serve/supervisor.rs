@@ -33,14 +33,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use dataflows::model::{ModelVersion, RoundMetrics};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use crate::publish::snapshot::{self, SnapshotError};
+use crate::files::{self, FileError, io_error};
+use crate::publish::{SnapshotError, validate_model_name};
 
 /// The name of a model's control file, in its snapshot directory.
 pub const CONTROL_FILE_NAME: &str = "CONTROL.json";
@@ -183,16 +183,19 @@ pub enum SupervisorError {
         /// What is wrong.
         reason: String,
     },
-    /// A file-system operation failed.
-    #[error("{}: could not {action}: {source}", path.display())]
-    Io {
-        /// The file or directory.
+    /// A decision or a control file could not be encoded as JSON.
+    #[error("{}: could not encode {what}: {source}", path.display())]
+    Encode {
+        /// The file it was meant for.
         path: PathBuf,
-        /// What was being done.
-        action: &'static str,
-        /// The operating system's error.
-        source: io::Error,
+        /// What was being encoded.
+        what: &'static str,
+        /// What the JSON encoder found.
+        source: serde_json::Error,
     },
+    /// A file-system operation failed: the message names the file and what was being done.
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// The snapshot store refused (a bad model name, or a failed atomic write).
     #[error(transparent)]
     Store(#[from] SnapshotError),
@@ -202,24 +205,6 @@ fn describe_version(version: Option<u64>) -> String {
     version.map_or("the serving version (none serves)".to_owned(), |version| {
         format!("version {version}")
     })
-}
-
-fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> SupervisorError {
-    let path = path.to_owned();
-    move |source| SupervisorError::Io {
-        path,
-        action,
-        source,
-    }
-}
-
-/// The wall clock in unix milliseconds, for callers that stamp decisions with the real time.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 /// Examples and their example-weighted mean logloss over a range of epochs.
@@ -1143,16 +1128,17 @@ impl DecisionLog {
 
     /// Appends one decision as one line, and flushes it.
     pub fn append(&mut self, decision: &Decision) -> Result<(), SupervisorError> {
-        let mut line = serde_json::to_vec(decision).map_err(|error| SupervisorError::Io {
+        let mut line = serde_json::to_vec(decision).map_err(|source| SupervisorError::Encode {
             path: self.path.clone(),
-            action: "encode a decision",
-            source: io::Error::other(error),
+            what: "a decision",
+            source,
         })?;
         line.push(b'\n');
         self.file
             .write_all(&line)
             .and_then(|()| self.file.flush())
-            .map_err(io_error(&self.path, "append to the decisions file"))
+            .map_err(io_error(&self.path, "append to the decisions file"))?;
+        Ok(())
     }
 
     /// Appends decisions in order.
@@ -1169,7 +1155,7 @@ impl DecisionLog {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Ok(DecisionsRead::default());
             }
-            Err(error) => return Err(io_error(path, "open the decisions file")(error)),
+            Err(error) => return Err(io_error(path, "open the decisions file")(error).into()),
         };
         let mut read = DecisionsRead::default();
         for (index, line) in BufReader::new(file).lines().enumerate() {
@@ -1239,13 +1225,10 @@ pub struct Control {
     pub commands: Vec<ControlCommand>,
 }
 
-/// Makes temporary control file names unique within the process.
-static CONTROL_WRITES: AtomicU64 = AtomicU64::new(0);
-
 impl Control {
     /// The control file of `model` in the store `store_dir`.
     pub fn path(store_dir: &Path, model: &str) -> Result<PathBuf, SupervisorError> {
-        snapshot::validate_model_name(model)?;
+        validate_model_name(model)?;
         Ok(store_dir.join(model).join(CONTROL_FILE_NAME))
     }
 
@@ -1262,7 +1245,7 @@ impl Control {
                     commands: Vec::new(),
                 });
             }
-            Err(error) => return Err(io_error(&path, "read the control file")(error)),
+            Err(error) => return Err(io_error(&path, "read the control file")(error).into()),
         };
         let invalid = |reason: String| SupervisorError::ControlInvalid {
             path: path.clone(),
@@ -1311,14 +1294,13 @@ impl Control {
         let excess = control.commands.len().saturating_sub(MAX_CONTROL_COMMANDS);
         control.commands.drain(..excess);
         let mut bytes =
-            serde_json::to_vec_pretty(&control).map_err(|error| SupervisorError::Io {
+            serde_json::to_vec_pretty(&control).map_err(|source| SupervisorError::Encode {
                 path: store_dir.join(model).join(CONTROL_FILE_NAME),
-                action: "encode the control file",
-                source: io::Error::other(error),
+                what: "the control file",
+                source,
             })?;
         bytes.push(b'\n');
-        let unique = CONTROL_WRITES.fetch_add(1, Ordering::Relaxed);
-        snapshot::write_atomically(&store_dir.join(model), CONTROL_FILE_NAME, &bytes, unique)?;
+        files::replace(&store_dir.join(model), CONTROL_FILE_NAME, &bytes)?;
         Ok(control)
     }
 
@@ -1435,7 +1417,9 @@ impl ControlWatcher {
         let stamp = match fs::metadata(&self.path) {
             Ok(metadata) => Some(FileStamp::of(&metadata)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(error) => return Err(io_error(&self.path, "look at the control file")(error)),
+            Err(error) => {
+                return Err(io_error(&self.path, "look at the control file")(error).into());
+            }
         };
         if stamp == self.seen {
             return Ok(Vec::new());
