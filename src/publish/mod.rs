@@ -2,7 +2,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`format`] | one snapshot file: header, checksum, payload codec, reading a file back |
+//! | [`format`](mod@format) | one snapshot file: header, checksum, payload codec, reading a file back |
 //! | [`store`] | a directory of snapshots: writing, listing, retention, manifests |
 //! | [`error`] | [`SnapshotError`], what went wrong in either, naming the file and version |
 

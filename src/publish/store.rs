@@ -2,11 +2,12 @@
 //! per version, a manifest per model, and a limit on how many versions are kept.
 //!
 //! ```text
-//! <dir>/<model>/v00000003.snap   one ModelVersion and what produced it (see [`format`])
+//! <dir>/<model>/v00000003.snap   one ModelVersion and what produced it
 //! <dir>/<model>/MANIFEST.json    the retained versions, rewritten after every snapshot
 //! ```
 //!
-//! [`format`]: crate::publish::format
+//! A snapshot file's layout is the [`format`](mod@super::format)'s; the store decides where files
+//! go, which are kept, and how they are written ([`crate::files::replace`]).
 
 use std::collections::BTreeMap;
 use std::fs;
