@@ -128,25 +128,23 @@ pub fn temporary_target(name: &str) -> Option<&str> {
         .map(|(target, _)| target)
 }
 
+/// The names in a directory, sorted: what tests of writers check is left behind.
+#[cfg(test)]
+pub(crate) fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list the directory")
+        .map(|entry| {
+            let entry = entry.expect("a directory entry");
+            entry.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The names in a directory, sorted.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .into_string()
-                    .expect("utf-8")
-            })
-            .collect();
-        names.sort();
-        names
-    }
 
     #[test]
     fn a_replaced_file_holds_the_new_content_and_no_temporary_is_left() {
@@ -157,7 +155,7 @@ mod tests {
         replace_with(dir.path(), "b.csv", |writer| writer.write_all(b"x,y\n")).expect("stream");
         assert_eq!(fs::read(&path).expect("read"), b"new");
         assert_eq!(fs::read(dir.path().join("b.csv")).expect("read"), b"x,y\n");
-        assert_eq!(names(dir.path()), ["a.json", "b.csv"]);
+        assert_eq!(names_in(dir.path()), ["a.json", "b.csv"]);
     }
 
     #[test]
@@ -180,7 +178,7 @@ mod tests {
                 .ends_with(": could not write a temporary file: disk on fire")
         );
         assert_eq!(fs::read(dir.path().join("a.json")).expect("read"), b"old");
-        assert_eq!(names(dir.path()), ["a.json"]);
+        assert_eq!(names_in(dir.path()), ["a.json"]);
     }
 
     #[test]

@@ -520,17 +520,7 @@ mod tests {
         assert_eq!(versions, vec![3, 4, 5]);
 
         // nothing else is left behind: no temporary files, no expired snapshots
-        let mut names: Vec<String> = fs::read_dir(store.dir().join("pooch"))
-            .expect("read dir")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .into_string()
-                    .expect("utf-8")
-            })
-            .collect();
-        names.sort();
+        let names = files::names_in(&store.dir().join("pooch"));
         assert_eq!(
             names,
             [

@@ -365,16 +365,7 @@ mod tests {
         assert_eq!(control.commands.len(), MAX_CONTROL_COMMANDS);
         assert_eq!(control.commands[0].generation, 7);
         // no temporary file is left behind
-        let names: Vec<String> = fs::read_dir(store.join("m"))
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let names = files::names_in(&store.join("m"));
         assert_eq!(names, [CONTROL_FILE_NAME]);
     }
 

@@ -368,84 +368,7 @@ impl Supervisor {
 
         // decide
         let before = self.serving();
-        let (status, action, reason) = if !published.finite {
-            let reason = "its weights are not all finite".to_owned();
-            (
-                VersionStatus::Rejected {
-                    reason: reason.clone(),
-                },
-                Action::Rejected,
-                reason,
-            )
-        } else if !round.logloss.is_finite() || (window.examples > 0 && !window.logloss.is_finite())
-        {
-            let reason = format!(
-                "its logloss is not a number (round {}, window {})",
-                round.logloss, window.logloss
-            );
-            (
-                VersionStatus::Rejected {
-                    reason: reason.clone(),
-                },
-                Action::Rejected,
-                reason,
-            )
-        } else if self.chosen.is_none() {
-            self.chosen = Some(published.version);
-            let reason = "the first version with finite weights and logloss".to_owned();
-            self.promotion(reason)
-        } else if window.examples == 0 {
-            let reason = format!(
-                "no examples in epochs {first_epoch}..={} to compare with the chosen version",
-                published.epoch
-            );
-            (
-                VersionStatus::Candidate {
-                    reason: reason.clone(),
-                },
-                Action::Candidate,
-                reason,
-            )
-        } else {
-            match self.reference() {
-                None => {
-                    self.chosen = Some(published.version);
-                    let reason = "the chosen version has no metrics to compare with".to_owned();
-                    self.promotion(reason)
-                }
-                Some(reference) => {
-                    let limit = reference.metrics.logloss * (1.0 + self.config.promote_margin);
-                    metrics.reference = Some(reference);
-                    metrics.limit = Some(limit);
-                    let comparison = format!(
-                        "window logloss {:.4} over {} examples against {:.4} ({} of version {}), limit {:.4} (margin {})",
-                        window.logloss,
-                        window.examples,
-                        reference.metrics.logloss,
-                        match reference.kind {
-                            ReferenceKind::Live => "live",
-                            ReferenceKind::Baseline => "baseline",
-                        },
-                        reference.version,
-                        limit,
-                        self.config.promote_margin
-                    );
-                    if window.logloss <= limit {
-                        self.chosen = Some(published.version);
-                        self.promotion(comparison)
-                    } else {
-                        let reason = format!("worse than allowed: {comparison}");
-                        (
-                            VersionStatus::Rejected {
-                                reason: reason.clone(),
-                            },
-                            Action::Rejected,
-                            reason,
-                        )
-                    }
-                }
-            }
-        };
+        let (status, action, reason) = self.judge(&published, round, window, &mut metrics);
         self.versions.insert(
             published.version,
             VersionRecord {
@@ -468,9 +391,69 @@ impl Supervisor {
         )])
     }
 
-    /// The status, action and reason of a version just made the choice: promoted, or held
-    /// by a pin.
-    fn promotion(&self, reason: String) -> (VersionStatus, Action, String) {
+    /// Decides about a new version, given its round and its window: its status, the action
+    /// and why. A version that passes becomes the choice; `metrics` gets what it was compared
+    /// with.
+    fn judge(
+        &mut self,
+        published: &Published,
+        round: WindowMetrics,
+        window: WindowMetrics,
+        metrics: &mut DecisionMetrics,
+    ) -> (VersionStatus, Action, String) {
+        if !published.finite {
+            return rejection("its weights are not all finite".to_owned());
+        }
+        if !round.logloss.is_finite() || (window.examples > 0 && !window.logloss.is_finite()) {
+            return rejection(format!(
+                "its logloss is not a number (round {}, window {})",
+                round.logloss, window.logloss
+            ));
+        }
+        if self.chosen.is_none() {
+            let reason = "the first version with finite weights and logloss".to_owned();
+            return self.promote(published.version, reason);
+        }
+        if window.examples == 0 {
+            let reason = format!(
+                "no examples in epochs {}..={} to compare with the chosen version",
+                window.first_epoch, published.epoch
+            );
+            let status = VersionStatus::Candidate {
+                reason: reason.clone(),
+            };
+            return (status, Action::Candidate, reason);
+        }
+        let Some(reference) = self.reference() else {
+            let reason = "the chosen version has no metrics to compare with".to_owned();
+            return self.promote(published.version, reason);
+        };
+        let limit = reference.metrics.logloss * (1.0 + self.config.promote_margin);
+        metrics.reference = Some(reference);
+        metrics.limit = Some(limit);
+        let comparison = format!(
+            "window logloss {:.4} over {} examples against {:.4} ({} of version {}), limit {:.4} (margin {})",
+            window.logloss,
+            window.examples,
+            reference.metrics.logloss,
+            match reference.kind {
+                ReferenceKind::Live => "live",
+                ReferenceKind::Baseline => "baseline",
+            },
+            reference.version,
+            limit,
+            self.config.promote_margin
+        );
+        if window.logloss <= limit {
+            self.promote(published.version, comparison)
+        } else {
+            rejection(format!("worse than allowed: {comparison}"))
+        }
+    }
+
+    /// Makes `version` the choice: promoted, and serving unless a pin holds it back.
+    fn promote(&mut self, version: u64, reason: String) -> (VersionStatus, Action, String) {
+        self.chosen = Some(version);
         match self.pinned {
             None => (VersionStatus::Promoted, Action::Promoted, reason),
             Some(pinned) => (
@@ -824,6 +807,14 @@ impl Supervisor {
             pinned: self.pinned,
         }
     }
+}
+
+/// The status, action and reason of a version refused for `reason`.
+fn rejection(reason: String) -> (VersionStatus, Action, String) {
+    let status = VersionStatus::Rejected {
+        reason: reason.clone(),
+    };
+    (status, Action::Rejected, reason)
 }
 
 #[cfg(test)]
