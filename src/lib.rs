@@ -16,7 +16,6 @@ pub mod clock;
 pub mod collect;
 pub mod files;
 pub mod generate;
-pub mod loadgen;
 pub mod publish;
 pub mod runtime;
 pub mod serve;
