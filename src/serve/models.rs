@@ -12,7 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::files::io_error;
-use crate::publish::{self, Snapshot, SnapshotError, SnapshotStore, validate_model_name};
+use crate::publish::{
+    self, Snapshot, SnapshotError, SnapshotStore, StoredVersion, validate_model_name,
+};
 use crate::serve::supervisor::{
     Action, Actor, CONTROL_FILE_NAME, Command, Control, Decision, DecisionLog, DecisionMetrics,
     SupervisorError,
@@ -188,24 +190,7 @@ fn list_model(
         describe(control.pin)
     );
 
-    // each version's last status
-    let mut statuses: BTreeMap<u64, String> = BTreeMap::new();
-    for decision in history {
-        let Some(version) = decision.version else {
-            continue;
-        };
-        let status = match decision.action {
-            Action::Promoted => "promoted".to_owned(),
-            Action::HeldByPin if decision.pinned != Some(version) => {
-                "promoted (held by pin)".to_owned()
-            }
-            Action::Rejected => format!("rejected: {}", decision.reason),
-            Action::Candidate => format!("candidate: {}", decision.reason),
-            Action::RolledBack => format!("rolled_back: {}", decision.reason),
-            _ => continue,
-        };
-        statuses.insert(version, status);
-    }
+    let statuses = last_statuses(history);
 
     let _ = writeln!(
         out,
@@ -249,7 +234,34 @@ fn list_model(
             }
         }
     }
-    // the manifest is rewritten after each snapshot; say so when it and the files disagree
+    manifest_note(out, store, model, &stored);
+    Ok(())
+}
+
+/// Each version's last status in the decisions, as the listing shows it.
+fn last_statuses(history: &[&Decision]) -> BTreeMap<u64, String> {
+    let mut statuses: BTreeMap<u64, String> = BTreeMap::new();
+    for decision in history {
+        let Some(version) = decision.version else {
+            continue;
+        };
+        let status = match decision.action {
+            Action::Promoted => "promoted".to_owned(),
+            Action::HeldByPin if decision.pinned != Some(version) => {
+                "promoted (held by pin)".to_owned()
+            }
+            Action::Rejected => format!("rejected: {}", decision.reason),
+            Action::Candidate => format!("candidate: {}", decision.reason),
+            Action::RolledBack => format!("rolled_back: {}", decision.reason),
+            _ => continue,
+        };
+        statuses.insert(version, status);
+    }
+    statuses
+}
+
+/// A note when the manifest, rewritten after each snapshot, disagrees with the files.
+fn manifest_note(out: &mut String, store: &SnapshotStore, model: &str, stored: &[StoredVersion]) {
     if let Ok(Some(manifest)) = store.manifest(model) {
         let listed: BTreeSet<u64> = manifest
             .versions
@@ -265,7 +277,6 @@ fn list_model(
             );
         }
     }
-    Ok(())
 }
 
 /// `pooch models pin`: checks that the version is in the store, verifies and is finite, then
