@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pooch::loadgen::{self, LoadConfig, LoadReport};
+use loadgen::{LoadConfig, LoadReport};
 use pooch::serve::http::{self, ApiError, Backend, HttpConfig, Prediction};
 use serde_json::{Value, json};
 

@@ -9,10 +9,13 @@
 //! | [`runtime`] | running a pipeline: workers, feeding, agreement, outputs |
 //! | [`spec`] | reading a TOML spec into a plan |
 //! | [`generate`] | the data generators (Sniffable, Criteo-shaped) |
+//! | [`files`] | durable file writes, and I/O errors that name the path |
+//! | [`clock`] | the wall clock, for stamps |
 
+pub mod clock;
 pub mod collect;
+pub mod files;
 pub mod generate;
-pub mod loadgen;
 pub mod publish;
 pub mod runtime;
 pub mod serve;

@@ -275,7 +275,7 @@ fn run_command(args: RunArgs) -> ExitCode {
 }
 
 fn models_command(command: Models) -> ExitCode {
-    let now = pooch::serve::supervisor::now_unix_ms();
+    let now = pooch::clock::now_unix_ms();
     let outcome = match &command {
         Models::List { store, model } => pooch::serve::models::list(store, model.as_deref()),
         Models::Pin {

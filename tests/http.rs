@@ -574,7 +574,7 @@ fn requests_beyond_max_in_flight_are_shed_with_503() {
 
 #[test]
 fn the_load_generator_counts_answers_and_keeps_its_rate() {
-    use pooch::loadgen::{self, LoadConfig};
+    use loadgen::LoadConfig;
     let (server, backend) = start(HttpConfig::default());
     let config = LoadConfig {
         addr: server.local_addr(),

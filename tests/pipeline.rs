@@ -196,8 +196,7 @@ fn the_published_snapshot_is_the_final_model() {
     check(&run_sniffable(&data, &out, &["-w", "1"]));
     let summary = summary(&out);
 
-    let store =
-        pooch::publish::snapshot::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
+    let store = pooch::publish::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
     let newest = store.newest_good("pooch-predictor").expect("listing");
     let snapshot = newest.snapshot.expect("a snapshot loads");
     assert!(newest.skipped.is_empty());
@@ -216,8 +215,7 @@ fn the_published_snapshot_is_the_final_model() {
 
     // a second run on the same directory continues the numbering
     check(&run_sniffable(&data, &out, &["-w", "1"]));
-    let again =
-        pooch::publish::snapshot::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
+    let again = pooch::publish::SnapshotStore::open(out.join("snapshots"), 10).expect("store");
     let newest = again
         .newest_good("pooch-predictor")
         .expect("listing")

@@ -40,8 +40,9 @@
 //!
 //! `criteo.tsv`: no header (as Criteo's `train.txt`), `\n` line ends, 42 tab-separated columns:
 //! `label`, `I1`..`I13`, `C1`..`C26`, `time`, `truth_p`. Row `n` (from 0) has time
-//! `START_TIME + n / ROWS_PER_SEC`, so rows are in time order. It is written to `criteo.tsv.tmp`
-//! and renamed into place. `pipelines/criteo.toml` reads it.
+//! `START_TIME + n / ROWS_PER_SEC`, so rows are in time order. It is written to a hidden
+//! temporary file and renamed into place ([`crate::files::replace_with`]).
+//! `pipelines/criteo.toml` reads it.
 //!
 //! # Reproducibility
 //!
@@ -56,7 +57,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::generate::sniffable::{GenerateError, START_TIME, write_atomically};
+use crate::files;
+use crate::generate::sniffable::{GenerateError, START_TIME};
 
 /// Rows per second of event time: a million rows span about 28 hours.
 pub const ROWS_PER_SEC: u64 = 10;
@@ -170,7 +172,7 @@ pub fn generate_criteo(
     let intercept = solve_intercept(config.seed);
     let mut positives = 0u64;
     let mut missing = 0u64;
-    write_atomically(out_dir, FILE_NAME, |writer| {
+    files::replace_with(out_dir, FILE_NAME, |writer| {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut line = Vec::with_capacity(512);
         for index in 0..config.rows {

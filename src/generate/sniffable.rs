@@ -72,8 +72,8 @@
 //! * `truth.json`: every parameter above, each dog's popularity and activity, the label, the
 //!   config, and the true probability of each query.
 //!
-//! Each file is written to `<name>.tmp` and renamed into place, so a crash never leaves a half
-//! file under its final name.
+//! Each file is written to a hidden temporary file and renamed into place
+//! ([`crate::files::replace_with`]), so a crash never leaves a half file under its final name.
 //!
 //! # Reproducibility
 //!
@@ -85,14 +85,16 @@
 
 use std::collections::BTreeMap;
 use std::f64::consts::TAU;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson, StandardNormal};
 use serde::Serialize;
+
+use crate::files::{self, FileError};
 
 /// First second of generated time: 2026-01-01T00:00:00Z.
 pub const START_TIME: u64 = 1_767_225_600;
@@ -238,24 +240,9 @@ pub enum GenerateError {
         /// What went wrong.
         source: io::Error,
     },
-    /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
-    Write {
-        /// The file being written (its temporary name).
-        path: PathBuf,
-        /// What went wrong.
-        source: io::Error,
-    },
-    /// A written file could not be moved to its final name.
-    #[error("cannot rename {} to {}: {source}", from.display(), to.display())]
-    Rename {
-        /// The temporary file.
-        from: PathBuf,
-        /// The final name.
-        to: PathBuf,
-        /// What went wrong.
-        source: io::Error,
-    },
+    /// A file could not be written or moved into place: the message names it.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// Writes a Sniffable world for `config` into `out_dir` (created if missing): `follows.csv`,
@@ -320,17 +307,17 @@ pub fn generate_sniffable(
         source,
     })?;
     let files = vec![
-        write_atomically(out_dir, "follows.csv", |writer| {
+        files::replace_with(out_dir, "follows.csv", |writer| {
             write_follows(writer, &follows)
         })?,
-        write_atomically(out_dir, "posts.csv", |writer| {
+        files::replace_with(out_dir, "posts.csv", |writer| {
             write_posts(writer, &posts, &outcomes, &vocabulary)
         })?,
-        write_atomically(out_dir, "likes.csv", |writer| write_likes(writer, &likes))?,
-        write_atomically(out_dir, "queries.jsonl", |writer| {
+        files::replace_with(out_dir, "likes.csv", |writer| write_likes(writer, &likes))?,
+        files::replace_with(out_dir, "queries.jsonl", |writer| {
             write_queries(writer, &queries)
         })?,
-        write_atomically(out_dir, "truth.json", |writer| {
+        files::replace_with(out_dir, "truth.json", |writer| {
             let truth = TruthFile::new(config, &model, &dogs, &vocabulary, &followers, &queries);
             serde_json::to_writer_pretty(&mut *writer, &truth)?;
             writer.write_all(b"\n")
@@ -869,37 +856,6 @@ fn probe_queries(dogs: &[Dog], vocabulary: &Vocabulary, time: u64) -> Vec<Query>
             known_dog,
         })
         .collect()
-}
-
-/// Writes `name` in `out_dir` through `name.tmp`, renamed into place once complete and synced.
-/// Returns the final path.
-pub(crate) fn write_atomically(
-    out_dir: &Path,
-    name: &str,
-    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
-) -> Result<PathBuf, GenerateError> {
-    let path = out_dir.join(name);
-    let temporary = out_dir.join(format!("{name}.tmp"));
-    let written = File::create(&temporary).and_then(|file| {
-        let mut writer = BufWriter::with_capacity(1 << 20, file);
-        write(&mut writer)?;
-        let file = writer.into_inner().map_err(|error| error.into_error())?;
-        file.sync_all()
-    });
-    if let Err(source) = written {
-        // Best effort: the write error is the one worth reporting.
-        let _ = fs::remove_file(&temporary);
-        return Err(GenerateError::Write {
-            path: temporary,
-            source,
-        });
-    }
-    fs::rename(&temporary, &path).map_err(|source| GenerateError::Rename {
-        from: temporary,
-        to: path.clone(),
-        source,
-    })?;
-    Ok(path)
 }
 
 fn write_follows(writer: &mut impl Write, follows: &[Follow]) -> io::Result<()> {

@@ -10,7 +10,7 @@ use dataflows::plan::Plan;
 use serde_json::Value as Json;
 
 use crate::collect::queries::{self, Queries};
-use crate::publish::snapshot::SnapshotStore;
+use crate::publish::SnapshotStore;
 use crate::runtime::collector::Collector;
 use crate::runtime::output::{OutputError, OutputFiles};
 use crate::runtime::snapshot_writer::SnapshotWriter;

@@ -51,7 +51,7 @@ use std::time::Duration;
 use dataflows::event::Answer;
 use dataflows::plan::Plan;
 
-use crate::publish::snapshot::SnapshotError;
+use crate::publish::SnapshotError;
 use crate::runtime::endpoint::Endpoint;
 use crate::runtime::leader::Leader;
 use crate::runtime::output::OutputError;

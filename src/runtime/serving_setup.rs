@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::publish::snapshot::SnapshotStore;
+use crate::publish::SnapshotStore;
 use crate::runtime::{RunError, RunOptions};
 use crate::serve::serving::ServingState;
 use crate::serve::supervisor::{DecisionLog, Supervisor};

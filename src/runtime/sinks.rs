@@ -20,7 +20,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
-use crate::publish::snapshot::SnapshotMeta;
+use crate::publish::SnapshotMeta;
 use crate::runtime::LiveAnswer;
 use crate::runtime::feed::LIVE_BASE;
 use crate::runtime::leader::Leader;

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use dataflows::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 
-use crate::publish::snapshot::{SnapshotMeta, SnapshotStore};
+use crate::publish::{SnapshotMeta, SnapshotStore};
 
 /// What the snapshot writer did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -52,11 +52,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Body of GET /v1/models: versions held per model, their metrics, which one serves, pins,
     /// decisions.
     fn models(&self) -> Value;
-    /// POST /v1/models/<name>/pin {"version": v}. Returns a JSON describing the decision.
+    /// `POST /v1/models/{name}/pin` with `{"version": v}`. Returns a JSON describing the decision.
     fn pin(&self, model: &str, version: u64) -> Result<Value, ApiError>;
-    /// POST /v1/models/<name>/unpin. Returns a JSON describing the decision.
+    /// `POST /v1/models/{name}/unpin`. Returns a JSON describing the decision.
     fn unpin(&self, model: &str) -> Result<Value, ApiError>;
-    /// POST /v1/models/<name>/rollback. Returns a JSON describing the decision.
+    /// `POST /v1/models/{name}/rollback`. Returns a JSON describing the decision.
     fn rollback(&self, model: &str) -> Result<Value, ApiError>;
     /// Ready = a model is loaded.
     fn ready(&self) -> bool;

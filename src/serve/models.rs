@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::publish::snapshot::{self, SnapshotError, SnapshotStore};
+use crate::files::io_error;
+use crate::publish::{
+    self, Snapshot, SnapshotError, SnapshotStore, StoredVersion, validate_model_name,
+};
 use crate::serve::supervisor::{
     Action, Actor, CONTROL_FILE_NAME, Command, Control, Decision, DecisionLog, DecisionMetrics,
     SupervisorError,
@@ -187,24 +190,7 @@ fn list_model(
         describe(control.pin)
     );
 
-    // each version's last status
-    let mut statuses: BTreeMap<u64, String> = BTreeMap::new();
-    for decision in history {
-        let Some(version) = decision.version else {
-            continue;
-        };
-        let status = match decision.action {
-            Action::Promoted => "promoted".to_owned(),
-            Action::HeldByPin if decision.pinned != Some(version) => {
-                "promoted (held by pin)".to_owned()
-            }
-            Action::Rejected => format!("rejected: {}", decision.reason),
-            Action::Candidate => format!("candidate: {}", decision.reason),
-            Action::RolledBack => format!("rolled_back: {}", decision.reason),
-            _ => continue,
-        };
-        statuses.insert(version, status);
-    }
+    let statuses = last_statuses(history);
 
     let _ = writeln!(
         out,
@@ -248,7 +234,34 @@ fn list_model(
             }
         }
     }
-    // the manifest is rewritten after each snapshot; say so when it and the files disagree
+    manifest_note(out, store, model, &stored);
+    Ok(())
+}
+
+/// Each version's last status in the decisions, as the listing shows it.
+fn last_statuses(history: &[&Decision]) -> BTreeMap<u64, String> {
+    let mut statuses: BTreeMap<u64, String> = BTreeMap::new();
+    for decision in history {
+        let Some(version) = decision.version else {
+            continue;
+        };
+        let status = match decision.action {
+            Action::Promoted => "promoted".to_owned(),
+            Action::HeldByPin if decision.pinned != Some(version) => {
+                "promoted (held by pin)".to_owned()
+            }
+            Action::Rejected => format!("rejected: {}", decision.reason),
+            Action::Candidate => format!("candidate: {}", decision.reason),
+            Action::RolledBack => format!("rolled_back: {}", decision.reason),
+            _ => continue,
+        };
+        statuses.insert(version, status);
+    }
+    statuses
+}
+
+/// A note when the manifest, rewritten after each snapshot, disagrees with the files.
+fn manifest_note(out: &mut String, store: &SnapshotStore, model: &str, stored: &[StoredVersion]) {
     if let Ok(Some(manifest)) = store.manifest(model) {
         let listed: BTreeSet<u64> = manifest
             .versions
@@ -264,7 +277,6 @@ fn list_model(
             );
         }
     }
-    Ok(())
 }
 
 /// `pooch models pin`: checks that the version is in the store, verifies and is finite, then
@@ -367,7 +379,7 @@ fn open_store(store_dir: &Path) -> Result<SnapshotStore, ModelsError> {
 
 /// Checks that a model has a directory in the store.
 fn known_model(store: &SnapshotStore, model: &str) -> Result<(), ModelsError> {
-    snapshot::validate_model_name(model)?;
+    validate_model_name(model)?;
     if store.dir().join(model).is_dir() {
         return Ok(());
     }
@@ -380,24 +392,22 @@ fn known_model(store: &SnapshotStore, model: &str) -> Result<(), ModelsError> {
 
 /// The models of a store: its subdirectories with a valid model name, sorted.
 fn models_in(store_dir: &Path) -> Result<Vec<String>, ModelsError> {
-    let entries = fs::read_dir(store_dir).map_err(|source| SnapshotError::Io {
-        path: store_dir.to_owned(),
-        action: "list the snapshot store",
-        source,
-    })?;
+    let entries = fs::read_dir(store_dir)
+        .map_err(io_error(store_dir, "list the snapshot store"))
+        .map_err(SnapshotError::from)?;
     let mut models: Vec<String> = entries
         .flatten()
         .filter(|entry| entry.path().is_dir())
         .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-        .filter(|name| snapshot::validate_model_name(name).is_ok())
+        .filter(|name| validate_model_name(name).is_ok())
         .collect();
     models.sort();
     Ok(models)
 }
 
 /// Reads and verifies a version's file, and checks that it holds what its place says.
-fn verified(model: &str, version: u64, path: &Path) -> Result<snapshot::Snapshot, SnapshotError> {
-    let snapshot = snapshot::read(path)?;
+fn verified(model: &str, version: u64, path: &Path) -> Result<Snapshot, SnapshotError> {
+    let snapshot = publish::read(path)?;
     if snapshot.model.name != model || snapshot.model.version != version {
         return Err(SnapshotError::Misplaced {
             path: path.to_owned(),

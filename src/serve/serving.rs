@@ -8,11 +8,10 @@
 //! it. What it reads is always a *complete* epoch: the changes of an epoch are applied at
 //! once, under one write lock, after the epoch has closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use dataflows::event::{Accum, Event, featurize};
 use dataflows::fact::{Symbol, Time};
@@ -21,24 +20,36 @@ use dataflows::plan::Plan;
 use serde_json::{Value as Json, json};
 
 use crate::collect::queries;
-use crate::serve::http::Prediction;
+use crate::serve::http::{ApiError, Backend, Prediction};
+use crate::serve::supervision::{Serve, Supervision};
 use crate::serve::supervisor::{
-    ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
-    now_unix_ms,
+    Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
 };
 
-/// Why a request cannot be scored.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+/// Why a request or an operator's command cannot be carried out.
+#[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The request is malformed: the message names the field.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The request names a model this pipeline does not have.
-    #[error("{0}")]
-    UnknownModel(String),
-    /// The supervisor refused a command: the message says why.
-    #[error("{0}")]
-    Refused(String),
+    /// A query that is not a JSON object.
+    #[error("a query must be a JSON object")]
+    NotAnObject,
+    /// A query whose fields do not fit the example source.
+    #[error("{reason}")]
+    BadQuery {
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A query or command naming another model than the pipeline's.
+    #[error("unknown model {requested} (this pipeline serves \"{serving}\")")]
+    UnknownModel {
+        /// The model named, as the JSON it was given in (a name is quoted).
+        requested: Json,
+        /// The pipeline's model.
+        serving: String,
+    },
+    /// The supervisor refused an operator's command: the message says why, naming the
+    /// version.
+    #[error(transparent)]
+    Refused(#[from] SupervisorError),
 }
 
 /// The current values of the aggregates features read, as of the start of an epoch.
@@ -48,26 +59,6 @@ struct FeatureView {
     /// The last epoch whose changes are in.
     epoch: Option<u64>,
 }
-
-/// The versions held and the supervisor deciding which serves. Requests never take this
-/// lock: they read [`ServingState::serving`]'s copy.
-struct Supervision {
-    supervisor: Supervisor,
-    /// The versions held, by number: the newest `keep_versions`, and any the supervisor serves.
-    held: BTreeMap<u64, Arc<ModelVersion>>,
-    /// Where decisions are written, if anywhere.
-    log: Option<DecisionLog>,
-    /// Commands from `pooch models` through the store's control file.
-    control: Option<ControlWatcher>,
-    /// The snapshot store, to load a version the supervisor wants that is no longer held.
-    store: Option<PathBuf>,
-    last_poll: Option<Instant>,
-    /// Decisions of this run, newest last (the last 100), for `GET /v1/models`.
-    recent: Vec<Decision>,
-}
-
-/// How often, at most, the control file is looked at.
-const CONTROL_POLL: Duration = Duration::from_millis(200);
 
 /// Counters that the serving state reports as metrics.
 #[derive(Default)]
@@ -88,7 +79,6 @@ pub struct ServingState {
     plan: Plan,
     /// The plan's lookup groups, worked out once rather than per request.
     groups: Vec<dataflows::plan::LookupGroup>,
-    keep: usize,
     features: RwLock<FeatureView>,
     serving: RwLock<Option<Arc<ModelVersion>>>,
     supervision: Mutex<Supervision>,
@@ -118,22 +108,13 @@ impl ServingState {
 
     /// An empty state whose versions `supervisor` decides on.
     pub fn with_supervisor(plan: Plan, supervisor: Supervisor) -> Self {
-        let keep = plan.serving.keep_versions.max(1);
+        let supervision = Supervision::new(supervisor, plan.serving.keep_versions);
         ServingState {
             groups: plan.lookup_groups(),
             plan,
-            keep,
             features: RwLock::default(),
             serving: RwLock::default(),
-            supervision: Mutex::new(Supervision {
-                supervisor,
-                held: BTreeMap::new(),
-                log: None,
-                control: None,
-                store: None,
-                last_poll: None,
-                recent: Vec::new(),
-            }),
+            supervision: Mutex::new(supervision),
             counters: ServingCounters::default(),
         }
     }
@@ -141,15 +122,10 @@ impl ServingState {
     /// Writes decisions to `log`, takes commands from the control file of the snapshot store
     /// in `store`, and loads versions from it when the supervisor wants one no longer held.
     pub fn attach_store(&self, store: PathBuf, log: DecisionLog) -> Result<(), SupervisorError> {
-        let control = ControlWatcher::new(&store, &self.plan.model.name)?;
-        let mut supervision = self.supervise();
-        supervision.log = Some(log);
-        supervision.control = Some(control);
-        supervision.store = Some(store);
-        Ok(())
+        self.supervise().attach_store(store, log)
     }
 
-    fn supervise(&self) -> std::sync::MutexGuard<'_, Supervision> {
+    fn supervise(&self) -> MutexGuard<'_, Supervision> {
         self.supervision
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -181,16 +157,9 @@ impl ServingState {
     /// supervisor decides whether it serves. A version with NaN or infinite weights never does.
     pub fn publish(&self, version: Arc<ModelVersion>) {
         let mut supervision = self.supervise();
-        if supervision
-            .held
-            .last_key_value()
-            .is_some_and(|(&newest, _)| newest >= version.version)
-        {
-            return;
+        if let Some(serve) = supervision.publish(version) {
+            self.serve(serve);
         }
-        let decisions = supervision.supervisor.on_version(&version, now_unix_ms());
-        supervision.held.insert(version.version, version);
-        self.settle(&mut supervision, decisions);
     }
 
     /// Reports the live progressive metrics of an epoch: `examples` scored by version
@@ -198,139 +167,80 @@ impl ServingState {
     /// back.
     pub fn live_metrics(&self, epoch: u64, examples: u64, logloss: f64, scored_by: u64) {
         let mut supervision = self.supervise();
-        let decisions = supervision.supervisor.on_live_metrics(
-            epoch,
-            examples,
-            logloss,
-            scored_by,
-            now_unix_ms(),
-        );
-        self.settle(&mut supervision, Ok(decisions));
+        let serve = supervision.live_metrics(epoch, examples, logloss, scored_by);
+        self.serve(serve);
     }
 
     /// Pins a version: it serves from the next request until unpinned.
     pub fn pin(&self, model: &str, version: u64) -> Result<Json, ServeError> {
-        self.command(model, |supervisor| supervisor.pin(version, now_unix_ms()))
+        self.command(model, |supervisor, now| supervisor.pin(version, now))
     }
 
     /// Releases the pin.
     pub fn unpin(&self, model: &str) -> Result<Json, ServeError> {
-        self.command(model, |supervisor| supervisor.unpin(now_unix_ms()))
+        self.command(model, |supervisor, now| supervisor.unpin(now))
     }
 
     /// Rolls back to the last good version before the serving one.
     pub fn rollback(&self, model: &str) -> Result<Json, ServeError> {
-        self.command(model, |supervisor| supervisor.rollback(now_unix_ms()))
+        self.command(model, |supervisor, now| supervisor.rollback(now))
     }
 
     /// Looks at the control file for commands from `pooch models`, at most every 200 ms.
     pub fn poll_control(&self) {
         let mut supervision = self.supervise();
-        self.poll_locked(&mut supervision);
-    }
-
-    fn poll_locked(&self, supervision: &mut Supervision) {
-        if supervision
-            .last_poll
-            .is_some_and(|last| last.elapsed() < CONTROL_POLL)
-        {
-            return;
+        if let Some(serve) = supervision.poll_control() {
+            self.serve(serve);
         }
-        supervision.last_poll = Some(Instant::now());
-        let Supervision {
-            supervisor,
-            control,
-            ..
-        } = supervision;
-        let Some(control) = control else { return };
-        let decisions = control.poll(supervisor, now_unix_ms());
-        self.settle(supervision, decisions);
     }
 
     fn command(
         &self,
         model: &str,
-        act: impl FnOnce(&mut Supervisor) -> Result<Vec<Decision>, SupervisorError>,
+        act: impl FnOnce(&mut Supervisor, u64) -> Result<Vec<Decision>, SupervisorError>,
     ) -> Result<Json, ServeError> {
         self.check_model(model)?;
         let mut supervision = self.supervise();
-        let decisions = act(&mut supervision.supervisor)
-            .map_err(|error| ServeError::Refused(error.to_string()))?;
-        let answer = serde_json::to_value(&decisions).unwrap_or(Json::Null);
-        self.settle(&mut supervision, Ok(decisions));
-        let serving = supervision.supervisor.serving();
-        Ok(
-            json!({ "decisions": answer, "serving": serving, "pinned": supervision.supervisor.pinned() }),
-        )
+        let (decisions, serve) = supervision.command(act)?;
+        self.serve(serve);
+        let supervisor = supervision.supervisor();
+        Ok(json!({
+            "decisions": decisions,
+            "serving": supervisor.serving(),
+            "pinned": supervisor.pinned(),
+        }))
     }
 
     fn check_model(&self, model: &str) -> Result<(), ServeError> {
         if model == self.plan.model.name {
             Ok(())
         } else {
-            Err(ServeError::UnknownModel(format!(
-                "unknown model \"{model}\" (this pipeline serves \"{}\")",
-                self.plan.model.name
-            )))
+            Err(self.unknown_model(Json::from(model)))
         }
     }
 
-    /// Records decisions, forgets versions no longer wanted, and makes the supervisor's
-    /// choice the version requests read.
-    fn settle(
-        &self,
-        supervision: &mut Supervision,
-        decisions: Result<Vec<Decision>, SupervisorError>,
-    ) {
-        let decisions = match decisions {
-            Ok(decisions) => decisions,
-            Err(error) => {
-                eprintln!("pooch: supervisor: {error}");
-                Vec::new()
-            }
-        };
-        if let Some(log) = &mut supervision.log
-            && let Err(error) = log.append_all(&decisions)
-        {
-            eprintln!("pooch: {error}");
+    fn unknown_model(&self, requested: Json) -> ServeError {
+        ServeError::UnknownModel {
+            requested,
+            serving: self.plan.model.name.clone(),
         }
-        supervision.recent.extend(decisions);
-        let excess = supervision.recent.len().saturating_sub(100);
-        supervision.recent.drain(..excess);
+    }
 
-        let wanted = supervision.supervisor.serving();
-        if let Some(version) = wanted
-            && !supervision.held.contains_key(&version)
-            && let Some(loaded) = load(supervision.store.as_ref(), &self.plan.model.name, version)
-        {
-            supervision.held.insert(version, loaded);
-        }
-        let newest: Vec<u64> = supervision
-            .held
-            .keys()
-            .rev()
-            .take(self.keep)
-            .copied()
-            .collect();
-        let pinned = supervision.supervisor.pinned();
-        supervision.held.retain(|version, _| {
-            newest.contains(version) || Some(*version) == wanted || Some(*version) == pinned
-        });
-        let serving = wanted.and_then(|version| supervision.held.get(&version).cloned());
+    /// Makes what the supervision settled on the version requests read. Called with the
+    /// supervision locked, so that two settlements cannot land out of order.
+    fn serve(&self, serve: Serve) {
         let mut current = self
             .serving
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        match serving {
-            Some(serving) => *current = Some(serving),
-            // a version the supervisor wants but nobody holds: the last one keeps serving
-            None if wanted.is_some() => eprintln!(
-                "pooch: supervisor chose version {} of {}, which is neither held nor in the store; version {} keeps serving",
-                wanted.unwrap_or(0),
+        match serve {
+            Serve::Version(version) => *current = Some(version),
+            Serve::Nothing => *current = None,
+            Serve::Missing(wanted) => eprintln!(
+                "pooch: supervisor chose version {wanted} of {}, which is neither held nor in the store; version {} keeps serving",
                 self.plan.model.name,
                 current.as_ref().map_or(0, |version| version.version)
             ),
-            None => *current = None,
         }
     }
 
@@ -349,7 +259,7 @@ impl ServingState {
 
     /// The versions held, oldest first.
     pub fn held(&self) -> Vec<Arc<ModelVersion>> {
-        self.supervise().held.values().cloned().collect()
+        self.supervise().held().cloned().collect()
     }
 
     /// The last epoch whose feature changes are in.
@@ -367,22 +277,19 @@ impl ServingState {
     /// training weigh nothing, so a new feature in the app never fails a request.
     pub fn predict(&self, request: &Json) -> Result<Prediction, ServeError> {
         let Json::Object(object) = request else {
-            return Err(ServeError::BadRequest(
-                "a query must be a JSON object".to_owned(),
-            ));
+            return Err(ServeError::NotAnObject);
         };
         let model = &self.plan.model.name;
         match object.get("model") {
             None | Some(Json::Null) => {}
             Some(Json::String(name)) if name == model => {}
-            Some(other) => {
-                return Err(ServeError::UnknownModel(format!(
-                    "unknown model {other} (this pipeline serves \"{model}\")"
-                )));
-            }
+            Some(other) => return Err(self.unknown_model(other.clone())),
         }
-        let query = queries::parse_object(object, 1, &self.plan, false)
-            .map_err(|error| ServeError::BadRequest(error.reason))?;
+        let query = queries::parse_object(object, 1, &self.plan, false).map_err(|error| {
+            ServeError::BadQuery {
+                reason: error.reason,
+            }
+        })?;
         let serving = self.serving();
 
         let mut event;
@@ -430,32 +337,11 @@ impl ServingState {
     /// The versions held, their metrics and status, and which one serves, as JSON.
     pub fn models_json(&self) -> Json {
         let mut supervision = self.supervise();
-        self.poll_locked(&mut supervision);
+        if let Some(serve) = supervision.poll_control() {
+            self.serve(serve);
+        }
         let serving = self.serving().map(|version| version.version);
-        let held: Vec<Json> = supervision
-            .held
-            .values()
-            .map(|version| {
-                json!({
-                    "version": version.version,
-                    "epoch": version.epoch,
-                    "published_at": version.published_at,
-                    "finite": version.is_finite(),
-                    "weights": version.weights.len(),
-                    "metrics": { "examples": version.metrics.examples, "logloss": finite_or_null(version.metrics.logloss) },
-                    "status": supervision.supervisor.status(version.version).map(|status| status.name()),
-                    "serving": Some(version.version) == serving,
-                })
-            })
-            .collect();
-        json!({ "models": [ {
-            "name": self.plan.model.name,
-            "serving": serving,
-            "pinned": supervision.supervisor.pinned(),
-            "held": held,
-            "supervisor": supervision.supervisor.state(),
-            "recent_decisions": serde_json::to_value(&supervision.recent).unwrap_or(Json::Null),
-        } ] })
+        json!({ "models": [supervision.models_json(serving)] })
     }
 
     /// Prometheus text-format lines for the serving state.
@@ -513,8 +399,8 @@ impl ServingState {
     }
 }
 
-impl crate::serve::http::Backend for ServingState {
-    fn predict(&self, query: &Json) -> Result<Prediction, crate::serve::http::ApiError> {
+impl Backend for ServingState {
+    fn predict(&self, query: &Json) -> Result<Prediction, ApiError> {
         ServingState::predict(self, query).map_err(api_error)
     }
 
@@ -522,15 +408,15 @@ impl crate::serve::http::Backend for ServingState {
         self.models_json()
     }
 
-    fn pin(&self, model: &str, version: u64) -> Result<Json, crate::serve::http::ApiError> {
+    fn pin(&self, model: &str, version: u64) -> Result<Json, ApiError> {
         ServingState::pin(self, model, version).map_err(api_error)
     }
 
-    fn unpin(&self, model: &str) -> Result<Json, crate::serve::http::ApiError> {
+    fn unpin(&self, model: &str) -> Result<Json, ApiError> {
         ServingState::unpin(self, model).map_err(api_error)
     }
 
-    fn rollback(&self, model: &str) -> Result<Json, crate::serve::http::ApiError> {
+    fn rollback(&self, model: &str) -> Result<Json, ApiError> {
         ServingState::rollback(self, model).map_err(api_error)
     }
 
@@ -543,38 +429,13 @@ impl crate::serve::http::Backend for ServingState {
     }
 }
 
-fn api_error(error: ServeError) -> crate::serve::http::ApiError {
+/// The HTTP status of a refusal: 404 for another model, 400 for anything else.
+fn api_error(error: ServeError) -> ApiError {
     match error {
-        ServeError::BadRequest(message) | ServeError::Refused(message) => {
-            crate::serve::http::ApiError::BadRequest(message)
+        ServeError::UnknownModel { .. } => ApiError::NotFound(error.to_string()),
+        ServeError::NotAnObject | ServeError::BadQuery { .. } | ServeError::Refused(_) => {
+            ApiError::BadRequest(error.to_string())
         }
-        ServeError::UnknownModel(message) => crate::serve::http::ApiError::NotFound(message),
-    }
-}
-
-/// Loads a version from the snapshot store, if it is there and verifies.
-fn load(store: Option<&PathBuf>, model: &str, version: u64) -> Option<Arc<ModelVersion>> {
-    let store = crate::publish::snapshot::SnapshotStore::open(store?, usize::MAX).ok()?;
-    let stored = store
-        .list(model)
-        .ok()?
-        .into_iter()
-        .find(|stored| stored.version == version)?;
-    match crate::publish::snapshot::read(&stored.path) {
-        Ok(snapshot) if snapshot.model.version == version => Some(Arc::new(snapshot.model)),
-        Ok(_) => None,
-        Err(error) => {
-            eprintln!("pooch: {error}");
-            None
-        }
-    }
-}
-
-fn finite_or_null(value: f64) -> Json {
-    if value.is_finite() {
-        json!(value)
-    } else {
-        Json::Null
     }
 }
 
@@ -648,14 +509,33 @@ mod tests {
         assert_eq!(asked(), 3);
         assert!(matches!(
             state.pin("other", 1),
-            Err(ServeError::UnknownModel(_))
+            Err(ServeError::UnknownModel { .. })
         ));
         assert!(matches!(
             state.pin("pooch-predictor", 99),
             Err(ServeError::Refused(_))
         ));
+        let refused = state.pin("pooch-predictor", 99).unwrap_err();
+        assert!(refused.to_string().contains("version 99"), "{refused}");
         let models = state.models_json();
         assert_eq!(models["models"][0]["serving"], json!(3));
+    }
+
+    #[test]
+    fn a_loss_that_is_not_a_number_is_listed_as_null() {
+        let state = state();
+        state.publish(version(1, 1.0));
+        let mut diverged = (*version(2, 1.0)).clone();
+        diverged.metrics.logloss = f64::NAN;
+        state.publish(Arc::new(diverged));
+        let models = state.models_json();
+        let held = &models["models"][0]["held"];
+        assert_eq!(held[0]["metrics"], json!({"examples": 100, "logloss": 0.5}));
+        assert_eq!(
+            held[1]["metrics"],
+            json!({"examples": 100, "logloss": null})
+        );
+        assert_eq!(held[1]["status"], json!("rejected"));
     }
 
     #[test]
@@ -673,7 +553,19 @@ mod tests {
         let model = state
             .predict(&json!({"dog": "d", "model": "other"}))
             .unwrap_err();
-        assert!(matches!(model, ServeError::UnknownModel(_)));
+        assert_eq!(
+            model.to_string(),
+            "unknown model \"other\" (this pipeline serves \"pooch-predictor\")"
+        );
+        let error = state.pin("cat", 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown model \"cat\" (this pipeline serves \"pooch-predictor\")"
+        );
+        assert_eq!(
+            state.predict(&json!([1, 2])).unwrap_err().to_string(),
+            "a query must be a JSON object"
+        );
         assert!(state.predict(&json!({"dog": "d", "mood": "happy"})).is_ok());
         assert!(state.predict(&json!([1, 2])).is_err());
     }

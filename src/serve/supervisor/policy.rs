@@ -1,5 +1,4 @@
-//! The model supervisor: which published version serves, every decision about it in
-//! `decisions.jsonl`, and operators' commands through a control file.
+//! The supervisor's policy: which version serves, by rules on published and live metrics.
 //!
 //! The dataflow publishes a version at every training round and keeps training whatever
 //! serves. The supervisor sees each version once, as it is published, and decides:
@@ -25,32 +24,18 @@
 //!   new versions are still evaluated, and one that passes becomes the choice, which serves
 //!   on unpin), unpin, or roll back by hand.
 //!
-//! Every decision is a [`Decision`], one JSON line in `decisions.jsonl` ([`DecisionLog`]).
-//! Commands from the command line reach a running supervisor through the model's control
-//! file in the snapshot store ([`Control`], [`ControlWatcher`]).
+//! Each rule's outcome is a [`Decision`], for the caller to log ([`super::DecisionLog`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dataflows::model::{ModelVersion, RoundMetrics};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value as Json, json};
 
-use crate::publish::snapshot::{self, SnapshotError};
-
-/// The name of a model's control file, in its snapshot directory.
-pub const CONTROL_FILE_NAME: &str = "CONTROL.json";
-
-/// The name of the decisions file, in the run's output directory (the snapshot store's parent).
-pub const DECISIONS_FILE_NAME: &str = "decisions.jsonl";
-
-/// A control file keeps this many of the latest commands. A running supervisor that polls
-/// less often than this many commands arrive misses the oldest of them.
-pub const MAX_CONTROL_COMMANDS: usize = 64;
+use super::SupervisorError;
+use super::decisions::{
+    Action, Actor, Decision, DecisionMetrics, Reference, ReferenceKind, WindowMetrics,
+};
 
 /// The supervisor's rules, in numbers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -114,128 +99,7 @@ impl SupervisorConfig {
     }
 }
 
-/// What went wrong in the supervisor, its decisions file or a control file.
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    /// A configuration value out of range.
-    #[error("supervisor configuration: `{field}` {reason}")]
-    InvalidConfig {
-        /// The field.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A version offered for another model than the supervisor's.
-    #[error("supervisor of model {model:?} was given a version of model {offered:?}")]
-    WrongModel {
-        /// The supervisor's model.
-        model: String,
-        /// The model of the version offered.
-        offered: String,
-    },
-    /// A version not newer than one already seen.
-    #[error("model {model} version {version} is not newer than version {newest}, already seen")]
-    VersionNotNewer {
-        /// The model.
-        model: String,
-        /// The version offered.
-        version: u64,
-        /// The newest version seen.
-        newest: u64,
-    },
-    /// A version the supervisor does not hold (never seen, or forgotten).
-    #[error("model {model} version {version} is not held by the supervisor (held: {held})")]
-    UnknownVersion {
-        /// The model.
-        model: String,
-        /// The version asked for.
-        version: u64,
-        /// The versions held, as a range or list.
-        held: String,
-    },
-    /// A version with a non-finite weight, which may never serve.
-    #[error("model {model} version {version} has non-finite weights and cannot serve")]
-    NotFinite {
-        /// The model.
-        model: String,
-        /// The version.
-        version: u64,
-    },
-    /// Unpin with no pin in place.
-    #[error("model {model} has no pinned version")]
-    NotPinned {
-        /// The model.
-        model: String,
-    },
-    /// Rollback with no good version before the serving one.
-    #[error("model {model}: no good version before {} to roll back to", describe_version(*serving))]
-    NoEarlierGoodVersion {
-        /// The model.
-        model: String,
-        /// The serving version, if any.
-        serving: Option<u64>,
-    },
-    /// A control file that is not what this module writes.
-    #[error("{}: control file is not valid: {reason}", path.display())]
-    ControlInvalid {
-        /// The control file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A file-system operation failed.
-    #[error("{}: could not {action}: {source}", path.display())]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// What was being done.
-        action: &'static str,
-        /// The operating system's error.
-        source: io::Error,
-    },
-    /// The snapshot store refused (a bad model name, or a failed atomic write).
-    #[error(transparent)]
-    Store(#[from] SnapshotError),
-}
-
-fn describe_version(version: Option<u64>) -> String {
-    version.map_or("the serving version (none serves)".to_owned(), |version| {
-        format!("version {version}")
-    })
-}
-
-fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> SupervisorError {
-    let path = path.to_owned();
-    move |source| SupervisorError::Io {
-        path,
-        action,
-        source,
-    }
-}
-
-/// The wall clock in unix milliseconds, for callers that stamp decisions with the real time.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
-/// Examples and their example-weighted mean logloss over a range of epochs.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WindowMetrics {
-    /// The first epoch of the range.
-    pub first_epoch: u64,
-    /// The last epoch of the range.
-    pub last_epoch: u64,
-    /// Examples in the range.
-    pub examples: u64,
-    /// Their mean logloss; NaN (`null` in JSON) when there are none or one was not a number.
-    #[serde(with = "finite_or_null")]
-    pub logloss: f64,
-}
-
+// The window arithmetic is the policy's; the struct is a record, in `decisions`.
 impl WindowMetrics {
     /// The example-weighted mean of `(epoch, examples, logloss)` entries within
     /// `first_epoch..=last_epoch`. Entries without examples carry no evidence and are left out
@@ -273,23 +137,6 @@ impl WindowMetrics {
             examples: metrics.examples,
             logloss: metrics.logloss,
         }
-    }
-}
-
-/// `f64` as a JSON number, or `null` when not finite (JSON has no NaN); `null` reads back as NaN.
-mod finite_or_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-        if value.is_finite() {
-            serializer.serialize_f64(*value)
-        } else {
-            serializer.serialize_none()
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
     }
 }
 
@@ -362,117 +209,6 @@ impl VersionStatus {
     }
 }
 
-/// What a decision did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// A new version became the supervisor's choice, and serves.
-    Promoted,
-    /// A new version was refused.
-    Rejected,
-    /// A new version was left undecided (no evidence to compare).
-    Candidate,
-    /// A pin kept serving what it serves: a new version passed promotion (it becomes the
-    /// choice, and serves on unpin), or the pinned version degraded (no rollback while pinned).
-    HeldByPin,
-    /// The serving version was rolled back; `serving` says what serves now.
-    RolledBack,
-    /// The serving version degraded, but there is no good version before it: it keeps serving.
-    Kept,
-    /// An operator pinned a version.
-    Pinned,
-    /// An operator released the pin.
-    Unpinned,
-    /// An operator's command could not be carried out; the reason says why.
-    Refused,
-    /// `pooch models pin` wrote a pin to the control file.
-    PinRequested,
-    /// `pooch models unpin` wrote an unpin to the control file.
-    UnpinRequested,
-    /// `pooch models rollback` wrote a rollback to the control file.
-    RollbackRequested,
-}
-
-/// Who decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Actor {
-    /// The supervisor's rules.
-    Supervisor,
-    /// An operator's command, carried out by the supervisor.
-    Operator,
-    /// The command line, recording a request that a running supervisor carries out later.
-    Cli,
-}
-
-/// Which figure a new version was compared with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReferenceKind {
-    /// The serving version's live logloss over the window.
-    Live,
-    /// The chosen version's window logloss when it was published.
-    Baseline,
-}
-
-/// What a new version was compared with.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Reference {
-    /// The version compared with (the supervisor's choice).
-    pub version: u64,
-    /// Which of its figures.
-    pub kind: ReferenceKind,
-    /// The figure.
-    pub metrics: WindowMetrics,
-}
-
-/// The metrics a decision considered; only those that apply are present.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DecisionMetrics {
-    /// The version's own training round.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub round: Option<WindowMetrics>,
-    /// The version's window: the rounds of the last `window_epochs` epochs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<WindowMetrics>,
-    /// What the window was compared with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<Reference>,
-    /// The serving version's live metrics over the window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live: Option<WindowMetrics>,
-    /// The serving version's baseline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<f64>,
-    /// The limit the compared figure had to stay within.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<f64>,
-}
-
-/// One decision, as one line of `decisions.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    /// Wall-clock time of the decision, unix milliseconds (supplied by the caller).
-    pub time_unix_ms: u64,
-    /// The model.
-    pub model: String,
-    /// The version decided about (for `rolled_back`, the version rolled back; `None` for an
-    /// unpin or a refused command that named none).
-    pub version: Option<u64>,
-    /// What was done.
-    pub action: Action,
-    /// Who decided.
-    pub by: Actor,
-    /// Why, in words, with the numbers.
-    pub reason: String,
-    /// The metrics considered.
-    pub metrics: DecisionMetrics,
-    /// The version serving after the decision (for `by: cli`, not known: `None`).
-    pub serving: Option<u64>,
-    /// The version pinned after the decision (for `by: cli`, the pin requested).
-    pub pinned: Option<u64>,
-}
-
 /// One round's or one epoch's metrics.
 #[derive(Clone, Copy, Debug)]
 struct Round {
@@ -503,7 +239,7 @@ impl VersionRecord {
 }
 
 /// Decides which version of one model serves. Plain state, no I/O: every method returns the
-/// decisions it made, for the caller to log ([`DecisionLog`]) and act on ([`Self::serving`]).
+/// decisions it made, for the caller to log ([`super::DecisionLog`]) and act on ([`Self::serving`]).
 #[derive(Clone, Debug)]
 pub struct Supervisor {
     model: String,
@@ -632,84 +368,7 @@ impl Supervisor {
 
         // decide
         let before = self.serving();
-        let (status, action, reason) = if !published.finite {
-            let reason = "its weights are not all finite".to_owned();
-            (
-                VersionStatus::Rejected {
-                    reason: reason.clone(),
-                },
-                Action::Rejected,
-                reason,
-            )
-        } else if !round.logloss.is_finite() || (window.examples > 0 && !window.logloss.is_finite())
-        {
-            let reason = format!(
-                "its logloss is not a number (round {}, window {})",
-                round.logloss, window.logloss
-            );
-            (
-                VersionStatus::Rejected {
-                    reason: reason.clone(),
-                },
-                Action::Rejected,
-                reason,
-            )
-        } else if self.chosen.is_none() {
-            self.chosen = Some(published.version);
-            let reason = "the first version with finite weights and logloss".to_owned();
-            self.promotion(reason)
-        } else if window.examples == 0 {
-            let reason = format!(
-                "no examples in epochs {first_epoch}..={} to compare with the chosen version",
-                published.epoch
-            );
-            (
-                VersionStatus::Candidate {
-                    reason: reason.clone(),
-                },
-                Action::Candidate,
-                reason,
-            )
-        } else {
-            match self.reference() {
-                None => {
-                    self.chosen = Some(published.version);
-                    let reason = "the chosen version has no metrics to compare with".to_owned();
-                    self.promotion(reason)
-                }
-                Some(reference) => {
-                    let limit = reference.metrics.logloss * (1.0 + self.config.promote_margin);
-                    metrics.reference = Some(reference);
-                    metrics.limit = Some(limit);
-                    let comparison = format!(
-                        "window logloss {:.4} over {} examples against {:.4} ({} of version {}), limit {:.4} (margin {})",
-                        window.logloss,
-                        window.examples,
-                        reference.metrics.logloss,
-                        match reference.kind {
-                            ReferenceKind::Live => "live",
-                            ReferenceKind::Baseline => "baseline",
-                        },
-                        reference.version,
-                        limit,
-                        self.config.promote_margin
-                    );
-                    if window.logloss <= limit {
-                        self.chosen = Some(published.version);
-                        self.promotion(comparison)
-                    } else {
-                        let reason = format!("worse than allowed: {comparison}");
-                        (
-                            VersionStatus::Rejected {
-                                reason: reason.clone(),
-                            },
-                            Action::Rejected,
-                            reason,
-                        )
-                    }
-                }
-            }
-        };
+        let (status, action, reason) = self.judge(&published, round, window, &mut metrics);
         self.versions.insert(
             published.version,
             VersionRecord {
@@ -732,9 +391,69 @@ impl Supervisor {
         )])
     }
 
-    /// The status, action and reason of a version just made the choice: promoted, or held
-    /// by a pin.
-    fn promotion(&self, reason: String) -> (VersionStatus, Action, String) {
+    /// Decides about a new version, given its round and its window: its status, the action
+    /// and why. A version that passes becomes the choice; `metrics` gets what it was compared
+    /// with.
+    fn judge(
+        &mut self,
+        published: &Published,
+        round: WindowMetrics,
+        window: WindowMetrics,
+        metrics: &mut DecisionMetrics,
+    ) -> (VersionStatus, Action, String) {
+        if !published.finite {
+            return rejection("its weights are not all finite".to_owned());
+        }
+        if !round.logloss.is_finite() || (window.examples > 0 && !window.logloss.is_finite()) {
+            return rejection(format!(
+                "its logloss is not a number (round {}, window {})",
+                round.logloss, window.logloss
+            ));
+        }
+        if self.chosen.is_none() {
+            let reason = "the first version with finite weights and logloss".to_owned();
+            return self.promote(published.version, reason);
+        }
+        if window.examples == 0 {
+            let reason = format!(
+                "no examples in epochs {}..={} to compare with the chosen version",
+                window.first_epoch, published.epoch
+            );
+            let status = VersionStatus::Candidate {
+                reason: reason.clone(),
+            };
+            return (status, Action::Candidate, reason);
+        }
+        let Some(reference) = self.reference() else {
+            let reason = "the chosen version has no metrics to compare with".to_owned();
+            return self.promote(published.version, reason);
+        };
+        let limit = reference.metrics.logloss * (1.0 + self.config.promote_margin);
+        metrics.reference = Some(reference);
+        metrics.limit = Some(limit);
+        let comparison = format!(
+            "window logloss {:.4} over {} examples against {:.4} ({} of version {}), limit {:.4} (margin {})",
+            window.logloss,
+            window.examples,
+            reference.metrics.logloss,
+            match reference.kind {
+                ReferenceKind::Live => "live",
+                ReferenceKind::Baseline => "baseline",
+            },
+            reference.version,
+            limit,
+            self.config.promote_margin
+        );
+        if window.logloss <= limit {
+            self.promote(published.version, comparison)
+        } else {
+            rejection(format!("worse than allowed: {comparison}"))
+        }
+    }
+
+    /// Makes `version` the choice: promoted, and serving unless a pin holds it back.
+    fn promote(&mut self, version: u64, reason: String) -> (VersionStatus, Action, String) {
+        self.chosen = Some(version);
         match self.pinned {
             None => (VersionStatus::Promoted, Action::Promoted, reason),
             Some(pinned) => (
@@ -1066,7 +785,8 @@ impl Supervisor {
         }
     }
 
-    fn decision(
+    /// A decision about this supervisor's model, stamped with what serves after it.
+    pub(super) fn decision(
         &self,
         time_unix_ms: u64,
         version: Option<u64>,
@@ -1089,416 +809,19 @@ impl Supervisor {
     }
 }
 
-/// `decisions.jsonl`, appended to one line per decision.
-///
-/// Each line is written with a single `write` on a file opened for appending, so lines from
-/// the running server and from `pooch models` commands do not interleave. Lines are not
-/// synced to disk one by one: a crash of the machine may lose the last few.
-#[derive(Debug)]
-pub struct DecisionLog {
-    path: PathBuf,
-    file: File,
-}
-
-/// The decisions read back from a file.
-#[derive(Debug, Default)]
-pub struct DecisionsRead {
-    /// The decisions, in file order.
-    pub decisions: Vec<Decision>,
-    /// Lines that did not parse: line number (from 1) and why.
-    pub malformed: Vec<(usize, String)>,
-}
-
-impl DecisionLog {
-    /// Where the decisions of a run whose snapshot store is `store_dir` go: beside the store,
-    /// in the run's output directory (`OUT/decisions.jsonl` for the store `OUT/snapshots`).
-    pub fn path_for_store(store_dir: &Path) -> PathBuf {
-        match store_dir.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.join(DECISIONS_FILE_NAME),
-            _ => PathBuf::from(DECISIONS_FILE_NAME),
-        }
-    }
-
-    /// Opens a decisions file for appending, creating it (and its directory) if needed.
-    pub fn open(path: impl Into<PathBuf>) -> Result<Self, SupervisorError> {
-        let path = path.into();
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            fs::create_dir_all(parent)
-                .map_err(io_error(parent, "create the decisions file's directory"))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_error(&path, "open the decisions file"))?;
-        Ok(DecisionLog { path, file })
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends one decision as one line, and flushes it.
-    pub fn append(&mut self, decision: &Decision) -> Result<(), SupervisorError> {
-        let mut line = serde_json::to_vec(decision).map_err(|error| SupervisorError::Io {
-            path: self.path.clone(),
-            action: "encode a decision",
-            source: io::Error::other(error),
-        })?;
-        line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .and_then(|()| self.file.flush())
-            .map_err(io_error(&self.path, "append to the decisions file"))
-    }
-
-    /// Appends decisions in order.
-    pub fn append_all(&mut self, decisions: &[Decision]) -> Result<(), SupervisorError> {
-        decisions
-            .iter()
-            .try_for_each(|decision| self.append(decision))
-    }
-
-    /// Reads a decisions file; a missing file has none. Malformed lines are reported, not fatal.
-    pub fn read(path: &Path) -> Result<DecisionsRead, SupervisorError> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Ok(DecisionsRead::default());
-            }
-            Err(error) => return Err(io_error(path, "open the decisions file")(error)),
-        };
-        let mut read = DecisionsRead::default();
-        for (index, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io_error(path, "read the decisions file"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str(&line) {
-                Ok(decision) => read.decisions.push(decision),
-                Err(error) => read.malformed.push((index + 1, error.to_string())),
-            }
-        }
-        Ok(read)
-    }
-}
-
-/// An operator's command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Command {
-    /// Serve this version until unpinned.
-    Pin {
-        /// The version.
-        version: u64,
-    },
-    /// Let the supervisor's choice serve again.
-    Unpin,
-    /// Roll the serving version back to the last good one before it.
-    Rollback,
-}
-
-/// A command in the control file, numbered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlCommand {
-    /// The file's generation this command made: commands are applied in this order, once.
-    pub generation: u64,
-    /// When it was written, unix milliseconds.
-    pub time_unix_ms: u64,
-    /// The command.
-    #[serde(flatten)]
-    pub command: Command,
-}
-
-/// A model's control file, `<store>/<model>/CONTROL.json`: operators' commands for a
-/// running supervisor. Every command bumps `generation`; a supervisor applies those with a
-/// generation above the last it applied, in order, each once.
-///
-/// ```json
-/// {"model": "pooch-predictor", "generation": 3, "pin": null,
-///  "commands": [{"generation": 2, "time_unix_ms": 1770000000000, "action": "pin", "version": 41},
-///               {"generation": 3, "time_unix_ms": 1770000100000, "action": "rollback"}]}
-/// ```
-///
-/// Written atomically (temporary file, sync, rename). One writer at a time: two commands
-/// written at the same instant may lose one (the second reads the file before the first
-/// renames its own into place).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Control {
-    /// The model.
-    pub model: String,
-    /// The number of commands ever written.
-    pub generation: u64,
-    /// The pin as the commands leave it: set by `pin`, cleared by `unpin` and `rollback`.
-    pub pin: Option<u64>,
-    /// The latest commands, oldest first, at most [`MAX_CONTROL_COMMANDS`].
-    pub commands: Vec<ControlCommand>,
-}
-
-/// Makes temporary control file names unique within the process.
-static CONTROL_WRITES: AtomicU64 = AtomicU64::new(0);
-
-impl Control {
-    /// The control file of `model` in the store `store_dir`.
-    pub fn path(store_dir: &Path, model: &str) -> Result<PathBuf, SupervisorError> {
-        snapshot::validate_model_name(model)?;
-        Ok(store_dir.join(model).join(CONTROL_FILE_NAME))
-    }
-
-    /// Reads a model's control file; with none, a control with no commands.
-    pub fn load(store_dir: &Path, model: &str) -> Result<Control, SupervisorError> {
-        let path = Control::path(store_dir, model)?;
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Ok(Control {
-                    model: model.to_owned(),
-                    generation: 0,
-                    pin: None,
-                    commands: Vec::new(),
-                });
-            }
-            Err(error) => return Err(io_error(&path, "read the control file")(error)),
-        };
-        let invalid = |reason: String| SupervisorError::ControlInvalid {
-            path: path.clone(),
-            reason,
-        };
-        let control: Control =
-            serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
-        if control.model != model {
-            return Err(invalid(format!(
-                "it names model {:?}, but lies in the directory of model {model:?}",
-                control.model
-            )));
-        }
-        if let Some(command) = control
-            .commands
-            .iter()
-            .find(|command| command.generation > control.generation)
-        {
-            return Err(invalid(format!(
-                "command of generation {} is newer than the file's generation {}",
-                command.generation, control.generation
-            )));
-        }
-        Ok(control)
-    }
-
-    /// Adds a command to a model's control file and writes it atomically; returns the file as
-    /// written. The model's snapshot directory must exist.
-    pub fn request(
-        store_dir: &Path,
-        model: &str,
-        command: Command,
-        now_unix_ms: u64,
-    ) -> Result<Control, SupervisorError> {
-        let mut control = Control::load(store_dir, model)?;
-        control.generation += 1;
-        control.pin = match command {
-            Command::Pin { version } => Some(version),
-            Command::Unpin | Command::Rollback => None,
-        };
-        control.commands.push(ControlCommand {
-            generation: control.generation,
-            time_unix_ms: now_unix_ms,
-            command,
-        });
-        let excess = control.commands.len().saturating_sub(MAX_CONTROL_COMMANDS);
-        control.commands.drain(..excess);
-        let mut bytes =
-            serde_json::to_vec_pretty(&control).map_err(|error| SupervisorError::Io {
-                path: store_dir.join(model).join(CONTROL_FILE_NAME),
-                action: "encode the control file",
-                source: io::Error::other(error),
-            })?;
-        bytes.push(b'\n');
-        let unique = CONTROL_WRITES.fetch_add(1, Ordering::Relaxed);
-        snapshot::write_atomically(&store_dir.join(model), CONTROL_FILE_NAME, &bytes, unique)?;
-        Ok(control)
-    }
-
-    /// Applies to `supervisor`, in order, the commands with a generation above
-    /// `applied_generation`; returns the decisions (a command that fails becomes a `refused`
-    /// decision) and the generation now applied. Each reason names the command's generation.
-    pub fn apply(
-        &self,
-        supervisor: &mut Supervisor,
-        applied_generation: u64,
-        now_unix_ms: u64,
-    ) -> (Vec<Decision>, u64) {
-        let mut decisions = Vec::new();
-        for command in self
-            .commands
-            .iter()
-            .filter(|command| command.generation > applied_generation)
-        {
-            let outcome = match command.command {
-                Command::Pin { version } => supervisor.pin(version, now_unix_ms),
-                Command::Unpin => supervisor.unpin(now_unix_ms),
-                Command::Rollback => supervisor.rollback(now_unix_ms),
-            };
-            let source = format!("{CONTROL_FILE_NAME} generation {}", command.generation);
-            match outcome {
-                Ok(made) => decisions.extend(made.into_iter().map(|mut decision| {
-                    decision.reason = format!("{} ({source})", decision.reason);
-                    decision
-                })),
-                Err(error) => {
-                    let version = match command.command {
-                        Command::Pin { version } => Some(version),
-                        Command::Unpin | Command::Rollback => None,
-                    };
-                    decisions.push(supervisor.decision(
-                        now_unix_ms,
-                        version,
-                        Action::Refused,
-                        Actor::Operator,
-                        format!("{:?} refused: {error} ({source})", command.command),
-                        DecisionMetrics::default(),
-                    ));
-                }
-            }
-        }
-        (decisions, self.generation.max(applied_generation))
-    }
-}
-
-/// What identifies one content of a file without reading it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    length: u64,
-    /// A rename into place gives a new inode; kept where the platform has them.
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &fs::Metadata) -> FileStamp {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
-        #[cfg(not(unix))]
-        let inode = 0;
-        FileStamp {
-            modified: metadata.modified().ok(),
-            length: metadata.len(),
-            inode,
-        }
-    }
-}
-
-/// Watches a model's control file for a running supervisor: [`Self::poll`] costs one `stat`
-/// while the file is unchanged, and applies each new command once.
-#[derive(Debug)]
-pub struct ControlWatcher {
-    store_dir: PathBuf,
-    model: String,
-    path: PathBuf,
-    applied_generation: u64,
-    seen: Option<FileStamp>,
-}
-
-impl ControlWatcher {
-    /// Starts watching. Commands already in the file belong to earlier runs and are not
-    /// applied: the watcher starts at the file's current generation.
-    pub fn new(store_dir: &Path, model: &str) -> Result<Self, SupervisorError> {
-        let path = Control::path(store_dir, model)?;
-        let seen = fs::metadata(&path)
-            .ok()
-            .map(|metadata| FileStamp::of(&metadata));
-        let applied_generation = Control::load(store_dir, model)?.generation;
-        Ok(ControlWatcher {
-            store_dir: store_dir.to_owned(),
-            model: model.to_owned(),
-            path,
-            applied_generation,
-            seen,
-        })
-    }
-
-    /// The generation of the last command applied.
-    pub fn applied_generation(&self) -> u64 {
-        self.applied_generation
-    }
-
-    /// Applies the commands written since the last poll, if the file changed. An invalid file
-    /// is an error once, then ignored until it changes again.
-    pub fn poll(
-        &mut self,
-        supervisor: &mut Supervisor,
-        now_unix_ms: u64,
-    ) -> Result<Vec<Decision>, SupervisorError> {
-        let stamp = match fs::metadata(&self.path) {
-            Ok(metadata) => Some(FileStamp::of(&metadata)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(error) => return Err(io_error(&self.path, "look at the control file")(error)),
-        };
-        if stamp == self.seen {
-            return Ok(Vec::new());
-        }
-        self.seen = stamp;
-        if self.seen.is_none() {
-            return Ok(Vec::new());
-        }
-        let control = Control::load(&self.store_dir, &self.model)?;
-        // a file whose generation went backwards was replaced by a new one: all its commands
-        // are new
-        let applied_before = if control.generation < self.applied_generation {
-            0
-        } else {
-            self.applied_generation
-        };
-        let (decisions, applied) = control.apply(supervisor, applied_before, now_unix_ms);
-        self.applied_generation = applied;
-        Ok(decisions)
-    }
+/// The status, action and reason of a version refused for `reason`.
+fn rejection(reason: String) -> (VersionStatus, Action, String) {
+    let status = VersionStatus::Rejected {
+        reason: reason.clone(),
+    };
+    (status, Action::Rejected, reason)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const NOW: u64 = 1_770_000_000_000;
-
-    fn config() -> SupervisorConfig {
-        SupervisorConfig {
-            promote_margin: 0.05,
-            rollback_threshold: 0.25,
-            window_epochs: 2,
-            min_live_examples: 100,
-            keep_versions: 1000,
-        }
-    }
-
-    fn supervisor() -> Supervisor {
-        Supervisor::new("m", config()).expect("valid config")
-    }
-
-    fn published(version: u64, epoch: u64, examples: u64, logloss: f64) -> Published {
-        Published {
-            version,
-            epoch,
-            metrics: RoundMetrics { examples, logloss },
-            finite: true,
-        }
-    }
-
-    /// Publishes a version and returns its one decision.
-    fn publish(supervisor: &mut Supervisor, version: Published) -> Decision {
-        let mut decisions = supervisor
-            .on_published(version, NOW)
-            .expect("newer version");
-        assert_eq!(decisions.len(), 1);
-        decisions.remove(0)
-    }
-
-    fn close(actual: f64, expected: f64) -> bool {
-        (actual - expected).abs() < 1e-12
-    }
+    use super::super::fixtures::{NOW, close, config, publish, published, supervisor};
 
     #[test]
     fn a_nan_version_is_never_promoted_and_the_last_good_keeps_serving() {
@@ -1855,178 +1178,5 @@ mod tests {
         .expect_err("empty window");
         assert!(error.to_string().contains("`window_epochs`"), "{error}");
         assert!(SupervisorConfig::default().validate().is_ok());
-    }
-
-    /// A store directory with model `m`'s directory in it.
-    fn store_dir() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = dir.path().join("snapshots");
-        fs::create_dir_all(store.join("m")).expect("model directory");
-        (dir, store)
-    }
-
-    #[test]
-    fn control_file_commands_are_applied_once_in_order() {
-        let (_dir, store) = store_dir();
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        publish(&mut supervisor, published(2, 1, 100, 0.5));
-        // a command from before the run is history, not applied
-        Control::request(&store, "m", Command::Pin { version: 1 }, NOW).expect("request");
-        let mut watcher = ControlWatcher::new(&store, "m").expect("watcher");
-        assert_eq!(watcher.applied_generation(), 1);
-        assert!(watcher.poll(&mut supervisor, NOW).expect("poll").is_empty());
-        assert_eq!(supervisor.serving(), Some(2));
-
-        Control::request(&store, "m", Command::Pin { version: 1 }, NOW).expect("request");
-        let decisions = watcher.poll(&mut supervisor, NOW).expect("poll");
-        assert_eq!(decisions.len(), 1);
-        assert_eq!(decisions[0].action, Action::Pinned);
-        assert!(decisions[0].reason.ends_with("(CONTROL.json generation 2)"));
-        assert_eq!(supervisor.serving(), Some(1));
-        assert!(watcher.poll(&mut supervisor, NOW).expect("poll").is_empty());
-
-        // several commands between two polls: all applied, in order, once
-        Control::request(&store, "m", Command::Unpin, NOW).expect("request");
-        Control::request(&store, "m", Command::Rollback, NOW).expect("request");
-        Control::request(&store, "m", Command::Pin { version: 7 }, NOW).expect("request");
-        let decisions = watcher.poll(&mut supervisor, NOW).expect("poll");
-        let actions: Vec<Action> = decisions.iter().map(|decision| decision.action).collect();
-        assert_eq!(
-            actions,
-            [Action::Unpinned, Action::RolledBack, Action::Refused]
-        );
-        assert!(
-            decisions[2].reason.contains("not held"),
-            "{}",
-            decisions[2].reason
-        );
-        assert_eq!(supervisor.serving(), Some(1));
-        assert_eq!(watcher.applied_generation(), 5);
-        assert!(watcher.poll(&mut supervisor, NOW).expect("poll").is_empty());
-
-        // applying the same file again applies nothing
-        let control = Control::load(&store, "m").expect("load");
-        assert_eq!((control.generation, control.pin), (5, Some(7)));
-        let (again, applied) = control.apply(&mut supervisor, 5, NOW);
-        assert!(again.is_empty());
-        assert_eq!(applied, 5);
-    }
-
-    #[test]
-    fn a_control_file_keeps_the_latest_commands() {
-        let (_dir, store) = store_dir();
-        for _ in 0..MAX_CONTROL_COMMANDS + 6 {
-            Control::request(&store, "m", Command::Unpin, NOW).expect("request");
-        }
-        let control = Control::load(&store, "m").expect("load");
-        assert_eq!(control.generation, MAX_CONTROL_COMMANDS as u64 + 6);
-        assert_eq!(control.commands.len(), MAX_CONTROL_COMMANDS);
-        assert_eq!(control.commands[0].generation, 7);
-        // no temporary file is left behind
-        let names: Vec<String> = fs::read_dir(store.join("m"))
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        assert_eq!(names, [CONTROL_FILE_NAME]);
-    }
-
-    #[test]
-    fn a_damaged_control_file_is_an_error_naming_it() {
-        let (_dir, store) = store_dir();
-        let path = store.join("m").join(CONTROL_FILE_NAME);
-        fs::write(
-            &path,
-            b"{\"model\": \"other\", \"generation\": 1, \"pin\": null, \"commands\": []}",
-        )
-        .expect("write");
-        let error = Control::load(&store, "m").expect_err("wrong model");
-        assert!(error.to_string().contains("CONTROL.json"), "{error}");
-        assert!(error.to_string().contains("\"other\""), "{error}");
-        fs::write(&path, b"not json").expect("write");
-        assert!(Control::load(&store, "m").is_err());
-        assert!(Control::load(&store, "../m").is_err());
-    }
-
-    #[test]
-    fn decisions_file_lines_parse_back() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = DecisionLog::path_for_store(&dir.path().join("snapshots"));
-        assert_eq!(path, dir.path().join(DECISIONS_FILE_NAME));
-        let mut supervisor = supervisor();
-        let mut decisions = Vec::new();
-        for version in [
-            published(1, 0, 100, 0.5),
-            published(2, 1, 100, f64::NAN),
-            published(3, 5, 0, 0.0),
-        ] {
-            decisions.extend(supervisor.on_published(version, NOW).expect("publish"));
-        }
-        decisions.extend(supervisor.pin(1, NOW + 1).expect("pin"));
-        decisions.extend(supervisor.unpin(NOW + 2).expect("unpin"));
-        {
-            let mut log = DecisionLog::open(&path).expect("open");
-            log.append_all(&decisions[..3]).expect("append");
-        }
-        // a second writer appends to the same file
-        DecisionLog::open(&path)
-            .expect("open")
-            .append_all(&decisions[3..])
-            .expect("append");
-
-        let text = fs::read_to_string(&path).expect("read");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5);
-        for line in &lines {
-            let value: Json = serde_json::from_str(line).expect("each line is JSON");
-            for field in [
-                "time_unix_ms",
-                "model",
-                "version",
-                "action",
-                "by",
-                "reason",
-                "metrics",
-            ] {
-                assert!(value.get(field).is_some(), "{field} missing in {line}");
-            }
-        }
-        let read = DecisionLog::read(&path).expect("read back");
-        assert!(read.malformed.is_empty());
-        let actions: Vec<Action> = read
-            .decisions
-            .iter()
-            .map(|decision| decision.action)
-            .collect();
-        assert_eq!(
-            actions,
-            [
-                Action::Promoted,
-                Action::Rejected,
-                Action::Candidate,
-                Action::Pinned,
-                Action::Unpinned
-            ]
-        );
-        // NaN is written as null and read back as NaN
-        let nan_round = read.decisions[1].metrics.round.expect("round");
-        assert!(nan_round.logloss.is_nan());
-        assert!(lines[1].contains("\"logloss\":null"));
-        // what was read writes the same lines again
-        for (decision, line) in read.decisions.iter().zip(&lines) {
-            assert_eq!(serde_json::to_string(decision).expect("encode"), *line);
-        }
-
-        fs::write(&path, format!("{}\nnot json\n", lines[0])).expect("write");
-        let read = DecisionLog::read(&path).expect("read back");
-        assert_eq!(read.decisions.len(), 1);
-        assert_eq!(read.malformed.len(), 1);
-        assert_eq!(read.malformed[0].0, 2);
     }
 }
