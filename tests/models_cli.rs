@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use dataflows::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
 use pooch::publish::snapshot::{SnapshotMeta, SnapshotStore};
 use pooch::serve::supervisor::{
     Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig,

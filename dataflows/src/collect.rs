@@ -12,8 +12,8 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::event::{Event, Query};
 use crate::fact::{Fact, SourceId, Time};
-use crate::lookup::LATEST;
 use crate::plan::Plan;
+use crate::transform::lookup::LATEST;
 
 /// A retraction: the source, and the key id (see [`crate::fact::key_id`]) of the fact to
 /// withdraw.

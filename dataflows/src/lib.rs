@@ -20,17 +20,15 @@
 //! merged at each epoch's close.
 
 pub mod collect;
-pub mod evaluate;
 pub mod event;
-pub mod examples;
 pub mod fact;
-pub mod features;
+pub mod fixed;
 pub mod hashing;
 pub mod learn;
-pub mod lookup;
-pub mod model;
 pub mod plan;
+pub mod publish;
 pub mod serve;
+pub mod transform;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -39,13 +37,14 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::Concat;
 
-use crate::evaluate::EpochMetrics;
 use crate::event::{Answer, Query};
 use crate::fact::{Fact, Symbol, Time};
-use crate::lookup::Store;
-use crate::model::ModelVersion;
+use crate::learn::evaluate::{self, EpochMetrics};
 use crate::plan::Plan;
-use crate::serve::Models;
+use crate::publish::model::ModelVersion;
+use crate::publish::versions::{self, Models};
+use crate::transform::lookup::Store;
+use crate::transform::{examples, features, labels};
 
 /// What the graph produces.
 pub struct Graph<'scope> {
@@ -116,8 +115,8 @@ pub fn build<'scope>(
             lookup_outputs: count,
         },
     ));
-    let label_requests = match examples::label_requests(plan, example_facts) {
-        Some(requests) => examples::labels(plan, requests, &store),
+    let label_requests = match labels::label_requests(plan, example_facts) {
+        Some(requests) => labels::labels(plan, requests, &store),
         None => collect::empty(&examples),
     };
 
@@ -125,7 +124,7 @@ pub fn build<'scope>(
     let trained = learn::train::train(plan, settings.first_version, examples, label_requests, ends);
     let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
     let versions = trained.versions;
-    let models = serve::arrange_models(versions.clone());
+    let models = versions::arrange_models(versions.clone());
 
     // serve: queries read the state complete at the start of their epoch
     let query_events = collect::query_events(plan, queries);
@@ -137,7 +136,7 @@ pub fn build<'scope>(
         move |time| time - time % tick,
         "queries",
     );
-    let answers = serve::answer(plan, query_events, &models);
+    let answers = serve::answer::answer(plan, query_events, &models);
 
     Graph {
         answers,

@@ -112,10 +112,15 @@ fn run(posts: &[(u8, u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
             // retractions here are plain negative updates; corrections are tested end to end
             let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
             let sources = dataflows::collect::split_sources(&plan, facts, corrections);
-            let store = dataflows::features::feature_store(&plan, &sources);
-            let events = dataflows::examples::example_events(&plan, sources[0].clone());
-            let examples =
-                dataflows::examples::with_features(&plan, events, &store, |time| time, "examples");
+            let store = dataflows::transform::features::feature_store(&plan, &sources);
+            let events = dataflows::transform::examples::example_events(&plan, sources[0].clone());
+            let examples = dataflows::transform::examples::with_features(
+                &plan,
+                events,
+                &store,
+                |time| time,
+                "examples",
+            );
             (input, examples.inner.capture())
         });
         let horizon = posts.iter().map(|&(_, _, time)| time).max().unwrap_or(0) / TICK + 1;

@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use abomonation::Abomonation;
-use dataflows::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
 use serde::{Deserialize, Serialize};
 
 /// The first eight bytes of every snapshot file.

@@ -22,8 +22,8 @@ use dataflows::event::{Answer, Query};
 use dataflows::fact::{Fact, Time};
 use dataflows::learn::ridge::ExactReport;
 use dataflows::learn::train::EndOfReading;
-use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
+use dataflows::publish::model::ModelVersion;
 use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -474,7 +474,7 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
             drop(graph.models);
             match &job.options.serving {
                 Some(serving) => {
-                    let changes = dataflows::serve::feature_changes(&plan, graph.store);
+                    let changes = dataflows::serve::changes::feature_changes(&plan, graph.store);
                     attach_serving(Arc::clone(serving), index == 0, plan.tick_secs, changes);
                 }
                 None => drop(graph.store),
@@ -766,13 +766,13 @@ fn attach_serving<'scope>(
     serving: Arc<crate::serve::serving::ServingState>,
     leader: bool,
     tick: u64,
-    changes: timely::dataflow::StreamVec<'scope, Time, ((u64, u32), dataflows::event::Accum)>,
+    changes: timely::dataflow::StreamVec<'scope, Time, ((u64, u32), dataflows::fixed::Accum)>,
 ) {
     use std::collections::BTreeMap;
     use timely::dataflow::operators::generic::Operator;
-    let mut pending: BTreeMap<u64, Vec<((u64, u32), dataflows::event::Accum)>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Vec<((u64, u32), dataflows::fixed::Accum)>> = BTreeMap::new();
     changes.sink(
-        Exchange::new(|_: &((u64, u32), dataflows::event::Accum)| 0u64),
+        Exchange::new(|_: &((u64, u32), dataflows::fixed::Accum)| 0u64),
         "Sink: serving features",
         move |(input, frontier)| {
             input.for_each_stamp(|capability, data| {
@@ -818,7 +818,7 @@ fn attach_sinks<'scope>(
     plan: &Rc<Plan>,
     serving: Option<Arc<crate::serve::serving::ServingState>>,
     answers: timely::dataflow::StreamVec<'scope, Time, Answer>,
-    epochs: timely::dataflow::StreamVec<'scope, Time, dataflows::evaluate::EpochMetrics>,
+    epochs: timely::dataflow::StreamVec<'scope, Time, dataflows::learn::evaluate::EpochMetrics>,
     versions: timely::dataflow::StreamVec<'scope, Time, ((u64, Arc<ModelVersion>), Time, isize)>,
     dead: timely::dataflow::StreamVec<'scope, Time, DeadLetter>,
     progress: timely::dataflow::StreamVec<'scope, Time, ReadProgress>,

@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use dataflows::evaluate::EpochMetrics;
 use dataflows::event::Answer;
+use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
-use dataflows::model::ModelVersion;
+use dataflows::publish::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 

@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use dataflows::event::{Accum, Event, featurize};
+use dataflows::event::Event;
 use dataflows::fact::{Symbol, Time};
-use dataflows::model::ModelVersion;
+use dataflows::fixed::Accum;
 use dataflows::plan::Plan;
+use dataflows::publish::model::ModelVersion;
+use dataflows::transform::featurize::featurize;
 use serde_json::{Value as Json, json};
 
 use crate::collect::queries;
@@ -581,7 +583,7 @@ fn finite_or_null(value: f64) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataflows::model::{RoundMetrics, Weights};
+    use dataflows::publish::model::{RoundMetrics, Weights};
     use std::path::Path;
 
     fn state() -> ServingState {

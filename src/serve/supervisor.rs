@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dataflows::model::{ModelVersion, RoundMetrics};
+use dataflows::publish::model::{ModelVersion, RoundMetrics};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 

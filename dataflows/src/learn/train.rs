@@ -32,14 +32,15 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::progress::Antichain;
 
-use crate::event::{Event, LabelRequest, featurize, partition_key};
+use crate::event::{Event, LabelRequest, partition_key};
 use crate::fact::{Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::{Features, log_loss};
 use crate::learn::merge::{Merged, RoundMessage, merge};
 use crate::learn::optimizer::Optimizer;
-use crate::model::{ModelVersion, RoundMetrics, Weights};
 use crate::plan::{LabelPlan, Plan};
+use crate::publish::model::{ModelVersion, RoundMetrics, Weights};
+use crate::transform::featurize::featurize;
 
 /// What became of an example, for progressive metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

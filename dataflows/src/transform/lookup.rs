@@ -22,8 +22,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::progress::frontier::AntichainRef;
 
-use crate::event::Accum;
 use crate::fact::{Symbol, Time};
+use crate::fixed::Accum;
 
 /// The feature store's trace: `(key, aggregate index) -> ()` with [`Accum`] differences.
 pub type StoreTrace = ValSpine<(Symbol, u32), (), Time, Accum>;

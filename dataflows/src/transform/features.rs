@@ -18,10 +18,10 @@ use differential_dataflow::trace::implementations::ValBatcher;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 
-use crate::event::{Accum, to_fixed};
 use crate::fact::{Fact, Symbol, Time, Value};
-use crate::lookup::{Store, StoreTrace, route};
+use crate::fixed::{Accum, to_fixed};
 use crate::plan::{AggregatePlan, Function, GLOBAL_KEY, Plan};
+use crate::transform::lookup::{Store, StoreTrace, route};
 
 /// A store update: `((key, aggregate index), ())` with its accumulated difference.
 type StoreUpdate = (((Symbol, u32), ()), Time, Accum);

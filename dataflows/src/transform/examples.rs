@@ -1,10 +1,9 @@
-//! Examples: the events of the example source, their features as they stood just before each
-//! event, and their labels when they are due.
+//! Examples: the events of the example source, with their features as they stood just
+//! before each event.
 //!
 //! An example is emitted once, when the store is complete up to its event time, and never
-//! again when its features change later. A delayed label (a post is popular if it gets K likes
-//! within H hours) is a separate request, due H hours after the event, that counts the facts
-//! which arrived by then.
+//! again when its features change later. Its label, when it is delayed, comes from
+//! [`super::labels`].
 
 use std::rc::Rc;
 
@@ -12,10 +11,10 @@ use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 
-use crate::event::{Event, LabelRequest, partition_key};
+use crate::event::Event;
 use crate::fact::{Fact, Time};
-use crate::lookup::{LookupSpec, Store, lookup};
-use crate::plan::{GLOBAL_KEY, LabelPlan, Plan};
+use crate::plan::{GLOBAL_KEY, Plan};
+use crate::transform::lookup::{LookupSpec, Store, lookup};
 
 /// The example id of a fact of the example source: its id field, or else its position.
 pub fn example_id(plan: &Plan, fact: &Fact) -> u64 {
@@ -87,63 +86,4 @@ pub fn with_features<'scope>(
         );
     }
     events
-}
-
-/// Requests for the delayed labels of the example facts, due `within_secs` after each, or
-/// nothing when labels are known at once.
-pub fn label_requests<'scope>(
-    plan: &Rc<Plan>,
-    facts: VecCollection<'scope, Time, Fact>,
-) -> Option<VecCollection<'scope, Time, LabelRequest>> {
-    let LabelPlan::CountWithin { within_secs, .. } = plan.label else {
-        return None;
-    };
-    let plan = Rc::clone(plan);
-    let requests = facts
-        .inner
-        .flat_map(move |(fact, time, diff)| {
-            (diff > 0).then(|| {
-                // due `within_secs` after the event, and never before the fact was admitted
-                let due = fact.time.saturating_add(within_secs).max(time);
-                let id = example_id(&plan, &fact);
-                let request = LabelRequest {
-                    id,
-                    entity: partition_key(&plan, id, &fact.row),
-                    key: plan
-                        .examples
-                        .id_field
-                        .and_then(|field| fact.row.get(field))
-                        .and_then(|value| value.symbol()),
-                    as_of: due,
-                    count: 0,
-                };
-                (request, due, 1)
-            })
-        })
-        .as_collection();
-    Some(requests)
-}
-
-/// Counts, for each label request, the facts of the label's aggregate before it was due.
-pub fn labels<'scope>(
-    plan: &Plan,
-    requests: VecCollection<'scope, Time, LabelRequest>,
-    store: &Store<'scope>,
-) -> VecCollection<'scope, Time, LabelRequest> {
-    let LabelPlan::CountWithin { aggregate, .. } = plan.label else {
-        return requests;
-    };
-    lookup(
-        requests,
-        store,
-        LookupSpec {
-            name: "Lookup: labels".to_owned(),
-            aggregates: vec![aggregate],
-            key: |request: &LabelRequest| request.key,
-            as_of: |request: &LabelRequest| request.as_of,
-            as_of_floor: |time| time,
-            write: |request: &mut LabelRequest, _aggregate, (count, _sum)| request.count = count,
-            settle: |_: &mut LabelRequest, _| {},
-        },
-    )
 }
