@@ -20,6 +20,7 @@ use dataflows::fixed::Accum;
 use dataflows::plan::Plan;
 use dataflows::publish::model::ModelVersion;
 use dataflows::transform::featurize::featurize;
+use dataflows::transform::fill::fill_aggregates;
 use serde_json::{Value as Json, json};
 
 use crate::collect::queries;
@@ -400,20 +401,10 @@ impl ServingState {
                     .map_or(0, |epoch| self.plan.epoch_start(epoch.saturating_add(1)))
             });
             event = Event::new(&self.plan, 0, time, time, query.row);
-            for group in &self.groups {
-                let key = match group.example_field {
-                    Some(field) => match event.symbol(field) {
-                        Some(key) => key,
-                        None => continue,
-                    },
-                    None => dataflows::plan::GLOBAL_KEY,
-                };
-                for &aggregate in &group.aggregates {
-                    if let Some(&value) = view.values.get(&(key, aggregate as u32)) {
-                        event.aggregates[aggregate] = value;
-                    }
-                }
-            }
+            fill_aggregates(&self.groups, &mut event, |key, aggregate| {
+                let value = view.values.get(&(key, aggregate as u32));
+                value.copied().unwrap_or((0, 0))
+            });
         }
         let features = featurize(&self.plan, &event);
         let (probability, version) = match &serving {

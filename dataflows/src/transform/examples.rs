@@ -13,8 +13,9 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::event::Event;
 use crate::fact::{Fact, Time};
-use crate::plan::{GLOBAL_KEY, Plan};
-use crate::transform::lookup::{LookupSpec, Store, lookup};
+use crate::plan::Plan;
+use crate::transform::fill::{fill_aggregates, group_key};
+use crate::transform::lookup::{LookupSpec, Read, Store, lookup};
 
 /// The example id of a fact of the example source: its id field, or else its position.
 pub fn example_id(plan: &Plan, fact: &Fact) -> u64 {
@@ -63,24 +64,23 @@ pub fn with_features<'scope>(
 ) -> VecCollection<'scope, Time, Event> {
     let mut events = events;
     for group in plan.lookup_groups() {
-        let field = group.example_field;
-        let field_name = match field {
+        let field_name = match group.example_field {
             Some(field) => plan.example_source().fields[field].name.as_str(),
             None => "global",
         };
+        let name = format!("Lookup: {name} by {field_name}");
+        let routed = group.clone();
         events = lookup(
             events,
             store,
             LookupSpec {
-                name: format!("Lookup: {name} by {field_name}"),
-                aggregates: group.aggregates,
-                key: move |event: &Event| match field {
-                    Some(field) => event.symbol(field),
-                    None => Some(GLOBAL_KEY),
-                },
+                name,
+                key: move |event: &Event| group_key(&routed, &event.row),
                 as_of: |event: &Event| event.as_of,
                 as_of_floor: as_of_floor.clone(),
-                write: |event: &mut Event, aggregate, value| event.aggregates[aggregate] = value,
+                fill: move |event: &mut Event, read: &mut Read<'_>| {
+                    fill_aggregates(std::slice::from_ref(&group), event, read)
+                },
                 settle: |event: &mut Event, as_of| event.as_of = as_of,
             },
         );

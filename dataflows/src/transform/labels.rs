@@ -14,7 +14,7 @@ use crate::event::{LabelRequest, partition_key};
 use crate::fact::{Fact, Time};
 use crate::plan::{LabelPlan, Plan};
 use crate::transform::examples::example_id;
-use crate::transform::lookup::{LookupSpec, Store, lookup};
+use crate::transform::lookup::{LookupSpec, Read, Store, lookup};
 
 /// Requests for the delayed labels of the example facts, due `within_secs` after each, or
 /// nothing when labels are known at once.
@@ -65,11 +65,14 @@ pub fn labels<'scope>(
         store,
         LookupSpec {
             name: "Lookup: labels".to_owned(),
-            aggregates: vec![aggregate],
             key: |request: &LabelRequest| request.key,
             as_of: |request: &LabelRequest| request.as_of,
             as_of_floor: |time| time,
-            write: |request: &mut LabelRequest, _aggregate, (count, _sum)| request.count = count,
+            fill: move |request: &mut LabelRequest, read: &mut Read<'_>| {
+                if let Some(key) = request.key {
+                    request.count = read(key, aggregate).0;
+                }
+            },
             settle: |_: &mut LabelRequest, _| {},
         },
     )

@@ -3,5 +3,6 @@
 pub mod examples;
 pub mod features;
 pub mod featurize;
+pub mod fill;
 pub mod labels;
 pub mod lookup;
