@@ -34,10 +34,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
-use timely::dataflow::StreamVec;
-use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::{Concat, Enter, Leave};
+use timely::dataflow::{Scope, StreamVec};
 
-use crate::event::{Answer, Query};
+use crate::event::{Answer, Event, LabelRequest, Query};
 use crate::fact::{Fact, Symbol, Time};
 use crate::learn::evaluate::{self, EpochMetrics};
 use crate::plan::Plan;
@@ -79,7 +79,8 @@ impl Default for Settings {
     }
 }
 
-/// Builds the whole pipeline over facts, their corrections, and queries.
+/// Builds the whole pipeline over facts, their corrections, and queries: one named region per
+/// component, in the order data flows through them.
 ///
 /// `ends` carries each worker's report when its reading ends: from them training learns the
 /// end of what was read, and does not learn labels due after it.
@@ -91,59 +92,182 @@ pub fn build<'scope>(
     queries: VecCollection<'scope, Time, Query>,
     ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
 ) -> Graph<'scope> {
-    // collect: one collection per source, corrections applied
-    let sources = collect::split_sources(plan, facts, corrections);
-
-    // transform: the feature store, the examples with their features, and their labels
-    let store = features::feature_store(plan, &sources);
-    let example_facts = sources[usize::from(plan.examples.source)].clone();
-    let events = examples::example_events(plan, example_facts.clone());
-    let exact = learn::exact::exact(plan, example_facts.clone());
-    let examples = examples::with_features(plan, events.clone(), &store, |time| time, "examples");
-    // one record out of the lookups per example in, or the join amplifies
-    let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
-        evaluate::JoinCounts {
-            examples_in: count,
-            lookup_outputs: 0,
-        }
-    })
-    .concat(evaluate::count_records(
-        examples.inner.clone(),
-        "Count: lookup outputs",
-        |count| evaluate::JoinCounts {
-            examples_in: 0,
-            lookup_outputs: count,
-        },
-    ));
-    let label_requests = match labels::label_requests(plan, example_facts) {
-        Some(requests) => labels::labels(plan, requests, &store),
-        None => collect::empty(&examples),
-    };
-
-    // learn and publish
-    let trained = learn::train::train(plan, settings.first_version, examples, label_requests, ends);
-    let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
-    let versions = trained.versions;
-    let models = versions::arrange_models(versions.clone());
-
-    // serve: queries read the state complete at the start of their epoch
-    let query_events = collect::query_events(plan, queries);
-    let tick = plan.tick_secs;
-    let query_events = examples::with_features(
+    let scope = facts.scope();
+    let collected = collect_region(scope, plan, facts, corrections, queries);
+    let transformed = transform_region(scope, plan, &collected.sources);
+    let example_facts = &collected.sources[usize::from(plan.examples.source)];
+    let learned = learn_region(
+        scope,
         plan,
-        query_events,
-        &store,
-        move |time| time - time % tick,
-        "queries",
+        settings,
+        example_facts,
+        transformed.clone(),
+        ends,
     );
-    let answers = serve::answer::answer(plan, query_events, &models);
-
+    let models = publish_region(scope, learned.versions.clone());
+    let answers = serve_region(scope, plan, collected.queries, &transformed.store, &models);
     Graph {
         answers,
-        epochs,
-        versions,
+        epochs: learned.epochs,
+        versions: learned.versions,
         models,
-        exact,
-        store,
+        exact: learned.exact,
+        store: transformed.store,
     }
+}
+
+/// What collection hands on: one collection of facts per source, and the queries as events.
+struct Collected<'scope> {
+    sources: Vec<VecCollection<'scope, Time, Fact>>,
+    queries: VecCollection<'scope, Time, Event>,
+}
+
+/// Collect: facts split by source with corrections applied, and queries made into events.
+fn collect_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    facts: VecCollection<'scope, Time, Fact>,
+    corrections: VecCollection<'scope, Time, collect::Correction>,
+    queries: VecCollection<'scope, Time, Query>,
+) -> Collected<'scope> {
+    scope.region_named("Collect", |region| {
+        let facts = facts.enter_region(region);
+        let corrections = corrections.enter_region(region);
+        let sources = collect::split_sources(plan, facts, corrections);
+        let queries = collect::query_events(plan, queries.enter_region(region));
+        Collected {
+            sources: sources
+                .into_iter()
+                .map(|source| source.leave_region(scope))
+                .collect(),
+            queries: queries.leave_region(scope),
+        }
+    })
+}
+
+/// What transformation hands on.
+#[derive(Clone)]
+struct Transformed<'scope> {
+    /// The feature store, which serving reads too.
+    store: Store<'scope>,
+    /// Examples with their features as they stood just before each.
+    examples: VecCollection<'scope, Time, Event>,
+    /// Delayed labels, counted when due; empty when labels are known at once.
+    labels: VecCollection<'scope, Time, LabelRequest>,
+    /// Records into and out of the example lookups, to measure join amplification.
+    join_counts: StreamVec<'scope, Time, evaluate::JoinCounts>,
+}
+
+/// Transform: the feature store, the examples with their features, and their labels.
+fn transform_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    sources: &[VecCollection<'scope, Time, Fact>],
+) -> Transformed<'scope> {
+    scope.region_named("Transform", |region| {
+        let sources: Vec<_> = sources
+            .iter()
+            .map(|source| source.clone().enter_region(region))
+            .collect();
+        let store = features::feature_store(plan, &sources);
+        let example_facts = sources[usize::from(plan.examples.source)].clone();
+        let events = examples::example_events(plan, example_facts.clone());
+        let examples =
+            examples::with_features(plan, events.clone(), &store, |time| time, "examples");
+        // one record out of the lookups per example in, or the join amplifies
+        let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
+            evaluate::JoinCounts {
+                examples_in: count,
+                lookup_outputs: 0,
+            }
+        })
+        .concat(evaluate::count_records(
+            examples.inner.clone(),
+            "Count: lookup outputs",
+            |count| evaluate::JoinCounts {
+                examples_in: 0,
+                lookup_outputs: count,
+            },
+        ));
+        let labels = match labels::label_requests(plan, example_facts) {
+            Some(requests) => labels::labels(plan, requests, &store),
+            None => collect::empty(&examples),
+        };
+        Transformed {
+            store: store.leave_region(scope),
+            examples: examples.leave_region(scope),
+            labels: labels.leave_region(scope),
+            join_counts: join_counts.leave(scope),
+        }
+    })
+}
+
+/// What learning hands on.
+struct Learned<'scope> {
+    versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
+    epochs: StreamVec<'scope, Time, EpochMetrics>,
+    exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
+}
+
+/// Learn: training with merge rounds, its progressive validation, and the exact regression.
+fn learn_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    settings: Settings,
+    example_facts: &VecCollection<'scope, Time, Fact>,
+    transformed: Transformed<'scope>,
+    ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
+) -> Learned<'scope> {
+    scope.region_named("Learn", |region| {
+        let examples = transformed.examples.enter_region(region);
+        let labels = transformed.labels.enter_region(region);
+        let ends = ends.enter(region);
+        let trained = learn::train::train(plan, settings.first_version, examples, labels, ends);
+        let join_counts = transformed.join_counts.enter(region);
+        let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
+        // the exact regression reads the example facts themselves, retractions included
+        let exact = plan
+            .exact
+            .as_ref()
+            .and_then(|_| learn::exact::exact(plan, example_facts.clone().enter_region(region)));
+        Learned {
+            versions: trained.versions.leave_region(scope),
+            epochs: epochs.leave(scope),
+            exact: exact.map(|reports| reports.leave(scope)),
+        }
+    })
+}
+
+/// Publish: the versions arranged on every worker.
+fn publish_region<'scope>(
+    scope: Scope<'scope, Time>,
+    versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
+) -> Models<'scope> {
+    scope.region_named("Publish", |region| {
+        versions::arrange_models(versions.enter_region(region)).leave_region(scope)
+    })
+}
+
+/// Serve: queries read the feature store as of the start of their epoch, and are answered by
+/// the newest version published by then.
+fn serve_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    queries: VecCollection<'scope, Time, Event>,
+    store: &Store<'scope>,
+    models: &Models<'scope>,
+) -> StreamVec<'scope, Time, Answer> {
+    scope.region_named("Serve", |region| {
+        let store = store.clone().enter_region(region);
+        let models = models.clone().enter_region(region);
+        let tick = plan.tick_secs;
+        let queries = examples::with_features(
+            plan,
+            queries.enter_region(region),
+            &store,
+            move |time| time - time % tick,
+            "queries",
+        );
+        serve::answer::answer(plan, queries, &models).leave(scope)
+    })
 }

@@ -48,7 +48,7 @@ pub fn answer<'scope>(
             models.stream.clone(),
             Pipeline,
             Pipeline,
-            "Serve",
+            "Answer",
             move |_, _| {
                 // queries waiting for the versions published up to a time, and their capabilities
                 let mut pending: BTreeMap<(Time, Time), (Capability<Time>, Vec<Event>)> =

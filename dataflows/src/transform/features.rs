@@ -116,9 +116,13 @@ fn aggregate_updates<'scope>(
                     let value = fact.row.get(via_value).and_then(Value::symbol)?;
                     Some((key, value))
                 });
-            keyed.join_map(lookup, |_old_key, contribution, new_key| {
-                (*new_key, *contribution)
-            })
+            let name = &aggregate.name;
+            let new_keys = lookup.arrange_by_key_named(&format!("Arrange: {name} new keys"));
+            keyed
+                .arrange_by_key_named(&format!("Arrange: {name} by old key"))
+                .join_core(new_keys, |_old_key, contribution, new_key| {
+                    Some((*new_key, *contribution))
+                })
         }
     };
 
