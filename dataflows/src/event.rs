@@ -101,7 +101,8 @@ pub struct LabelRequest {
     pub id: u64,
     /// The example's entity, which routes the label to the worker that scored the example.
     pub entity: Symbol,
-    /// The key of the label's aggregate (the example's id field).
+    /// The key of the label's aggregate (the example's id field); `None` when the id cannot
+    /// be a key, so the label cannot be counted and the example stays unlabeled.
     pub key: Option<Symbol>,
     /// The label counts facts strictly before this time.
     pub as_of: Time,

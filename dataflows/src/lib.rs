@@ -20,6 +20,7 @@
 //! merged at each epoch's close.
 
 pub mod collect;
+pub mod error;
 pub mod event;
 pub mod fact;
 pub mod fixed;
@@ -37,6 +38,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::operators::{Concat, Enter, Leave};
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::error::Errors;
 use crate::event::{Answer, Event, LabelRequest, Query};
 use crate::fact::{Fact, Symbol, Time};
 use crate::learn::evaluate::{self, EpochMetrics};
@@ -63,6 +65,9 @@ pub struct Graph<'scope> {
     /// The feature store, for inspection and tests. Drop it when not reading it: a held
     /// handle keeps the store from compacting.
     pub store: Store<'scope>,
+    /// The facts the graph could not use, with the reason, on the worker that found each: a
+    /// fact without its key, a value that does not fit fixed point (see [`error`]).
+    pub errors: Errors<'scope>,
 }
 
 /// How a run differs from others of the same plan.
@@ -113,6 +118,7 @@ pub fn build<'scope>(
         models,
         exact: learned.exact,
         store: transformed.store,
+        errors: transformed.errors,
     }
 }
 
@@ -156,6 +162,8 @@ struct Transformed<'scope> {
     labels: VecCollection<'scope, Time, LabelRequest>,
     /// Records into and out of the example lookups, to measure join amplification.
     join_counts: StreamVec<'scope, Time, evaluate::JoinCounts>,
+    /// The facts transformation could not use.
+    errors: Errors<'scope>,
 }
 
 /// Transform: the feature store, the examples with their features, and their labels.
@@ -169,9 +177,9 @@ fn transform_region<'scope>(
             .iter()
             .map(|source| source.clone().enter_region(region))
             .collect();
-        let store = features::feature_store(plan, &sources);
+        let (store, store_errors) = features::feature_store(plan, &sources);
         let example_facts = sources[usize::from(plan.examples.source)].clone();
-        let events = examples::example_events(plan, example_facts.clone());
+        let (events, example_errors) = examples::example_events(plan, example_facts.clone());
         let examples =
             examples::with_features(plan, events.clone(), &store, |time| time, "examples");
         // one record out of the lookups per example in, or the join amplifies
@@ -189,11 +197,13 @@ fn transform_region<'scope>(
                 lookup_outputs: count,
             },
         ));
-        let labels = match labels::label_requests(plan, example_facts) {
-            Some(requests) => labels::labels(plan, requests, &store),
-            None => collect::empty(&examples),
+        let (labels, label_errors) = match labels::label_requests(plan, example_facts) {
+            Some((requests, errors)) => (labels::labels(plan, requests, &store), errors),
+            None => (collect::empty(&examples), collect::empty(&examples)),
         };
+        let errors = store_errors.concat(example_errors).concat(label_errors);
         Transformed {
+            errors: errors.leave_region(scope),
             store: store.leave_region(scope),
             examples: examples.leave_region(scope),
             labels: labels.leave_region(scope),

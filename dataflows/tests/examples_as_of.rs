@@ -112,8 +112,9 @@ fn run(posts: &[(u8, u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
             // retractions here are plain negative updates; corrections are tested end to end
             let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
             let sources = dataflows::collect::split_sources(&plan, facts, corrections);
-            let store = dataflows::transform::features::feature_store(&plan, &sources);
-            let events = dataflows::transform::examples::example_events(&plan, sources[0].clone());
+            let (store, _errors) = dataflows::transform::features::feature_store(&plan, &sources);
+            let (events, _errors) =
+                dataflows::transform::examples::example_events(&plan, sources[0].clone());
             let examples = dataflows::transform::examples::with_features(
                 &plan,
                 events,

@@ -249,7 +249,7 @@ fn run_graph(ops: &[Op], workers: usize) -> State {
             // retractions here are plain negative updates; corrections are tested end to end
             let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
             let sources = dataflows::collect::split_sources(&plan, facts, corrections);
-            let store = dataflows::transform::features::feature_store(&plan, &sources);
+            let (store, _errors) = dataflows::transform::features::feature_store(&plan, &sources);
             let captured = store.as_collection(|key, _| *key).inner.capture();
             (input, captured)
         });

@@ -510,6 +510,7 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Json>, RunError>
             attach_sinks(
                 &leader, &plan, serving, answers, epochs, versions, dead, progress,
             );
+            attach_graph_errors(&leader, &plan, graph.errors.inner.probe_with(&probe));
             if let Some(exact) = graph.exact {
                 let exact = exact.probe_with(&learning).probe_with(&probe);
                 attach_exact_sink(&leader, &plan, exact);
@@ -950,6 +951,60 @@ fn attach_sinks<'scope>(
                 if let Some(serving) = &progress_serving {
                     leader.collector.report_to(&serving.counters);
                     serving.poll_control();
+                }
+            });
+        },
+    );
+}
+
+/// Writes the facts the graph could not use to the dead letters, with the graph's reason.
+fn attach_graph_errors<'scope>(
+    leader: &Option<Rc<RefCell<Leader>>>,
+    plan: &Rc<Plan>,
+    errors: timely::dataflow::StreamVec<'scope, Time, (dataflows::error::GraphError, Time, isize)>,
+) {
+    use dataflows::error::GraphError;
+    use dataflows::fact::OFFSET_BITS;
+    // A fact of fixed files whose facts cannot be withdrawn is identified by its position:
+    // the file (numbered across the plan's sources) and the byte offset in it.
+    fn letter(plan: &Plan, error: &GraphError) -> DeadLetter {
+        let source = plan.sources.get(usize::from(error.source));
+        let positional =
+            source.is_some_and(|source| source.glob.is_none() && !source.retractable());
+        let file_index = (error.fact >> OFFSET_BITS) as usize;
+        let path = positional
+            .then(|| {
+                plan.sources
+                    .iter()
+                    .flat_map(|source| &source.paths)
+                    .nth(file_index)
+            })
+            .flatten();
+        DeadLetter {
+            source: source.map_or_else(String::new, |source| source.name.clone()),
+            file: path.map_or_else(String::new, |path| path.display().to_string()),
+            line: 0,
+            offset: path.map_or(0, |_| error.fact & ((1 << OFFSET_BITS) - 1)),
+            reason: error.reason.clone(),
+            raw: format!("fact {} at event time {}", error.fact, error.time),
+        }
+    }
+    let sink_leader = leader.clone();
+    let sink_plan = Rc::clone(plan);
+    errors.sink(
+        Exchange::new(|_: &(GraphError, Time, isize)| 0u64),
+        "Sink: graph errors",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                let Some(leader) = &sink_leader else { return };
+                let mut leader = leader.borrow_mut();
+                // a withdrawn fact withdraws its errors; what was written stays written
+                for (error, _, diff) in data.drain(..) {
+                    for _ in 0..diff.max(0) {
+                        leader.collector.dead_letters += 1;
+                        let result = leader.files.dead_letter(&letter(&sink_plan, &error));
+                        leader.record(result);
+                    }
                 }
             });
         },

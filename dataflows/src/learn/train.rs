@@ -62,7 +62,8 @@ pub enum Outcome {
         truth: Option<f64>,
     },
     /// The example was scored, but it has no label and never will (its label field is
-    /// missing), so nothing was learned from it.
+    /// missing, or its id cannot key the count of a delayed label), so nothing was learned
+    /// from it.
     Unlabeled {
         /// The example's id.
         id: u64,
@@ -429,6 +430,8 @@ impl Trainer {
             let beyond_input = horizon.is_some_and(|horizon| request.as_of > horizon);
             match self.awaiting.remove(&request.id) {
                 Some(_) if beyond_input => emit(Outcome::BeyondInput { id: request.id }),
+                // an id that cannot key the count leaves no label to learn (a dead letter)
+                Some(_) if request.key.is_none() => emit(Outcome::Unlabeled { id: request.id }),
                 Some(awaiting) => {
                     let label = request.count >= at_least;
                     self.learn(&awaiting.features, awaiting.probability, label);

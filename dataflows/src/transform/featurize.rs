@@ -118,7 +118,8 @@ pub fn featurize(plan: &Plan, event: &Event) -> Features {
                     );
                 } else if let Some(value) = numeric_value(plan, event, &feature.kind) {
                     let value = transformed(event, &feature.transform, value);
-                    if value.is_finite() && value != 0.0 {
+                    // a value beyond `f32` would reach the model as an infinity
+                    if value.is_finite() && value != 0.0 && (value as f32).is_finite() {
                         features.push((coordinate(namespace, 0, bits), value as f32));
                     }
                 }

@@ -6,48 +6,54 @@
 
 use std::rc::Rc;
 
-use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
-use timely::dataflow::operators::vec::Map;
 
+use crate::error::{Errors, GraphError, split_errors};
 use crate::event::{LabelRequest, partition_key};
 use crate::fact::{Fact, Time};
 use crate::plan::{LabelPlan, Plan};
 use crate::transform::examples::example_id;
+use crate::transform::features::key_of;
 use crate::transform::lookup::{LookupSpec, Read, Store, lookup};
 
 /// Requests for the delayed labels of the example facts, due `within_secs` after each, or
-/// nothing when labels are known at once.
+/// nothing when labels are known at once; and the errors of examples whose id cannot key the
+/// label's count, whose requests go out without a key and leave them unlabeled.
 pub fn label_requests<'scope>(
     plan: &Rc<Plan>,
     facts: VecCollection<'scope, Time, Fact>,
-) -> Option<VecCollection<'scope, Time, LabelRequest>> {
+) -> Option<(VecCollection<'scope, Time, LabelRequest>, Errors<'scope>)> {
     let LabelPlan::CountWithin { within_secs, .. } = plan.label else {
         return None;
     };
     let plan = Rc::clone(plan);
-    let requests = facts
-        .inner
-        .flat_map(move |(fact, time, diff)| {
-            (diff > 0).then(|| {
+    let requests = split_errors(
+        facts,
+        "Label requests",
+        move |(fact, time, diff): (Fact, Time, isize), requests, failed| {
+            let key = match plan.examples.id_field {
+                Some(field) => key_of(&plan.example_source().fields, &fact.row, field, "id field"),
+                None => Err("the examples have no id field".to_owned()),
+            };
+            if let Err(why) = &key {
+                let reason = format!("label: {why}, so the label cannot be counted");
+                failed.push((GraphError::of(&fact, reason), time, diff));
+            }
+            if diff > 0 {
                 // due `within_secs` after the event, and never before the fact was admitted
                 let due = fact.time.saturating_add(within_secs).max(time);
                 let id = example_id(&plan, &fact);
                 let request = LabelRequest {
                     id,
                     entity: partition_key(&plan, id, &fact.row),
-                    key: plan
-                        .examples
-                        .id_field
-                        .and_then(|field| fact.row.get(field))
-                        .and_then(|value| value.symbol()),
+                    key: key.ok(),
                     as_of: due,
                     count: 0,
                 };
-                (request, due, 1)
-            })
-        })
-        .as_collection();
+                requests.push((request, due, 1));
+            }
+        },
+    );
     Some(requests)
 }
 
