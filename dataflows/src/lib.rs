@@ -3,17 +3,45 @@
 //! The crate knows nothing of files, sockets or clocks. The root crate reads sources, feeds
 //! facts and queries into the graph [`build`] makes, and writes what comes out.
 //!
+//! Each component is a named timely region (`Collect`, `Transform`, `Learn`, `Publish`,
+//! `Serve`) and a module of the same name, one stage per file:
+//!
 //! ```text
-//!  facts ──► collect ──► features ──► examples ──► learn ──────► publish ──► serve ──► answers
-//!  (each      (split by   (feature     (as-of       (score with    (versions   (as-of
-//!   worker     source)     store:      lookups,      the servable   arranged    lookups,
-//!   reads a                aggregates  delayed       model, train,  on every    newest
-//!   share)                 by key)     labels)       merge rounds)  worker)     version)
-//!                              │                          │                        ▲
-//!                              └──── feature store ───────┼────────────────────────┘
-//!                                                         └──► evaluate ──► epoch metrics
-//!  queries ──────────────────────────────────────────────────────────────────┘
+//!           facts, corrections                                     queries
+//!                   │                                                 │
+//!  ┌ Collect ───────▼─────────────────────────────────────────────────▼───────┐
+//!  │  split_sources: one collection per source,        query_events: queries  │
+//!  │  corrections applied                              as events              │
+//!  └────────────┬─────────────────────────┬───────────────────────────┬───────┘
+//!           sources                 example facts               query events
+//!  ┌ Transform ─▼──────────────────────┐  │                           │
+//!  │  feature_store ──► store ─────────┼──┼──────────────────┐        │
+//!  │  example_events ─► with_features  │  │                  │        │
+//!  │  label_requests ─► labels         │  │                  │        │
+//!  │  count_records (join counts)      │  │                  │        │
+//!  └───────┬──────────────────┬────────┘  │                  │        │
+//!     examples, labels,     errors ───────┼──────────────────┼────────┼──► errors
+//!     join counts     ends of reading     │                  │        │
+//!  ┌ Learn ▼─────────────────▼────────────▼─┐                │        │
+//!  │  train, merge rounds ──► outcomes      │                │        │
+//!  │  evaluate (outcomes) ──────────────────┼────────────────┼────────┼──► epoch metrics
+//!  │  exact (example facts) ────────────────┼────────────────┼────────┼──► exact reports
+//!  └───────┬────────────────────────────────┘                │        │
+//!      versions ─────────────────────────────────────────────┼────────┼──► versions
+//!  ┌ Publish ▼──────────┐                                    │        │
+//!  │  arrange_models    │                                    │        │
+//!  └───────┬────────────┘                                    │        │
+//!       models ──────────────────────────────────────────────┼────────┼──► models
+//!  ┌ Serve ▼─────────────────────────────────────────────────▼────────▼───────┐
+//!  │  with_features: the queries' aggregates as of the start of their epoch   │
+//!  │  answer: scored by the newest version published by the query's time ─────┼──► answers
+//!  └──────────────────────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! The store leaves the graph too ([`Graph::store`]), for [`serve::changes`], which keeps the
+//! serving state outside the graph up to date. The records that travel beside facts are in
+//! [`event`]; [`fact`], [`plan`], [`fixed`] and [`hashing`] are shared by every stage, and
+//! [`error`] holds what the stages could not use.
 //!
 //! Every collection is timestamped with event time in seconds. Epochs are `tick_secs` long;
 //! the readers close an epoch when their input has moved past it, and a training round is
