@@ -1,5 +1,4 @@
-//! Fixed point: how real values become exact integers, and the accumulator of an aggregate
-//! built from them.
+//! Fixed point: real values as exact integers, and the accumulator of an aggregate.
 //!
 //! Sums of integers are exact and the same in any order, so an aggregate (or the exact
 //! regression's statistics) kept in fixed point equals a from-scratch recomputation on every

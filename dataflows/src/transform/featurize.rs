@@ -95,7 +95,9 @@ fn levels(plan: &Plan, event: &Event, feature: &FeaturePlan) -> Vec<u64> {
 /// The sparse feature vector of an event: the intercept, then every feature of the plan.
 ///
 /// Levels never seen in training have zero weight, so an unknown dog or a new hashtag moves
-/// the prediction by nothing rather than failing.
+/// the prediction by nothing rather than failing. A numeric value that is zero, not finite, or
+/// beyond the range of `f32` adds no coordinate (an example whose value, read as it is, is
+/// beyond `f32` is also a dead letter: see [`super::examples::example_errors`]).
 pub fn featurize(plan: &Plan, event: &Event) -> Features {
     let bits = plan.model.bits;
     let mut features = vec![(BIAS, 1.0)];
