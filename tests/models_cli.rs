@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dataflows::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
 use pooch::publish::{SnapshotMeta, SnapshotStore};
 use pooch::serve::supervisor::{
     Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig,

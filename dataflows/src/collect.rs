@@ -12,8 +12,8 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::event::{Event, Query};
 use crate::fact::{Fact, SourceId, Time};
-use crate::lookup::LATEST;
 use crate::plan::Plan;
+use crate::transform::lookup::LATEST;
 
 /// A retraction: the source, and the key id (see [`crate::fact::key_id`]) of the fact to
 /// withdraw.
@@ -37,16 +37,20 @@ pub fn split_sources<'scope>(
             if !plan.sources[index].retractable() {
                 return facts;
             }
+            let name = &plan.sources[index].name;
+            // the keys named by a correction, each once
             let named = corrections
                 .clone()
                 .filter(move |(target, _)| *target == source)
                 .map(|(_, key)| key)
-                .distinct();
+                .threshold_named(&format!("Distinct: {name} corrections"), |_, _| 1isize)
+                .arrange_by_self_named(&format!("Arrange: {name} corrections"));
+            // the live facts those keys name
             let withdrawn = facts
                 .clone()
                 .map(|fact| (fact.id, fact))
-                .semijoin(named)
-                .map(|(_, fact)| fact);
+                .arrange_by_key_named(&format!("Arrange: {name} facts by id"))
+                .join_core(named, |_id, fact, ()| Some(fact.clone()));
             facts.concat(withdrawn.negate())
         })
         .collect()

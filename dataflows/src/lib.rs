@@ -3,49 +3,78 @@
 //! The crate knows nothing of files, sockets or clocks. The root crate reads sources, feeds
 //! facts and queries into the graph [`build`] makes, and writes what comes out.
 //!
+//! Each component is a named timely region (`Collect`, `Transform`, `Learn`, `Publish`,
+//! `Serve`) and a module of the same name, one stage per file:
+//!
 //! ```text
-//!  facts ──► collect ──► features ──► examples ──► learn ──────► publish ──► serve ──► answers
-//!  (each      (split by   (feature     (as-of       (score with    (versions   (as-of
-//!   worker     source)     store:      lookups,      the servable   arranged    lookups,
-//!   reads a                aggregates  delayed       model, train,  on every    newest
-//!   share)                 by key)     labels)       merge rounds)  worker)     version)
-//!                              │                          │                        ▲
-//!                              └──── feature store ───────┼────────────────────────┘
-//!                                                         └──► evaluate ──► epoch metrics
-//!  queries ──────────────────────────────────────────────────────────────────┘
+//!           facts, corrections                                     queries
+//!                   │                                                 │
+//!  ┌ Collect ───────▼─────────────────────────────────────────────────▼───────┐
+//!  │  split_sources: one collection per source,        query_events: queries  │
+//!  │  corrections applied                              as events              │
+//!  └────────────┬─────────────────────────┬───────────────────────────┬───────┘
+//!           sources                 example facts               query events
+//!  ┌ Transform ─▼──────────────────────┐  │                           │
+//!  │  feature_store ──► store ─────────┼──┼──────────────────┐        │
+//!  │  example_events ─► with_features  │  │                  │        │
+//!  │  label_requests ─► labels         │  │                  │        │
+//!  │  count_records (join counts)      │  │                  │        │
+//!  └───────┬──────────────────┬────────┘  │                  │        │
+//!     examples, labels,     errors ───────┼──────────────────┼────────┼──► errors
+//!     join counts     ends of reading     │                  │        │
+//!  ┌ Learn ▼─────────────────▼────────────▼─┐                │        │
+//!  │  train, merge rounds ──► outcomes      │                │        │
+//!  │  evaluate (outcomes) ──────────────────┼────────────────┼────────┼──► epoch metrics
+//!  │  exact (example facts) ────────────────┼────────────────┼────────┼──► exact reports
+//!  └───────┬────────────────────────────────┘                │        │
+//!      versions ─────────────────────────────────────────────┼────────┼──► versions
+//!  ┌ Publish ▼──────────┐                                    │        │
+//!  │  arrange_models    │                                    │        │
+//!  └───────┬────────────┘                                    │        │
+//!       models ──────────────────────────────────────────────┼────────┼──► models
+//!  ┌ Serve ▼─────────────────────────────────────────────────▼────────▼───────┐
+//!  │  with_features: the queries' aggregates as of the start of their epoch   │
+//!  │  answer: scored by the newest version published by the query's time ─────┼──► answers
+//!  └──────────────────────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! The store leaves the graph too ([`Graph::store`]), for [`serve::changes`], which keeps the
+//! serving state outside the graph up to date. The records that travel beside facts are in
+//! [`event`]; [`fact`], [`plan`], [`fixed`] and [`hashing`] are shared by every stage, and
+//! [`error`] holds what the stages could not use.
 //!
 //! Every collection is timestamped with event time in seconds. Epochs are `tick_secs` long;
 //! the readers close an epoch when their input has moved past it, and a training round is
 //! merged at each epoch's close.
 
 pub mod collect;
-pub mod evaluate;
+pub mod error;
 pub mod event;
-pub mod examples;
 pub mod fact;
-pub mod features;
+pub mod fixed;
 pub mod hashing;
 pub mod learn;
-pub mod lookup;
-pub mod model;
 pub mod plan;
+pub mod publish;
 pub mod serve;
+pub mod transform;
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
-use timely::dataflow::StreamVec;
-use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::{Concat, Enter, Leave};
+use timely::dataflow::{Scope, StreamVec};
 
-use crate::evaluate::EpochMetrics;
-use crate::event::{Answer, Query};
+use crate::error::Errors;
+use crate::event::{Answer, Event, LabelRequest, Query};
 use crate::fact::{Fact, Symbol, Time};
-use crate::lookup::Store;
-use crate::model::ModelVersion;
+use crate::learn::evaluate::{self, EpochMetrics};
 use crate::plan::Plan;
-use crate::serve::Models;
+use crate::publish::model::ModelVersion;
+use crate::publish::versions::{self, Models};
+use crate::transform::lookup::Store;
+use crate::transform::{examples, features, labels};
 
 /// What the graph produces.
 pub struct Graph<'scope> {
@@ -64,6 +93,9 @@ pub struct Graph<'scope> {
     /// The feature store, for inspection and tests. Drop it when not reading it: a held
     /// handle keeps the store from compacting.
     pub store: Store<'scope>,
+    /// The facts the graph could not use, with the reason, on the worker that found each: a
+    /// fact without its key, a value that does not fit fixed point (see [`error`]).
+    pub errors: Errors<'scope>,
 }
 
 /// How a run differs from others of the same plan.
@@ -80,7 +112,8 @@ impl Default for Settings {
     }
 }
 
-/// Builds the whole pipeline over facts, their corrections, and queries.
+/// Builds the whole pipeline over facts, their corrections, and queries: one named region per
+/// component, in the order data flows through them.
 ///
 /// `ends` carries each worker's report when its reading ends: from them training learns the
 /// end of what was read, and does not learn labels due after it.
@@ -92,59 +125,187 @@ pub fn build<'scope>(
     queries: VecCollection<'scope, Time, Query>,
     ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
 ) -> Graph<'scope> {
-    // collect: one collection per source, corrections applied
-    let sources = collect::split_sources(plan, facts, corrections);
-
-    // transform: the feature store, the examples with their features, and their labels
-    let store = features::feature_store(plan, &sources);
-    let example_facts = sources[usize::from(plan.examples.source)].clone();
-    let events = examples::example_events(plan, example_facts.clone());
-    let exact = learn::exact::exact(plan, example_facts.clone());
-    let examples = examples::with_features(plan, events.clone(), &store, |time| time, "examples");
-    // one record out of the lookups per example in, or the join amplifies
-    let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
-        evaluate::JoinCounts {
-            examples_in: count,
-            lookup_outputs: 0,
-        }
-    })
-    .concat(evaluate::count_records(
-        examples.inner.clone(),
-        "Count: lookup outputs",
-        |count| evaluate::JoinCounts {
-            examples_in: 0,
-            lookup_outputs: count,
-        },
-    ));
-    let label_requests = match examples::label_requests(plan, example_facts) {
-        Some(requests) => examples::labels(plan, requests, &store),
-        None => collect::empty(&examples),
-    };
-
-    // learn and publish
-    let trained = learn::train::train(plan, settings.first_version, examples, label_requests, ends);
-    let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
-    let versions = trained.versions;
-    let models = serve::arrange_models(versions.clone());
-
-    // serve: queries read the state complete at the start of their epoch
-    let query_events = collect::query_events(plan, queries);
-    let tick = plan.tick_secs;
-    let query_events = examples::with_features(
+    let scope = facts.scope();
+    let collected = collect_region(scope, plan, facts, corrections, queries);
+    let transformed = transform_region(scope, plan, &collected.sources);
+    let example_facts = &collected.sources[usize::from(plan.examples.source)];
+    let learned = learn_region(
+        scope,
         plan,
-        query_events,
-        &store,
-        move |time| time - time % tick,
-        "queries",
+        settings,
+        example_facts,
+        transformed.clone(),
+        ends,
     );
-    let answers = serve::answer(plan, query_events, &models);
-
+    let models = publish_region(scope, learned.versions.clone());
+    let answers = serve_region(scope, plan, collected.queries, &transformed.store, &models);
     Graph {
         answers,
-        epochs,
-        versions,
+        epochs: learned.epochs,
+        versions: learned.versions,
         models,
-        exact,
-        store,
+        exact: learned.exact,
+        store: transformed.store,
+        errors: transformed.errors,
     }
+}
+
+/// What collection hands on: one collection of facts per source, and the queries as events.
+struct Collected<'scope> {
+    sources: Vec<VecCollection<'scope, Time, Fact>>,
+    queries: VecCollection<'scope, Time, Event>,
+}
+
+/// Collect: facts split by source with corrections applied, and queries made into events.
+fn collect_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    facts: VecCollection<'scope, Time, Fact>,
+    corrections: VecCollection<'scope, Time, collect::Correction>,
+    queries: VecCollection<'scope, Time, Query>,
+) -> Collected<'scope> {
+    scope.region_named("Collect", |region| {
+        let facts = facts.enter_region(region);
+        let corrections = corrections.enter_region(region);
+        let sources = collect::split_sources(plan, facts, corrections);
+        let queries = collect::query_events(plan, queries.enter_region(region));
+        Collected {
+            sources: sources
+                .into_iter()
+                .map(|source| source.leave_region(scope))
+                .collect(),
+            queries: queries.leave_region(scope),
+        }
+    })
+}
+
+/// What transformation hands on.
+#[derive(Clone)]
+struct Transformed<'scope> {
+    /// The feature store, which serving reads too.
+    store: Store<'scope>,
+    /// Examples with their features as they stood just before each.
+    examples: VecCollection<'scope, Time, Event>,
+    /// Delayed labels, counted when due; empty when labels are known at once.
+    labels: VecCollection<'scope, Time, LabelRequest>,
+    /// Records into and out of the example lookups, to measure join amplification.
+    join_counts: StreamVec<'scope, Time, evaluate::JoinCounts>,
+    /// The facts transformation could not use.
+    errors: Errors<'scope>,
+}
+
+/// Transform: the feature store, the examples with their features, and their labels.
+fn transform_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    sources: &[VecCollection<'scope, Time, Fact>],
+) -> Transformed<'scope> {
+    scope.region_named("Transform", |region| {
+        let sources: Vec<_> = sources
+            .iter()
+            .map(|source| source.clone().enter_region(region))
+            .collect();
+        let (store, store_errors) = features::feature_store(plan, &sources);
+        let example_facts = sources[usize::from(plan.examples.source)].clone();
+        let (events, example_errors) = examples::example_events(plan, example_facts.clone());
+        let examples =
+            examples::with_features(plan, events.clone(), &store, |time| time, "examples");
+        // one record out of the lookups per example in, or the join amplifies
+        let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
+            evaluate::JoinCounts {
+                examples_in: count,
+                lookup_outputs: 0,
+            }
+        })
+        .concat(evaluate::count_records(
+            examples.inner.clone(),
+            "Count: lookup outputs",
+            |count| evaluate::JoinCounts {
+                examples_in: 0,
+                lookup_outputs: count,
+            },
+        ));
+        let (labels, label_errors) = match labels::label_requests(plan, example_facts) {
+            Some((requests, errors)) => (labels::labels(plan, requests, &store), errors),
+            None => (collect::empty(&examples), collect::empty(&examples)),
+        };
+        let errors = store_errors.concat(example_errors).concat(label_errors);
+        Transformed {
+            errors: errors.leave_region(scope),
+            store: store.leave_region(scope),
+            examples: examples.leave_region(scope),
+            labels: labels.leave_region(scope),
+            join_counts: join_counts.leave(scope),
+        }
+    })
+}
+
+/// What learning hands on.
+struct Learned<'scope> {
+    versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
+    epochs: StreamVec<'scope, Time, EpochMetrics>,
+    exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
+}
+
+/// Learn: training with merge rounds, its progressive validation, and the exact regression.
+fn learn_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    settings: Settings,
+    example_facts: &VecCollection<'scope, Time, Fact>,
+    transformed: Transformed<'scope>,
+    ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
+) -> Learned<'scope> {
+    scope.region_named("Learn", |region| {
+        let examples = transformed.examples.enter_region(region);
+        let labels = transformed.labels.enter_region(region);
+        let ends = ends.enter(region);
+        let trained = learn::train::train(plan, settings.first_version, examples, labels, ends);
+        let join_counts = transformed.join_counts.enter(region);
+        let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
+        // the exact regression reads the example facts themselves, retractions included
+        let exact = plan
+            .exact
+            .as_ref()
+            .and_then(|_| learn::exact::exact(plan, example_facts.clone().enter_region(region)));
+        Learned {
+            versions: trained.versions.leave_region(scope),
+            epochs: epochs.leave(scope),
+            exact: exact.map(|reports| reports.leave(scope)),
+        }
+    })
+}
+
+/// Publish: the versions arranged on every worker.
+fn publish_region<'scope>(
+    scope: Scope<'scope, Time>,
+    versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
+) -> Models<'scope> {
+    scope.region_named("Publish", |region| {
+        versions::arrange_models(versions.enter_region(region)).leave_region(scope)
+    })
+}
+
+/// Serve: queries read the feature store as of the start of their epoch, and are answered by
+/// the newest version published by then.
+fn serve_region<'scope>(
+    scope: Scope<'scope, Time>,
+    plan: &Rc<Plan>,
+    queries: VecCollection<'scope, Time, Event>,
+    store: &Store<'scope>,
+    models: &Models<'scope>,
+) -> StreamVec<'scope, Time, Answer> {
+    scope.region_named("Serve", |region| {
+        let store = store.clone().enter_region(region);
+        let models = models.clone().enter_region(region);
+        let tick = plan.tick_secs;
+        let queries = examples::with_features(
+            plan,
+            queries.enter_region(region),
+            &store,
+            move |time| time - time % tick,
+            "queries",
+        );
+        serve::answer::answer(plan, queries, &models).leave(scope)
+    })
 }

@@ -6,17 +6,16 @@
 //! before), solves over them from nothing, and scores each epoch's new facts with the previous
 //! epoch's solution.
 
-use std::sync::{Arc, Mutex};
+pub mod support;
+
+use std::rc::Rc;
 
 use dataflows::fact::{Fact, Real, Value};
-use dataflows::learn::adagrad::AdaGradHyper;
-use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
 use dataflows::learn::ridge::{EpochDelta, ExactReport, FixedRow, Ridge};
 use dataflows::plan::*;
-use differential_dataflow::input::Input;
 use proptest::prelude::*;
-use timely::dataflow::operators::Capture;
-use timely::dataflow::operators::capture::Event;
+
+use support::{PlanBuilder, WORKERS, field, seconds};
 
 const TICK: u64 = 10;
 const EPOCHS: u64 = 10;
@@ -32,68 +31,22 @@ struct Op {
 }
 
 fn plan() -> Plan {
-    let field = |name: &str, kind: FieldKind| FieldPlan {
-        name: name.into(),
-        kind,
-        required: false,
-    };
-    Plan {
-        name: "oracle".into(),
-        tick_secs: TICK,
-        sources: vec![SourcePlan {
-            name: "observations".into(),
-            paths: vec![],
-            glob: None,
-            format: Format::Csv,
-            header: false,
-            fields: vec![
-                field("y", FieldKind::Real),
-                field("x1", FieldKind::Real),
-                field("x2", FieldKind::Int),
-                field(
-                    "time",
-                    FieldKind::Time {
-                        unit: TimeUnit::Seconds,
-                    },
-                ),
-            ],
-            time_field: Some(3),
-            lateness_secs: 0,
-            late: LatePolicy::Drop,
-            key_fields: vec![],
-            op_field: None,
-            corrects: None,
-        }],
-        examples: ExamplePlan {
-            source: 0,
-            id_field: None,
-            entity_field: None,
-            truth_field: None,
-        },
-        label: LabelPlan::Threshold {
-            field: 0,
-            at_least: 0.0,
-        },
-        features: vec![],
-        aggregates: vec![],
-        model: ModelPlan {
-            name: "m".into(),
-            bits: 8,
-            optimizer: OptimizerPlan::AdaGrad(AdaGradHyper {
-                learning_rate: 0.1,
-                l2: 0.0,
-            }),
-            merge: WeightMerge::Average,
-        },
-        serving: ServingPlan { keep_versions: 1 },
-        exact: Some(ExactPlan {
+    let fields = vec![
+        field("y", FieldKind::Real),
+        field("x1", FieldKind::Real),
+        field("x2", FieldKind::Int),
+        seconds("time"),
+    ];
+    PlanBuilder::new("oracle", TICK)
+        .source("observations", fields)
+        .exact(ExactPlan {
             name: "exact".into(),
             target_field: 0,
             input_fields: vec![1, 2],
             intercept: true,
             l2: 0.25,
-        }),
-    }
+        })
+        .build()
 }
 
 fn fact(op: &Op, id: u64) -> Fact {
@@ -113,55 +66,25 @@ fn fact(op: &Op, id: u64) -> Fact {
 
 /// The reports of the graph, in epoch order.
 fn run_graph(ops: &[Op], workers: usize) -> Vec<ExactReport> {
-    let ops = ops.to_vec();
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&results);
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let plan = std::rc::Rc::new(plan());
-        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, facts) = scope.new_collection::<Fact, isize>();
-            let reports = dataflows::learn::exact::exact(&plan, facts).expect("an exact plan");
-            (input, reports.capture())
-        });
-        for epoch in 0..EPOCHS + 8 {
-            for (id, op) in ops.iter().enumerate() {
-                if id % peers != index {
-                    continue;
-                }
-                let fact = fact(op, id as u64);
-                if op.time / TICK == epoch {
-                    input.update_at(fact.clone(), op.time, 1);
-                }
-                if let Some(retract) = op.retract_at.filter(|time| time / TICK == epoch) {
-                    input.update_at(fact, retract, -1);
-                }
-            }
-            input.advance_to((epoch + 1) * TICK);
-            input.flush();
-            worker.step();
+    let mut updates = Vec::new();
+    for (id, op) in ops.iter().enumerate() {
+        let fact = fact(op, id as u64);
+        updates.push((fact.clone(), op.time, 1));
+        if let Some(retract) = op.retract_at {
+            updates.push((fact, retract, -1));
         }
-        drop(input);
-        while worker.step_or_park(None) {}
-        let reports: Vec<ExactReport> = captured
-            .try_iter()
-            .flat_map(|event| match event {
-                Event::Messages(_, batch) => batch,
-                Event::Progress(_) => Vec::new(),
-            })
-            .collect();
-        sink.lock().expect("results").push((index, reports));
-    })
-    .expect("timely runs");
-
-    let mut reports = Vec::new();
-    for (index, per_worker) in results.lock().expect("results").drain(..) {
+    }
+    let per_worker = support::replay(&updates, TICK, workers, |facts| {
+        let plan = Rc::new(plan());
+        dataflows::learn::exact::exact(&plan, facts).expect("an exact plan")
+    });
+    for (index, reports) in per_worker.iter().enumerate() {
         assert!(
-            index == 0 || per_worker.is_empty(),
+            index == 0 || reports.is_empty(),
             "reports leave worker 0 only"
         );
-        reports.extend(per_worker);
     }
+    let mut reports = support::all(per_worker);
     reports.sort_by_key(|report| report.epoch);
     reports
 }
@@ -304,7 +227,7 @@ proptest! {
     #[test]
     fn weights_equal_a_solve_from_scratch(ops in proptest::collection::vec(op(), 0..60)) {
         let expected = bits(&oracle(&ops));
-        for workers in [1, 2, 4] {
+        for workers in WORKERS {
             prop_assert_eq!(&bits(&run_graph(&ops, workers)), &expected, "at {} workers", workers);
         }
     }

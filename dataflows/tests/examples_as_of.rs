@@ -4,162 +4,89 @@
 //! posts) and of other entities it references (the topic it is posted under, owned by other
 //! workers), as the item a user rates is on MovieLens.
 
+pub mod support;
+
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 
 use dataflows::event::Event;
 use dataflows::fact::{Fact, Value};
 use dataflows::hashing::symbol;
-use dataflows::learn::adagrad::AdaGradHyper;
-use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
 use dataflows::plan::*;
-use differential_dataflow::input::Input;
 use proptest::prelude::*;
-use timely::dataflow::operators::Capture;
-use timely::dataflow::operators::capture::Extract;
+
+use support::{PlanBuilder, Update, WORKERS, aggregate, field, seconds};
 
 const TICK: u64 = 10;
 
 fn plan() -> Plan {
-    let field = |name: &str, kind: FieldKind| FieldPlan {
-        name: name.into(),
-        kind,
-        required: false,
+    let posts = vec![
+        field("post", FieldKind::Text),
+        field("dog", FieldKind::Text),
+        field("topic", FieldKind::Text),
+        seconds("time"),
+    ];
+    let posts_5s = AggregatePlan {
+        window: Some(Window::Sliding { secs: 5 }),
+        ..aggregate("posts_5s", 0, 1, Function::Count)
     };
-    let posts = SourcePlan {
-        name: "posts".into(),
-        paths: vec![],
-        format: Format::Csv,
-        header: false,
-        fields: vec![
-            field("post", FieldKind::Text),
-            field("dog", FieldKind::Text),
-            field("topic", FieldKind::Text),
-            field(
-                "time",
-                FieldKind::Time {
-                    unit: TimeUnit::Seconds,
-                },
-            ),
-        ],
-        time_field: Some(3),
-        lateness_secs: 0,
-        glob: None,
-        late: LatePolicy::Drop,
-        key_fields: vec![],
-        op_field: None,
-        corrects: None,
-    };
-    let aggregate = |name: &str, field: usize, window_secs: Option<u64>| AggregatePlan {
-        name: name.into(),
-        source: 0,
-        key_field: Some(field),
-        via: None,
-        function: Function::Count,
-        window: window_secs.map(|secs| Window::Sliding { secs }),
-        used_by: AggregateUse::Feature {
-            example_field: field,
-        },
-    };
-    Plan {
-        name: "as-of".into(),
-        tick_secs: TICK,
-        sources: vec![posts],
-        examples: ExamplePlan {
+    PlanBuilder::new("as-of", TICK)
+        .source("posts", posts)
+        .examples(ExamplePlan {
             source: 0,
             id_field: Some(0),
             entity_field: Some(1),
             truth_field: None,
-        },
-        label: LabelPlan::Threshold {
-            field: 0,
-            at_least: 0.0,
-        },
-        features: vec![],
-        aggregates: vec![
-            aggregate("posts", 1, None),
-            aggregate("posts_5s", 1, Some(5)),
-            // keyed by another entity than the one training is partitioned by
-            aggregate("topic_posts", 2, None),
-        ],
-        model: ModelPlan {
-            name: "m".into(),
-            bits: 8,
-            optimizer: OptimizerPlan::AdaGrad(AdaGradHyper {
-                learning_rate: 0.1,
-                l2: 0.0,
-            }),
-            merge: WeightMerge::Average,
-        },
-        serving: ServingPlan { keep_versions: 1 },
-        exact: None,
-    }
+        })
+        .aggregate(aggregate("posts", 0, 1, Function::Count))
+        .aggregate(posts_5s)
+        // keyed by another entity than the one training is partitioned by
+        .aggregate(aggregate("topic_posts", 0, 2, Function::Count))
+        .build()
 }
 
 /// `(dog, topic, time)` of each post; post `i` is `p{i}`.
 fn run(posts: &[(u8, u8, u64)], workers: usize) -> Vec<(u64, Vec<(i64, i64)>)> {
-    let plan = Rc::new(plan());
-    let posts = posts.to_vec();
-    let captured_all = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&captured_all);
-    let plan_data = (*plan).clone();
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let plan = Rc::new(plan_data.clone());
-        let (index, peers) = (worker.index(), worker.peers());
-        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, facts) = scope.new_collection::<Fact, isize>();
-            // retractions here are plain negative updates; corrections are tested end to end
-            let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
-            let sources = dataflows::collect::split_sources(&plan, facts, corrections);
-            let store = dataflows::features::feature_store(&plan, &sources);
-            let events = dataflows::examples::example_events(&plan, sources[0].clone());
-            let examples =
-                dataflows::examples::with_features(&plan, events, &store, |time| time, "examples");
-            (input, examples.inner.capture())
-        });
-        let horizon = posts.iter().map(|&(_, _, time)| time).max().unwrap_or(0) / TICK + 1;
-        for epoch in 0..=horizon {
-            for (id, &(dog, topic, time)) in posts.iter().enumerate() {
-                if id % peers == index && time / TICK == epoch {
-                    let row = vec![
-                        Value::Text(symbol(format!("p{id}").as_bytes())),
-                        Value::Text(symbol(format!("d{dog}").as_bytes())),
-                        Value::Text(symbol(format!("t{topic}").as_bytes())),
-                        Value::Time(time),
-                    ];
-                    input.update_at(
-                        Fact {
-                            id: id as u64,
-                            source: 0,
-                            time,
-                            row,
-                        },
-                        time,
-                        1,
-                    );
-                }
-            }
-            input.advance_to((epoch + 1) * TICK);
-            input.flush();
-            worker.step();
-        }
-        drop(input);
-        while worker.step_or_park(None) {}
-        sink.lock().expect("results").push(captured.extract());
-    })
-    .expect("timely runs");
-
+    let updates: Vec<Update<Fact>> = posts
+        .iter()
+        .enumerate()
+        .map(|(id, &(dog, topic, time))| {
+            let row = vec![
+                Value::Text(symbol(format!("p{id}").as_bytes())),
+                Value::Text(symbol(format!("d{dog}").as_bytes())),
+                Value::Text(symbol(format!("t{topic}").as_bytes())),
+                Value::Time(time),
+            ];
+            let fact = Fact {
+                id: id as u64,
+                source: 0,
+                time,
+                row,
+            };
+            (fact, time, 1)
+        })
+        .collect();
+    let outputs = support::replay(&updates, TICK, workers, |facts| {
+        let plan = Rc::new(plan());
+        let corrections = dataflows::collect::empty(&facts);
+        let sources = dataflows::collect::split_sources(&plan, facts, corrections);
+        let (store, _) = dataflows::transform::features::feature_store(&plan, &sources);
+        let (events, _) = dataflows::transform::examples::example_events(&plan, sources[0].clone());
+        let examples = dataflows::transform::examples::with_features(
+            &plan,
+            events,
+            &store,
+            |time| time,
+            "examples",
+        );
+        examples.inner
+    });
     let mut examples: Vec<(u64, Vec<(i64, i64)>)> = Vec::new();
-    for per_worker in captured_all.lock().expect("results").drain(..) {
-        for (_, batch) in per_worker {
-            for (event, time, diff) in batch {
-                let event: Event = event;
-                assert_eq!(diff, 1);
-                assert_eq!(time, event.time, "an example leaves at its own event time");
-                examples.push((event.id, event.aggregates));
-            }
-        }
+    for (event, time, diff) in support::all(outputs) {
+        let event: Event = event;
+        assert_eq!(diff, 1);
+        assert_eq!(time, event.time, "an example leaves at its own event time");
+        examples.push((event.id, event.aggregates));
     }
     examples.sort();
     examples
@@ -197,7 +124,7 @@ proptest! {
     #[test]
     fn examples_see_only_the_past_and_leave_once(posts in proptest::collection::vec((0u8..3, 0u8..2, 0u64..60), 0..50)) {
         let expected = oracle(&posts);
-        for workers in [1, 2, 4] {
+        for workers in WORKERS {
             let examples = run(&posts, workers);
             prop_assert_eq!(examples.len(), posts.len(), "one output per example at {} workers", workers);
             prop_assert_eq!(&examples, &expected, "at {} workers", workers);

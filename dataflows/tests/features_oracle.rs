@@ -6,18 +6,16 @@
 //! levels, finds the latest value and windows (sliding and tumbling) them directly, per key
 //! and globally.
 
+pub mod support;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use dataflows::fact::{Fact, Real, Value};
 use dataflows::hashing::symbol;
-use dataflows::learn::adagrad::AdaGradHyper;
-use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
 use dataflows::plan::*;
-use differential_dataflow::input::Input;
 use proptest::prelude::*;
-use timely::dataflow::operators::Capture;
-use timely::dataflow::operators::capture::Extract;
+
+use support::{PlanBuilder, Update, WORKERS, aggregate, field, seconds};
 
 const TICK: u64 = 10;
 const EPOCHS: u64 = 10;
@@ -43,169 +41,104 @@ struct Op {
 }
 
 fn plan() -> Plan {
-    let field = |name: &str, kind: FieldKind| FieldPlan {
-        name: name.into(),
-        kind,
-        required: false,
-    };
-    let time = || {
-        field(
-            "time",
-            FieldKind::Time {
-                unit: TimeUnit::Seconds,
-            },
-        )
-    };
-    let source = |name: &str, fields: Vec<FieldPlan>| SourcePlan {
-        name: name.into(),
-        paths: vec![],
-        format: Format::Csv,
-        header: false,
-        time_field: Some(fields.len() - 1),
-        fields,
-        lateness_secs: 0,
-        glob: None,
-        late: LatePolicy::Drop,
-        key_fields: vec![],
-        op_field: None,
-        corrects: None,
-    };
-    let aggregate = |name: &str,
-                     source: u16,
-                     key_field: usize,
-                     via: Option<Via>,
-                     function: Function,
-                     window: Option<Window>| AggregatePlan {
-        name: name.into(),
-        source,
-        key_field: Some(key_field),
-        via,
-        function,
+    let feature = |name: &str, source: u16, key_field: usize, function, window| AggregatePlan {
         window,
         used_by: AggregateUse::Feature { example_field: 1 },
+        ..aggregate(name, source, key_field, function)
     };
-    let global = |name: &str, function: Function| AggregatePlan {
-        name: name.into(),
-        source: 0,
-        key_field: None,
-        via: None,
-        function,
-        window: None,
-        used_by: AggregateUse::Global,
-    };
-    let sliding = |secs| Some(Window::Sliding { secs });
-    let tumbling = |secs| Some(Window::Tumbling { secs });
-    let posts_to_dogs = || {
-        Some(Via {
+    let via = |name: &str, function, window| AggregatePlan {
+        via: Some(Via {
             source: 0,
             key_field: 0,
             value_field: 1,
-        })
+        }),
+        ..feature(name, 1, 0, function, window)
     };
-    Plan {
-        name: "oracle".into(),
-        tick_secs: TICK,
-        sources: vec![
-            source(
-                "posts",
-                vec![
-                    field("post", FieldKind::Text),
-                    field("dog", FieldKind::Text),
-                    field("score", FieldKind::Real),
-                    time(),
-                ],
-            ),
-            source("likes", vec![field("post", FieldKind::Text), time()]),
-        ],
-        examples: ExamplePlan {
+    let global = |name: &str, function| AggregatePlan {
+        key_field: None,
+        used_by: AggregateUse::Global,
+        ..aggregate(name, 0, 0, function)
+    };
+    let sliding = |secs| Some(Window::Sliding { secs });
+    let tumbling = |secs| Some(Window::Tumbling { secs });
+    let posts = vec![
+        field("post", FieldKind::Text),
+        field("dog", FieldKind::Text),
+        field("score", FieldKind::Real),
+        seconds("time"),
+    ];
+    PlanBuilder::new("oracle", TICK)
+        .source("posts", posts)
+        .source(
+            "likes",
+            vec![field("post", FieldKind::Text), seconds("time")],
+        )
+        .examples(ExamplePlan {
             source: 0,
             id_field: Some(0),
             entity_field: Some(1),
             truth_field: None,
-        },
-        label: LabelPlan::Threshold {
+        })
+        .label(LabelPlan::Threshold {
             field: 2,
             at_least: 0.0,
-        },
-        features: vec![],
-        aggregates: vec![
-            aggregate("posts", 0, 1, None, Function::Count, None),
-            aggregate("posts_15", 0, 1, None, Function::Count, sliding(15)),
-            aggregate(
-                "likes_via_20",
-                1,
-                0,
-                posts_to_dogs(),
-                Function::Count,
-                sliding(20),
-            ),
-            aggregate(
-                "mean_score_25",
-                0,
-                1,
-                None,
-                Function::Mean { field: 2 },
-                sliding(25),
-            ),
-            aggregate("sum_score", 0, 1, None, Function::Sum { field: 2 }, None),
-            aggregate("likes_by_post", 1, 0, None, Function::Count, None),
-            // 6..: the families added later
-            aggregate(
-                "distinct_posts",
-                0,
-                1,
-                None,
-                Function::Distinct { field: 0 },
-                None,
-            ),
-            aggregate(
-                "distinct_posts_tumbling_25",
-                0,
-                1,
-                None,
-                Function::Distinct { field: 0 },
-                tumbling(25),
-            ),
-            aggregate(
-                "distinct_liked_posts_via",
-                1,
-                0,
-                posts_to_dogs(),
-                Function::Distinct { field: 0 },
-                None,
-            ),
-            aggregate("last_score", 0, 1, None, Function::Last { field: 2 }, None),
-            aggregate(
-                "last_score_15",
-                0,
-                1,
-                None,
-                Function::Last { field: 2 },
-                sliding(15),
-            ),
-            aggregate(
-                "posts_tumbling_25",
-                0,
-                1,
-                None,
-                Function::Count,
-                tumbling(25),
-            ),
-            global("score_sum", Function::Sum { field: 2 }),
-            global("score_squares", Function::SumOfSquares { field: 2 }),
-        ],
-        model: ModelPlan {
-            name: "m".into(),
-            bits: 8,
-            optimizer: OptimizerPlan::AdaGrad(AdaGradHyper {
-                learning_rate: 0.1,
-                l2: 0.0,
-            }),
-            merge: WeightMerge::Average,
-        },
-        serving: ServingPlan { keep_versions: 1 },
-        exact: None,
-    }
+        })
+        .aggregate(feature("posts", 0, 1, Function::Count, None))
+        .aggregate(feature("posts_15", 0, 1, Function::Count, sliding(15)))
+        .aggregate(via("likes_via_20", Function::Count, sliding(20)))
+        .aggregate(feature(
+            "mean_score_25",
+            0,
+            1,
+            Function::Mean { field: 2 },
+            sliding(25),
+        ))
+        .aggregate(feature("sum_score", 0, 1, Function::Sum { field: 2 }, None))
+        .aggregate(feature("likes_by_post", 1, 0, Function::Count, None))
+        // 6..: the families added later
+        .aggregate(feature(
+            "distinct_posts",
+            0,
+            1,
+            Function::Distinct { field: 0 },
+            None,
+        ))
+        .aggregate(feature(
+            "distinct_posts_tumbling_25",
+            0,
+            1,
+            Function::Distinct { field: 0 },
+            tumbling(25),
+        ))
+        .aggregate(via(
+            "distinct_liked_posts_via",
+            Function::Distinct { field: 0 },
+            None,
+        ))
+        .aggregate(feature(
+            "last_score",
+            0,
+            1,
+            Function::Last { field: 2 },
+            None,
+        ))
+        .aggregate(feature(
+            "last_score_15",
+            0,
+            1,
+            Function::Last { field: 2 },
+            sliding(15),
+        ))
+        .aggregate(feature(
+            "posts_tumbling_25",
+            0,
+            1,
+            Function::Count,
+            tumbling(25),
+        ))
+        .aggregate(global("score_sum", Function::Sum { field: 2 }))
+        .aggregate(global("score_squares", Function::SumOfSquares { field: 2 }))
+        .build()
 }
 
 fn fact(op: &Op, id: u64) -> Fact {
@@ -236,52 +169,34 @@ fn fact(op: &Op, id: u64) -> Fact {
 
 type State = BTreeMap<((u64, u32), u64), (i64, i64)>;
 
+/// The facts of the ops, inserted at their time and withdrawn at their retraction.
+fn updates(ops: &[Op]) -> Vec<Update<Fact>> {
+    let mut updates = Vec::new();
+    for (id, op) in ops.iter().enumerate() {
+        let fact = fact(op, id as u64);
+        updates.push((fact.clone(), op.time, 1));
+        if let Some(retract) = op.retract_at {
+            updates.push((fact, retract, -1));
+        }
+    }
+    updates
+}
+
 /// The store's contents at the close of every epoch, from the graph.
 fn run_graph(ops: &[Op], workers: usize) -> State {
     let plan = plan();
-    let ops = ops.to_vec();
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&results);
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, facts) = scope.new_collection::<Fact, isize>();
-            // retractions here are plain negative updates; corrections are tested end to end
-            let (_corrections_input, corrections) = scope.new_collection::<(u16, u64), isize>();
+    let updates = support::all(support::replay(
+        &updates(ops),
+        TICK,
+        workers,
+        move |facts| {
+            // retractions here are plain negative updates; corrections have their own test
+            let corrections = dataflows::collect::empty(&facts);
             let sources = dataflows::collect::split_sources(&plan, facts, corrections);
-            let store = dataflows::features::feature_store(&plan, &sources);
-            let captured = store.as_collection(|key, _| *key).inner.capture();
-            (input, captured)
-        });
-        for epoch in 0..EPOCHS + 4 {
-            for (id, op) in ops.iter().enumerate() {
-                if id % peers != index {
-                    continue;
-                }
-                let fact = fact(op, id as u64);
-                if op.time / TICK == epoch {
-                    input.update_at(fact.clone(), op.time, 1);
-                }
-                if let Some(retract) = op.retract_at.filter(|time| time / TICK == epoch) {
-                    input.update_at(fact, retract, -1);
-                }
-            }
-            input.advance_to((epoch + 1) * TICK);
-            input.flush();
-            worker.step();
-        }
-        drop(input);
-        while worker.step_or_park(None) {}
-        sink.lock().expect("results").push(captured.extract());
-    })
-    .expect("timely runs");
-
-    let mut updates = Vec::new();
-    for per_worker in results.lock().expect("results").drain(..) {
-        for (_, batch) in per_worker {
-            updates.extend(batch);
-        }
-    }
+            let (store, _errors) = dataflows::transform::features::feature_store(&plan, &sources);
+            store.as_collection(|key, _| *key).inner
+        },
+    ));
     let mut state = State::new();
     for end in 1..=EPOCHS + 4 {
         let end = end * TICK;
@@ -397,7 +312,7 @@ proptest! {
     #[test]
     fn store_equals_recomputation(ops in proptest::collection::vec(op(), 0..60)) {
         let expected = oracle(&ops);
-        for workers in [1, 2, 4] {
+        for workers in WORKERS {
             prop_assert_eq!(&run_graph(&ops, workers), &expected, "at {} workers", workers);
         }
     }

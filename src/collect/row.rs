@@ -1163,7 +1163,7 @@ name = "m"
             _ => 0,
         };
         let event = dataflows::event::Event::new(plan, 0, time, time, row.clone());
-        dataflows::event::featurize(plan, &event)
+        dataflows::transform::featurize::featurize(plan, &event)
     }
 
     proptest! {

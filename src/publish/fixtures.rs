@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dataflows::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
 
 use crate::publish::SnapshotMeta;
 

@@ -48,7 +48,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use abomonation::Abomonation;
-use dataflows::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::files::io_error;

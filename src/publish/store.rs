@@ -14,7 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use dataflows::model::ModelVersion;
+use dataflows::publish::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_unix_ms;
@@ -396,7 +396,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use dataflows::model::Weights;
+    use dataflows::publish::model::Weights;
 
     use crate::publish::fixtures::{NAN_WITH_PAYLOAD, meta, model, weight_bits};
     use crate::publish::format::{HEADER_BYTES, MAX_BITS};

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dataflows::evaluate::EpochMetrics;
+use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
-use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
+use dataflows::publish::model::ModelVersion;
 use serde::Serialize;
 
 use crate::runtime::output::ReadProgress;

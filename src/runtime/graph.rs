@@ -14,14 +14,16 @@ use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Input as _;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::{Concat, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::runtime::RunOptions;
 use crate::runtime::output::{DeadLetter, ReadProgress};
 use crate::runtime::serving_feed::attach_serving;
-use crate::runtime::sinks::{Outputs, SharedLeader, attach_exact_sink, attach_sinks};
+use crate::runtime::sinks::{
+    Outputs, SharedLeader, attach_exact_sink, attach_sinks, graph_error_letters,
+};
 
 /// What workers tell each other while reading.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -145,7 +147,7 @@ pub fn build(
         drop(graph.models);
         match &options.serving {
             Some(serving) => {
-                let changes = dataflows::serve::feature_changes(plan, graph.store);
+                let changes = dataflows::serve::changes::feature_changes(plan, graph.store);
                 attach_serving(Arc::clone(serving), index == 0, plan.tick_secs, changes);
             }
             None => drop(graph.store),
@@ -175,7 +177,11 @@ pub fn build(
             .inner
             .probe_with(&learning)
             .probe_with(&probe);
-        let dead = scope.input_from(&mut dead_input).probe_with(&probe);
+        // lines the readers could not use, and facts the graph could not
+        let dead = scope
+            .input_from(&mut dead_input)
+            .concat(graph_error_letters(plan, graph.errors.inner))
+            .probe_with(&probe);
         let progress = scope.input_from(&mut progress_input).probe_with(&probe);
         let serving = options.serving.clone().filter(|_| index == 0);
         let outputs = Outputs {

@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use dataflows::evaluate::EpochMetrics;
 use dataflows::event::Answer;
+use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};

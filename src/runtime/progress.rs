@@ -62,7 +62,7 @@ pub fn progress_line(collector: &Collector, epoch: u64, elapsed_secs: f64) -> St
 
 #[cfg(test)]
 mod tests {
-    use dataflows::evaluate::{EpochMetrics, Scores};
+    use dataflows::learn::evaluate::{EpochMetrics, Scores};
 
     use super::*;
     use crate::runtime::output::ReadProgress;

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dataflows::event::Accum;
 use dataflows::fact::{Symbol, Time};
+use dataflows::fixed::Accum;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 

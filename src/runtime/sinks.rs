@@ -6,19 +6,22 @@
 //! is the one stored.)
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use dataflows::evaluate::EpochMetrics;
+use dataflows::error::GraphError;
 use dataflows::event::Answer;
-use dataflows::fact::Time;
+use dataflows::fact::{OFFSET_BITS, Time};
+use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
-use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
+use dataflows::publish::model::ModelVersion;
 use serde_json::Value as Json;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 
 use crate::publish::SnapshotMeta;
 use crate::runtime::LiveAnswer;
@@ -62,28 +65,46 @@ pub fn attach_sinks(
     sink_progress(leader, serving, outputs.progress);
 }
 
-/// Answers to the queries file go to `answers.jsonl`, named by the query's id; live answers
-/// go back to whoever asked.
+/// Answers to the queries file go to `answers.jsonl`, named by the query's id, in query order
+/// within each time once the time is complete, so that the file is the same whatever the
+/// workers' timing; live answers go back to whoever asked at once.
 fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
     let sink_leader = leader.clone();
+    let mut waiting: BTreeMap<Time, Vec<Answer>> = BTreeMap::new();
     answers.sink(
         Exchange::new(|_: &Answer| 0u64),
         "Sink: answers",
-        move |(input, _)| {
-            input.for_each(|_, data| {
-                let Some(leader) = &sink_leader else { return };
-                let mut leader = leader.borrow_mut();
-                for answer in data.drain(..) {
-                    if answer.query >= LIVE_BASE {
-                        if let Some(sender) = &leader.live_answers {
-                            // an asker that has gone away no longer wants its answer
-                            let _ = sender.send(LiveAnswer {
-                                id: answer.query - LIVE_BASE,
-                                answer,
-                            });
+        move |(input, frontier)| {
+            let Some(leader) = &sink_leader else {
+                input.for_each(|_, _| {});
+                return;
+            };
+            let mut leader = leader.borrow_mut();
+            input.for_each_stamp(|stamp, data| {
+                let time = stamp.least().copied().unwrap_or(0);
+                for container in data {
+                    for answer in container.drain(..) {
+                        if answer.query >= LIVE_BASE {
+                            if let Some(sender) = &leader.live_answers {
+                                // an asker that has gone away no longer wants its answer
+                                let _ = sender.send(LiveAnswer {
+                                    id: answer.query - LIVE_BASE,
+                                    answer,
+                                });
+                            }
+                        } else {
+                            waiting.entry(time).or_default().push(answer);
                         }
-                        continue;
                     }
+                }
+            });
+            while let Some(entry) = waiting.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut complete = entry.remove();
+                complete.sort_by_key(|answer| answer.query);
+                for answer in complete {
                     let id = leader
                         .query_ids
                         .get(answer.query as usize)
@@ -93,7 +114,7 @@ fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
                     let result = leader.files.answer(&answer, &id);
                     leader.record(result);
                 }
-            });
+            }
         },
     );
 }
@@ -171,6 +192,44 @@ fn sink_versions(
             }
         });
     });
+}
+
+/// The facts the graph could not use, as dead letters with the graph's reason. A withdrawn
+/// fact withdraws its errors in the graph, but what was written stays written.
+pub fn graph_error_letters<'scope>(
+    plan: &Rc<Plan>,
+    errors: StreamVec<'scope, Time, (GraphError, Time, isize)>,
+) -> StreamVec<'scope, Time, DeadLetter> {
+    let plan = Rc::clone(plan);
+    errors.flat_map(move |(error, _, diff)| {
+        let letter = graph_error_letter(&plan, &error);
+        std::iter::repeat_n(letter, usize::try_from(diff).unwrap_or(0))
+    })
+}
+
+/// The dead letter of one graph error. A fact of fixed files whose facts cannot be withdrawn
+/// is identified by its position: the file (numbered across the plan's sources) and the byte
+/// offset in it.
+fn graph_error_letter(plan: &Plan, error: &GraphError) -> DeadLetter {
+    let source = plan.sources.get(usize::from(error.source));
+    let positional = source.is_some_and(|source| source.glob.is_none() && !source.retractable());
+    let file_index = (error.fact >> OFFSET_BITS) as usize;
+    let path = positional
+        .then(|| {
+            plan.sources
+                .iter()
+                .flat_map(|source| &source.paths)
+                .nth(file_index)
+        })
+        .flatten();
+    DeadLetter {
+        source: source.map_or_else(String::new, |source| source.name.clone()),
+        file: path.map_or_else(String::new, |path| path.display().to_string()),
+        line: 0,
+        offset: path.map_or(0, |_| error.fact & ((1 << OFFSET_BITS) - 1)),
+        reason: error.reason.clone(),
+        raw: format!("fact {} at event time {}", error.fact, error.time),
+    }
 }
 
 /// Dead letters go to `dead-letter.jsonl`.

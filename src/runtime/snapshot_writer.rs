@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
-use dataflows::model::ModelVersion;
+use dataflows::publish::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::publish::{SnapshotMeta, SnapshotStore};

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dataflows::learn::ridge::{ExactModel, ExactReport};
-use dataflows::model::ModelVersion;
 use dataflows::plan::Plan;
+use dataflows::publish::model::ModelVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::collector::Collector;

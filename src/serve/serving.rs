@@ -13,10 +13,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use dataflows::event::{Accum, Event, featurize};
+use dataflows::event::Event;
 use dataflows::fact::{Symbol, Time};
-use dataflows::model::ModelVersion;
+use dataflows::fixed::Accum;
 use dataflows::plan::Plan;
+use dataflows::publish::model::ModelVersion;
+use dataflows::transform::featurize::featurize;
+use dataflows::transform::fill::fill_aggregates;
 use serde_json::{Value as Json, json};
 
 use crate::collect::queries;
@@ -305,20 +308,10 @@ impl ServingState {
                     .map_or(0, |epoch| self.plan.epoch_start(epoch.saturating_add(1)))
             });
             event = Event::new(&self.plan, 0, time, time, query.row);
-            for group in &self.groups {
-                let key = match group.example_field {
-                    Some(field) => match event.symbol(field) {
-                        Some(key) => key,
-                        None => continue,
-                    },
-                    None => dataflows::plan::GLOBAL_KEY,
-                };
-                for &aggregate in &group.aggregates {
-                    if let Some(&value) = view.values.get(&(key, aggregate as u32)) {
-                        event.aggregates[aggregate] = value;
-                    }
-                }
-            }
+            fill_aggregates(&self.groups, &mut event, |key, aggregate| {
+                let value = view.values.get(&(key, aggregate as u32));
+                value.copied().unwrap_or((0, 0))
+            });
         }
         let features = featurize(&self.plan, &event);
         let (probability, version) = match &serving {
@@ -442,7 +435,7 @@ fn api_error(error: ServeError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataflows::model::{RoundMetrics, Weights};
+    use dataflows::publish::model::{RoundMetrics, Weights};
     use std::path::Path;
 
     fn state() -> ServingState {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataflows::model::ModelVersion;
+use dataflows::publish::model::ModelVersion;
 use serde_json::{Value as Json, json};
 
 use crate::clock::now_unix_ms;

@@ -1,7 +1,8 @@
 //! Learning: the logistic model and its optimizers, the operator that trains it across
-//! workers, the merge of the workers' replicas at each round, and the exact regression with
-//! its operator.
+//! workers, the merge of the workers' replicas at each round, its progressive validation, and
+//! the exact regression with its operator.
 pub mod adagrad;
+pub mod evaluate;
 pub mod exact;
 pub mod ftrl;
 pub mod logistic;

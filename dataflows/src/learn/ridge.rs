@@ -17,8 +17,8 @@
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{FIXED_POINT, to_fixed};
 use crate::fact::Value;
+use crate::fixed::{FIXED_POINT, to_fixed};
 use crate::plan::ExactPlan;
 
 /// The largest magnitude of a target or input value; an example with a larger one is skipped.

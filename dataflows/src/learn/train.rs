@@ -32,14 +32,15 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::progress::Antichain;
 
-use crate::event::{Event, LabelRequest, featurize, partition_key};
+use crate::event::{Event, LabelRequest, partition_key};
 use crate::fact::{Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::{Features, log_loss};
 use crate::learn::merge::{Merged, RoundMessage, merge};
 use crate::learn::optimizer::Optimizer;
-use crate::model::{ModelVersion, RoundMetrics, Weights};
 use crate::plan::{LabelPlan, Plan};
+use crate::publish::model::{ModelVersion, RoundMetrics, Weights};
+use crate::transform::featurize::featurize;
 
 /// What became of an example, for progressive metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,7 +62,8 @@ pub enum Outcome {
         truth: Option<f64>,
     },
     /// The example was scored, but it has no label and never will (its label field is
-    /// missing), so nothing was learned from it.
+    /// missing, or its id cannot key the count of a delayed label), so nothing was learned
+    /// from it.
     Unlabeled {
         /// The example's id.
         id: u64,
@@ -428,6 +430,8 @@ impl Trainer {
             let beyond_input = horizon.is_some_and(|horizon| request.as_of > horizon);
             match self.awaiting.remove(&request.id) {
                 Some(_) if beyond_input => emit(Outcome::BeyondInput { id: request.id }),
+                // an id that cannot key the count leaves no label to learn (a dead letter)
+                Some(_) if request.key.is_none() => emit(Outcome::Unlabeled { id: request.id }),
                 Some(awaiting) => {
                     let label = request.count >= at_least;
                     self.learn(&awaiting.features, awaiting.probability, label);

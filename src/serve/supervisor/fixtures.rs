@@ -1,7 +1,7 @@
 //! Test fixtures shared by the policy's, the decisions' and the control file's tests: a
 //! supervisor with small windows, and versions to publish to it.
 
-use dataflows::model::RoundMetrics;
+use dataflows::publish::model::RoundMetrics;
 
 use super::decisions::Decision;
 use super::policy::{Published, Supervisor, SupervisorConfig};

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use dataflows::model::{ModelVersion, RoundMetrics};
+use dataflows::publish::model::{ModelVersion, RoundMetrics};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 

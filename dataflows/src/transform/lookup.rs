@@ -22,8 +22,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::progress::frontier::AntichainRef;
 
-use crate::event::Accum;
 use crate::fact::{Symbol, Time};
+use crate::fixed::Accum;
 
 /// The feature store's trace: `(key, aggregate index) -> ()` with [`Accum`] differences.
 pub type StoreTrace = ValSpine<(Symbol, u32), (), Time, Accum>;
@@ -40,21 +40,25 @@ pub fn route(key: Symbol) -> u64 {
 /// request arrives: a live query, answered at once and never made to wait.
 pub const LATEST: Time = Time::MAX;
 
+/// What a request's fill reads the store with: the aggregate of a key, by the aggregate's
+/// index, as it stood just before the request's `as_of`.
+pub type Read<'a> = dyn FnMut(Symbol, usize) -> Accum + 'a;
+
 /// How a lookup reads its requests.
 pub struct LookupSpec<K, A, F, W, S> {
     /// The operator's name, for logs and profiles.
     pub name: String,
-    /// The aggregates read, ascending.
-    pub aggregates: Vec<usize>,
-    /// The store key of a request; `None` finds nothing.
+    /// The store key of a request, which routes it to the worker that owns the key; `None`
+    /// routes it anywhere. The fill must read under this key only.
     pub key: K,
     /// The request's `as_of`: aggregates count updates strictly before it.
     pub as_of: A,
     /// A lower bound on the `as_of` of any request whose record time is at least the argument,
     /// so that the store can forget history no future request will ask about.
     pub as_of_floor: F,
-    /// Records an aggregate's value in a request.
-    pub write: W,
+    /// Fills a request from the store, through the reader it is given (see
+    /// [`super::fill::fill_aggregates`] for events).
+    pub fill: W,
     /// Records the `as_of` a request was answered at (for a [`LATEST`] request, the store's
     /// frontier when it arrived).
     pub settle: S,
@@ -74,16 +78,15 @@ where
     K: Fn(&R) -> Option<Symbol> + Clone + 'static,
     A: Fn(&R) -> Time + 'static,
     F: Fn(Time) -> Time + 'static,
-    W: Fn(&mut R, usize, Accum) + 'static,
+    W: Fn(&mut R, &mut Read<'_>) + 'static,
     S: Fn(&mut R, Time) + 'static,
 {
     let LookupSpec {
         name,
-        aggregates,
         key,
         as_of,
         as_of_floor,
-        write,
+        fill,
         settle,
     } = spec;
     let mut trace = store.trace.clone();
@@ -139,7 +142,7 @@ where
                                 }
                             }
                         }
-                        read_store(&mut trace, &aggregates, &mut answered, &key, &write);
+                        read_store(&mut trace, &mut answered, &key, &fill);
                         for (capability, _as_of, request, diff) in answered {
                             let time = *capability.time();
                             output.session(&capability).give((request, time, diff));
@@ -176,60 +179,67 @@ where
         .as_collection()
 }
 
-/// Fills in the aggregates of answered requests from the store's current contents.
+/// Fills answered requests from the store's current contents.
 ///
-/// Requests are visited in key order, so one forward pass of the cursor serves them all; the
-/// history of each `(key, aggregate)` is read once and summed for each request's `as_of`.
+/// Requests are visited in key order, so the cursor only moves forward; the history of each
+/// `(key, aggregate)` is read once for all the requests of that key, and summed for each
+/// request's `as_of`.
 fn read_store<R, K, W>(
     trace: &mut TraceAgent<StoreTrace>,
-    aggregates: &[usize],
     answered: &mut [(Capability<Time>, Time, R, isize)],
     key: &K,
-    write: &W,
+    fill: &W,
 ) where
     K: Fn(&R) -> Option<Symbol>,
-    W: Fn(&mut R, usize, Accum),
+    W: Fn(&mut R, &mut Read<'_>),
 {
-    if aggregates.is_empty() {
-        return;
-    }
     answered.sort_by_key(|(_, _, request, _)| key(request));
     let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
         return;
     };
     let (mut cursor, storage) = cursor_list(batches);
-    let mut history: Vec<(Time, Accum)> = Vec::new();
-    let mut start = 0;
-    while start < answered.len() {
-        let this_key = key(&answered[start].2);
-        let end = start
-            + answered[start..]
-                .iter()
-                .take_while(|(_, _, request, _)| key(request) == this_key)
-                .count();
-        if let Some(symbol) = this_key {
-            for &aggregate in aggregates {
-                let store_key = (symbol, aggregate as u32);
-                cursor.seek_key(&storage, &store_key);
-                history.clear();
-                if cursor.get_key(&storage) == Some(&store_key) {
-                    while cursor.val_valid(&storage) {
-                        cursor.map_times(&storage, |time, diff| history.push((*time, *diff)));
-                        cursor.step_val(&storage);
+    // the histories read for the requests of the current key
+    let mut histories: Vec<((Symbol, u32), Vec<(Time, Accum)>)> = Vec::new();
+    let mut current: Option<Option<Symbol>> = None;
+    let mut last_sought: Option<(Symbol, u32)> = None;
+    for (_, as_of, request, _) in answered.iter_mut() {
+        let this_key = key(request);
+        if current != Some(this_key) {
+            histories.clear();
+            current = Some(this_key);
+        }
+        let as_of = *as_of;
+        fill(request, &mut |symbol, aggregate| {
+            let store_key = (symbol, aggregate as u32);
+            let position = match histories.iter().position(|(read, _)| *read == store_key) {
+                Some(position) => position,
+                None => {
+                    // a fill that reads out of key order makes the cursor start over
+                    if last_sought.is_some_and(|last| store_key < last) {
+                        cursor.rewind_keys(&storage);
                     }
-                }
-                for (_, as_of, request, _) in &mut answered[start..end] {
-                    let mut total: Accum = (0, 0);
-                    for &(time, (count, sum)) in &history {
-                        if time < *as_of {
-                            total.0 += count;
-                            total.1 += sum;
+                    last_sought = Some(store_key);
+                    let mut history = Vec::new();
+                    cursor.seek_key(&storage, &store_key);
+                    if cursor.get_key(&storage) == Some(&store_key) {
+                        cursor.rewind_vals(&storage);
+                        while cursor.val_valid(&storage) {
+                            cursor.map_times(&storage, |time, diff| history.push((*time, *diff)));
+                            cursor.step_val(&storage);
                         }
                     }
-                    write(request, aggregate, total);
+                    histories.push((store_key, history));
+                    histories.len() - 1
+                }
+            };
+            let mut total: Accum = (0, 0);
+            for &(time, (count, sum)) in &histories[position].1 {
+                if time < as_of {
+                    total.0 += count;
+                    total.1 += sum;
                 }
             }
-        }
-        start = end;
+            total
+        });
     }
 }

@@ -1,54 +1,34 @@
-//! Publishing and serving: published versions are arranged on every worker, next to the
-//! feature store, and queries are answered from both.
+//! Serving inside the graph: queries, with their features looked up, answered from the
+//! published versions.
 //!
 //! A query asked at time `t` in epoch `e` is answered from the serving state complete at the
 //! start of `e`: the entity's features as of that instant, and the newest version published by
 //! then. Both are complete as soon as epoch `e - 1` has closed and its round has been merged,
 //! so the query never waits for the epoch ingestion is filling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
-use differential_dataflow::operators::arrange::arrangement::arrange_core;
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
-use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Filter;
 use timely::progress::frontier::AntichainRef;
 
-use crate::event::{Accum, Answer, Event, aggregate_values, featurize};
+use crate::event::{Answer, Event};
 use crate::fact::{Real, Symbol, Time};
 use crate::hashing::symbol;
 use crate::learn::logistic::sigmoid;
-use crate::lookup::LATEST;
-use crate::model::ModelVersion;
-use crate::plan::{AggregateUse, Plan};
-
-/// The trace of published versions: model name symbol to version.
-pub type ModelTrace = ValSpine<Symbol, Arc<ModelVersion>, Time, isize>;
-
-/// Published versions, arranged on every worker (each worker arranges its own copy).
-pub type Models<'scope> = Arranged<'scope, TraceAgent<ModelTrace>>;
-
-/// Arranges the versions each worker published, locally.
-pub fn arrange_models<'scope>(
-    versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
-) -> Models<'scope> {
-    arrange_core::<_, _, ValBatcher<Symbol, Arc<ModelVersion>, Time, isize>, ModelTrace>(
-        versions.inner,
-        Pipeline,
-        "Arrange: Models",
-        ValBatcher::new,
-    )
-}
+use crate::plan::Plan;
+use crate::publish::model::ModelVersion;
+use crate::publish::versions::Models;
+use crate::transform::featurize::{aggregate_values, featurize};
+use crate::transform::lookup::LATEST;
 
 /// Answers queries, which have had their features looked up, with the newest version of the
 /// plan's model published at or before each query's time.
@@ -68,7 +48,7 @@ pub fn answer<'scope>(
             models.stream.clone(),
             Pipeline,
             Pipeline,
-            "Serve",
+            "Answer",
             move |_, _| {
                 // queries waiting for the versions published up to a time, and their capabilities
                 let mut pending: BTreeMap<(Time, Time), (Capability<Time>, Vec<Event>)> =
@@ -194,70 +174,4 @@ fn score(plan: &Plan, query: &Event, model: Option<&ModelVersion>) -> Answer {
         features_epoch: plan.epoch(query.as_of).saturating_sub(1),
         features: aggregate_values(plan, query),
     }
-}
-
-/// The changes to the aggregates that features read, coalesced per epoch: for each key and
-/// aggregate touched in an epoch, the sum of its changes, emitted once the epoch is complete.
-///
-/// Serving outside the graph keeps a copy of the store's current values from these; summed
-/// over every epoch before `e`, they are the store as of the start of `e`. Coalescing on each
-/// worker first sends one change per touched key per epoch, not one per fact.
-pub fn feature_changes<'scope>(
-    plan: &Plan,
-    store: crate::lookup::Store<'scope>,
-) -> StreamVec<'scope, Time, ((Symbol, u32), Accum)> {
-    let tick = plan.tick_secs;
-    let wanted: Vec<bool> = plan
-        .aggregates
-        .iter()
-        .map(|aggregate| !matches!(aggregate.used_by, AggregateUse::Label))
-        .collect();
-    let updates = store
-        .as_collection(|key, _| *key)
-        .inner
-        .filter(move |((_, aggregate), _, _)| {
-            wanted.get(*aggregate as usize).copied().unwrap_or(false)
-        });
-    updates.unary_frontier::<CapacityContainerBuilder<Vec<((Symbol, u32), Accum)>>, _, _, _>(
-        Pipeline,
-        "Serve: feature changes",
-        move |_, _| {
-            // per epoch start: its capability and the coalesced changes
-            let mut pending: BTreeMap<Time, (Capability<Time>, HashMap<(Symbol, u32), Accum>)> =
-                BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|capability, data| {
-                    for container in data {
-                        for (key, time, (count, sum)) in container.drain(..) {
-                            let start = time - time % tick;
-                            let (_, changes) = pending
-                                .entry(start)
-                                .or_insert_with(|| (capability.delayed(&time, 0), HashMap::new()));
-                            let entry = changes.entry(key).or_insert((0, 0));
-                            entry.0 += count;
-                            entry.1 = entry.1.wrapping_add(sum);
-                        }
-                    }
-                });
-                // an epoch is complete once nothing before its end can arrive
-                let complete: Vec<Time> = pending
-                    .keys()
-                    .copied()
-                    .take_while(|start| !frontier.less_than(&start.saturating_add(tick)))
-                    .collect();
-                for start in complete {
-                    if let Some((capability, changes)) = pending.remove(&start) {
-                        let mut changes: Vec<_> = changes
-                            .into_iter()
-                            .filter(|(_, accum)| *accum != (0, 0))
-                            .collect();
-                        changes.sort_unstable();
-                        output
-                            .session(&capability)
-                            .give_iterator(changes.into_iter());
-                    }
-                }
-            }
-        },
-    )
 }
