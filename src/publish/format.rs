@@ -616,6 +616,8 @@ impl MetadataRecord {
                 metrics: RoundMetrics {
                     examples: self.metrics.examples,
                     logloss: self.metrics.logloss,
+                    // the split by scoring version is the supervisor's, as it runs: not stored
+                    scored: Vec::new(),
                 },
             },
             meta: SnapshotMeta {

@@ -59,7 +59,7 @@ pub fn attach_sinks(
     outputs: Outputs<'_>,
 ) {
     sink_answers(leader, outputs.answers);
-    sink_metrics(leader, plan, serving.clone(), outputs.epochs);
+    sink_metrics(leader, plan, outputs.epochs);
     sink_versions(leader, serving.clone(), outputs.versions);
     sink_dead_letters(leader, outputs.dead);
     sink_progress(leader, serving, outputs.progress);
@@ -119,14 +119,9 @@ fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
     );
 }
 
-/// Each epoch's metrics go to `metrics.jsonl` with how reading stands, and to the
-/// supervisor as live metrics.
-fn sink_metrics(
-    leader: &SharedLeader,
-    plan: &Rc<Plan>,
-    serving: Option<Arc<ServingState>>,
-    epochs: StreamVec<'_, Time, EpochMetrics>,
-) {
+/// Each epoch's metrics go to `metrics.jsonl` with how reading stands. (The supervisor
+/// takes its evidence from the published versions' rounds, split by scoring version.)
+fn sink_metrics(leader: &SharedLeader, plan: &Rc<Plan>, epochs: StreamVec<'_, Time, EpochMetrics>) {
     let sink_leader = leader.clone();
     let sink_plan = Rc::clone(plan);
     epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
@@ -135,16 +130,6 @@ fn sink_metrics(
             let mut leader = leader.borrow_mut();
             for metrics in data.drain(..) {
                 let version = leader.collector.model_version();
-                // the graph scores with the newest version; the supervisor counts it only
-                // while that version is also the one serving
-                if let (Some(serving), Some(logloss)) = (&serving, metrics.epoch_scores.logloss) {
-                    serving.live_metrics(
-                        metrics.epoch,
-                        metrics.epoch_scores.examples,
-                        logloss,
-                        version,
-                    );
-                }
                 let reading = leader.collector.reading(&sink_plan);
                 let result = leader.files.metrics(&metrics, version, &reading);
                 leader.record(result);

@@ -165,15 +165,6 @@ impl ServingState {
         }
     }
 
-    /// Reports the live progressive metrics of an epoch: `examples` scored by version
-    /// `scored_by` with mean log loss `logloss`. A serving version that degrades is rolled
-    /// back.
-    pub fn live_metrics(&self, epoch: u64, examples: u64, logloss: f64, scored_by: u64) {
-        let mut supervision = self.supervise();
-        let serve = supervision.live_metrics(epoch, examples, logloss, scored_by);
-        self.serve(serve);
-    }
-
     /// Pins a version: it serves from the next request until unpinned.
     pub fn pin(&self, model: &str, version: u64) -> Result<Json, ServeError> {
         self.command(model, |supervisor, now| supervisor.pin(version, now))

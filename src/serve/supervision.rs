@@ -105,21 +105,6 @@ impl Supervision {
         Some(self.settle(decisions))
     }
 
-    /// Reports the live progressive metrics of an epoch (see
-    /// [`Supervisor::on_live_metrics`]).
-    pub(super) fn live_metrics(
-        &mut self,
-        epoch: u64,
-        examples: u64,
-        logloss: f64,
-        scored_by: u64,
-    ) -> Serve {
-        let decisions =
-            self.supervisor
-                .on_live_metrics(epoch, examples, logloss, scored_by, now_unix_ms());
-        self.settle(Ok(decisions))
-    }
-
     /// Carries out an operator's command: its decisions as JSON, or why it was refused.
     pub(super) fn command(
         &mut self,

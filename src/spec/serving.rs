@@ -13,6 +13,7 @@ pub(super) struct ServingSection {
     #[serde(default = "default_keep_versions")]
     keep_versions: usize,
     promote_margin: Option<f64>,
+    baseline_margin: Option<f64>,
     rollback_threshold: Option<f64>,
     window_epochs: Option<usize>,
     min_live_examples: Option<u64>,
@@ -23,6 +24,7 @@ impl Default for ServingSection {
         ServingSection {
             keep_versions: default_keep_versions(),
             promote_margin: None,
+            baseline_margin: None,
             rollback_threshold: None,
             window_epochs: None,
             min_live_examples: None,
@@ -53,6 +55,7 @@ impl Checker<'_> {
         let defaults = SupervisorConfig::default();
         let config = SupervisorConfig {
             promote_margin: serving.promote_margin.unwrap_or(defaults.promote_margin),
+            baseline_margin: serving.baseline_margin.unwrap_or(defaults.baseline_margin),
             rollback_threshold: serving
                 .rollback_threshold
                 .unwrap_or(defaults.rollback_threshold),

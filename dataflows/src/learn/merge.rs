@@ -35,6 +35,7 @@ use timely::dataflow::operators::vec::Broadcast;
 
 use crate::fact::Time;
 use crate::learn::optimizer::{Contribution, MergedCoordinate, MergedWeight, WeightMerge};
+use crate::publish::model::Evidence;
 
 /// What a worker's learner sends when a round closes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,8 @@ pub enum RoundMessage {
         examples: u64,
         /// The growth of the model-wide state (SGD's examples and norm sum).
         totals: [f64; 2],
+        /// The examples split by the version that scored them.
+        scored: Vec<Evidence>,
     },
 }
 
@@ -83,6 +86,8 @@ pub enum Merged {
         examples: u64,
         /// The summed growth of the model-wide state.
         totals: [f64; 2],
+        /// The examples split by the version that scored them, over all workers.
+        scored: Vec<Evidence>,
     },
 }
 
@@ -135,7 +140,7 @@ pub fn merge<'scope>(
 pub fn combine(mut messages: Vec<RoundMessage>, rule: WeightMerge) -> Vec<Merged> {
     messages.sort_by_key(order_key);
     let mut merged = Vec::new();
-    let mut stats: Option<(f64, u64, [f64; 2])> = None;
+    let mut stats: Option<(f64, u64, [f64; 2], Vec<Evidence>)> = None;
     let mut current: Option<(u32, Combining)> = None;
     for message in messages {
         match message {
@@ -143,13 +148,18 @@ pub fn combine(mut messages: Vec<RoundMessage>, rule: WeightMerge) -> Vec<Merged
                 loss_sum,
                 examples,
                 totals,
+                scored,
                 ..
             } => {
-                let (total_loss, total_examples, sums) = stats.get_or_insert((0.0, 0, [0.0; 2]));
+                let (total_loss, total_examples, sums, evidence) =
+                    stats.get_or_insert((0.0, 0, [0.0; 2], Vec::new()));
                 *total_loss += loss_sum;
                 *total_examples += examples;
                 sums[0] += totals[0];
                 sums[1] += totals[1];
+                for entry in &scored {
+                    Evidence::add_to(evidence, entry);
+                }
             }
             RoundMessage::Coordinate {
                 coordinate,
@@ -168,11 +178,12 @@ pub fn combine(mut messages: Vec<RoundMessage>, rule: WeightMerge) -> Vec<Merged
     if let Some((coordinate, combining)) = current {
         merged.push(combining.finish(coordinate, rule));
     }
-    if let Some((loss_sum, examples, totals)) = stats {
+    if let Some((loss_sum, examples, totals, scored)) = stats {
         merged.push(Merged::Stats {
             loss_sum,
             examples,
             totals,
+            scored,
         });
     }
     merged
@@ -323,23 +334,46 @@ mod tests {
 
     #[test]
     fn stats_and_totals_add_up() {
-        let stats = |worker, loss_sum, examples, totals| RoundMessage::Stats {
+        let stats = |worker, loss_sum, examples, totals, scored| RoundMessage::Stats {
             worker,
             loss_sum,
             examples,
             totals,
+            scored,
         };
+        let one = |version, probability, label| Evidence::of(version, probability, label, 0.25);
         let merged = combine(
-            vec![stats(1, 0.5, 2, [2.0, 3.0]), stats(0, 0.25, 1, [1.0, 0.5])],
+            vec![
+                stats(
+                    1,
+                    0.5,
+                    2,
+                    [2.0, 3.0],
+                    vec![one(3, 0.2, true), one(4, 0.9, false)],
+                ),
+                stats(0, 0.25, 1, [1.0, 0.5], vec![one(3, 0.6, false)]),
+            ],
             WeightMerge::Average,
         );
+        let mut three = one(3, 0.6, false);
+        three.absorb(&one(3, 0.2, true));
         assert_eq!(
             merged,
             vec![Merged::Stats {
                 loss_sum: 0.75,
                 examples: 3,
-                totals: [3.0, 3.5]
+                totals: [3.0, 3.5],
+                scored: vec![three, one(4, 0.9, false)],
             }]
+        );
+        assert_eq!(
+            (
+                three.examples,
+                three.positives,
+                three.min_probability,
+                three.max_probability
+            ),
+            (2, 1, 0.2, 0.6)
         );
     }
 
@@ -352,6 +386,7 @@ mod tests {
                 loss_sum: 0.3,
                 examples: 2,
                 totals: [2.0, 0.1],
+                scored: vec![Evidence::of(1, 0.5, true, 0.3)],
             },
             coordinate(3, 0, 0.7, 0.7, 0.02, 1),
             coordinate(5, 0, 0.2, 0.2, 0.03, 5),
@@ -360,6 +395,7 @@ mod tests {
                 loss_sum: 0.1,
                 examples: 1,
                 totals: [1.0, 0.7],
+                scored: vec![Evidence::of(1, 0.4, false, 0.1)],
             },
         ];
         let mut reversed = messages.clone();

@@ -39,7 +39,7 @@ use crate::learn::logistic::{Features, log_loss};
 use crate::learn::merge::{Merged, RoundMessage, merge};
 use crate::learn::optimizer::Optimizer;
 use crate::plan::{LabelPlan, Plan};
-use crate::publish::model::{ModelVersion, RoundMetrics, Weights};
+use crate::publish::model::{Evidence, ModelVersion, RoundMetrics, Weights};
 use crate::transform::featurize::featurize;
 
 /// What became of an example, for progressive metrics.
@@ -323,6 +323,8 @@ impl Work {
 struct Awaiting {
     features: Features,
     probability: f64,
+    /// The version that gave `probability` (0: none was published yet).
+    scored_by: u64,
     online_probability: f64,
     truth: Option<f64>,
     event_time: Time,
@@ -350,6 +352,8 @@ struct Trainer {
     changed: Vec<u32>,
     round_loss: f64,
     round_examples: u64,
+    /// The open round's examples by the version that scored them.
+    round_scored: Vec<Evidence>,
     version: u64,
     live: VecDeque<Arc<ModelVersion>>,
 }
@@ -370,6 +374,7 @@ impl Trainer {
             changed: Vec::new(),
             round_loss: 0.0,
             round_examples: 0,
+            round_scored: Vec::new(),
             version: first_version.saturating_sub(1),
             live: VecDeque::new(),
             plan,
@@ -395,7 +400,7 @@ impl Trainer {
             let truth = event.truth(&self.plan);
             match (event.label, &self.plan.label) {
                 (Some(label), _) => {
-                    self.learn(&features, probability, label);
+                    self.learn(&features, probability, self.version, label);
                     emit(Outcome::Evaluated {
                         id: event.id,
                         event_time: time,
@@ -411,6 +416,7 @@ impl Trainer {
                         Awaiting {
                             features,
                             probability,
+                            scored_by: self.version,
                             online_probability,
                             truth,
                             event_time: time,
@@ -434,7 +440,12 @@ impl Trainer {
                 Some(_) if request.key.is_none() => emit(Outcome::Unlabeled { id: request.id }),
                 Some(awaiting) => {
                     let label = request.count >= at_least;
-                    self.learn(&awaiting.features, awaiting.probability, label);
+                    self.learn(
+                        &awaiting.features,
+                        awaiting.probability,
+                        awaiting.scored_by,
+                        label,
+                    );
                     emit(Outcome::Evaluated {
                         id: request.id,
                         event_time: awaiting.event_time,
@@ -449,9 +460,12 @@ impl Trainer {
         }
     }
 
-    fn learn(&mut self, features: &[(u32, f32)], probability: f64, label: bool) {
-        self.round_loss += log_loss(probability, label);
+    fn learn(&mut self, features: &[(u32, f32)], probability: f64, scored_by: u64, label: bool) {
+        let loss = log_loss(probability, label);
+        self.round_loss += loss;
         self.round_examples += 1;
+        let evidence = Evidence::of(scored_by, probability, label, loss);
+        Evidence::add_to(&mut self.round_scored, &evidence);
         let (updates, touched) = (&mut self.updates, &mut self.touched);
         self.replica.learn(features, label, |coordinate| {
             let count = &mut updates[coordinate as usize];
@@ -480,6 +494,7 @@ impl Trainer {
                 loss_sum: std::mem::take(&mut self.round_loss),
                 examples: std::mem::take(&mut self.round_examples),
                 totals: self.replica.totals_growth(&self.base),
+                scored: std::mem::take(&mut self.round_scored),
             });
         }
         messages
@@ -506,6 +521,7 @@ impl Trainer {
                     loss_sum,
                     examples,
                     totals,
+                    scored,
                 } => {
                     self.base.apply_totals(totals);
                     self.replica.copy_totals(&self.base);
@@ -516,6 +532,7 @@ impl Trainer {
                         } else {
                             0.0
                         },
+                        scored,
                     };
                 }
             }

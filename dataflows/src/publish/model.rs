@@ -9,12 +9,71 @@ use crate::fact::Time;
 use crate::learn::logistic;
 
 /// Progressive metrics of the training round that produced a version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundMetrics {
     /// Examples learned from in the round.
     pub examples: u64,
     /// Their mean progressive log loss (each scored before it was learned).
     pub logloss: f64,
+    /// The same examples, split by the version that scored them (the one servable at their
+    /// event time; `0` before any), ascending by version. With delayed labels, a round's
+    /// examples were scored by versions published a label horizon earlier: this is how a
+    /// version's own evidence reaches the supervisor.
+    #[serde(default)]
+    pub scored: Vec<Evidence>,
+}
+
+/// The examples of a round that one version scored: what they say about that version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The version that scored them (`0`: none was servable yet).
+    pub scored_by: u64,
+    /// Examples.
+    pub examples: u64,
+    /// Of which positive.
+    pub positives: u64,
+    /// The sum of their log losses.
+    pub loss_sum: f64,
+    /// The smallest probability given.
+    pub min_probability: f64,
+    /// The largest probability given.
+    pub max_probability: f64,
+    /// Probabilities within `1e-6` of 0 or 1.
+    pub extreme: u64,
+}
+
+impl Evidence {
+    /// One example scored by `scored_by` with `probability`.
+    pub fn of(scored_by: u64, probability: f64, label: bool, loss: f64) -> Evidence {
+        Evidence {
+            scored_by,
+            examples: 1,
+            positives: u64::from(label),
+            loss_sum: loss,
+            min_probability: probability,
+            max_probability: probability,
+            extreme: u64::from(!(1e-6..=1.0 - 1e-6).contains(&probability)),
+        }
+    }
+
+    /// Adds `other` (of the same version) in. Sums, minimum and maximum: any order of
+    /// workers gives the same counts; the loss sum is added in the caller's (worker) order.
+    pub fn absorb(&mut self, other: &Evidence) {
+        self.examples += other.examples;
+        self.positives += other.positives;
+        self.loss_sum += other.loss_sum;
+        self.min_probability = self.min_probability.min(other.min_probability);
+        self.max_probability = self.max_probability.max(other.max_probability);
+        self.extreme += other.extreme;
+    }
+
+    /// Adds `entry` into an ascending list of evidence by version.
+    pub fn add_to(list: &mut Vec<Evidence>, entry: &Evidence) {
+        match list.binary_search_by_key(&entry.scored_by, |evidence| evidence.scored_by) {
+            Ok(at) => list[at].absorb(entry),
+            Err(at) => list.insert(at, *entry),
+        }
+    }
 }
 
 /// A model's weights, sparse: the coordinates whose weight is not `+0.0`, ascending, with

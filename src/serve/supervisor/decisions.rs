@@ -92,7 +92,7 @@ pub enum Actor {
 pub enum ReferenceKind {
     /// The serving version's live logloss over the window.
     Live,
-    /// The chosen version's window logloss when it was published.
+    /// The chosen version's window logloss when it was promoted (its figure).
     Baseline,
 }
 
@@ -128,6 +128,13 @@ pub struct DecisionMetrics {
     /// The limit the compared figure had to stay within.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<f64>,
+    /// The constant model's logloss (the running positive rate) on the same examples as the
+    /// window or the live window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constant: Option<f64>,
+    /// The version's predictions collapsed: all the same, or all at 0 or 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapsed: Option<bool>,
 }
 
 /// One decision, as one line of `decisions.jsonl`.

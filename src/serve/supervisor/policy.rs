@@ -1,34 +1,41 @@
-//! The supervisor's policy: which version serves, by rules on published and live metrics.
+//! The supervisor's policy: which version serves, by rules on the evidence of each version.
 //!
 //! The dataflow publishes a version at every training round and keeps training whatever
-//! serves. The supervisor sees each version once, as it is published, and decides:
+//! serves. Every example is scored by the version servable at its event time before anything
+//! learns from it, and each round reports its examples split by the version that scored them
+//! ([`RoundMetrics::scored`]). With delayed labels, a version's *own evidence* (the examples
+//! it scored) arrives rounds after it was published. The supervisor decides:
 //!
-//! - **Promotion.** A version is promoted (it becomes the supervisor's choice, which serves
-//!   unless a pin overrides it) when its weights are all finite and its *window logloss* is no
-//!   worse than the reference by more than `promote_margin`, relatively:
-//!   `window <= reference * (1 + promote_margin)`. The window logloss is the example-weighted
-//!   mean of the round loglosses of the versions published in the last `window_epochs` epochs,
-//!   this one included: one round of a few examples is noise. The reference is the chosen
-//!   version's live logloss over the window when it serves and has scored at least
-//!   `min_live_examples` there (so a world that got harder for every model does not freeze
-//!   the old one in place), and otherwise its *baseline*, its own window logloss when it was
-//!   published. The first version with finite weights and a finite logloss is promoted.
-//! - **Rejection.** A version with a non-finite weight, a non-finite round or window logloss,
-//!   or a window logloss past the margin is rejected, and stays listed with the reason.
-//! - **Rollback.** The caller reports live progressive metrics per epoch, with the version
-//!   that scored them. Those scored by the serving version, over the last `window_epochs`
-//!   epochs, once they cover `min_live_examples`, are compared with its baseline: past
-//!   `baseline * (1 + rollback_threshold)` (or not finite), the serving version is marked
-//!   rolled back and the last good version before it (promoted, never rolled back) serves.
+//! - **Publication.** A version with a non-finite weight is rejected at once. Any other is a
+//!   *candidate* until evidence of its own arrives: a window holding only what earlier
+//!   versions scored says nothing about it.
+//! - **Promotion**, when its own evidence first arrives. Its *window* is the evidence scored by
+//!   the versions published in the last `window_epochs` epochs up to it, its own included, and
+//!   every figure in it is compared with the *constant model* (the running positive rate of
+//!   all rounds before, a model nothing can game) scored on the same examples. It is promoted
+//!   (it becomes the choice, which serves unless a pin overrides it) when its window logloss
+//!   is finite, its own predictions have not collapsed (all the same, or all within 1e-6 of 0
+//!   or 1), the window logloss is at most `constant × (1 − baseline_margin)`, and, when a
+//!   version is already chosen, at most `reference × (1 + promote_margin)`. The reference is
+//!   the chosen version's live window when it holds `min_live_examples`, else its own window
+//!   when it was promoted (its *figure*).
+//! - **Rollback.** Evidence scored by the serving version after it started serving is its
+//!   live window. Once that holds `min_live_examples`, the serving version is rolled back
+//!   (the last good version before it serves) when the live logloss is not finite, exceeds
+//!   its figure by more than `rollback_threshold`, or is no better than the constant model on
+//!   the same examples.
 //! - **Operators** pin a version (it serves until unpinned, whatever the rules would do;
 //!   new versions are still evaluated, and one that passes becomes the choice, which serves
 //!   on unpin), unpin, or roll back by hand.
+//! - **Restart.** [`Supervisor::restore`] takes the decisions of earlier runs: statuses,
+//!   figures, the choice and the pin come back, so a rejected version stays rejected and the
+//!   old choice serves until a new version beats it on evidence of its own.
 //!
 //! Each rule's outcome is a [`Decision`], for the caller to log ([`super::DecisionLog`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use dataflows::publish::model::{ModelVersion, RoundMetrics};
+use dataflows::publish::model::{Evidence, ModelVersion, RoundMetrics};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
@@ -37,23 +44,28 @@ use super::decisions::{
     Action, Actor, Decision, DecisionMetrics, Reference, ReferenceKind, WindowMetrics,
 };
 
+/// A prediction this close to 0 or 1 counts as extreme (as [`Evidence::extreme`] counts).
+const EXTREME: f64 = 1e-6;
+
+/// Predictions whose range is narrower than this are all the same.
+const SAME: f64 = 1e-9;
+
 /// The supervisor's rules, in numbers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SupervisorConfig {
     /// How much worse, relatively, a new version's window logloss may be than the reference
     /// and still be promoted: `0.05` allows 5% worse. Relative, so that one setting suits a
-    /// data set whose logloss is 0.69 and one whose logloss is 0.2. Default 0.05: a newer
-    /// version has learned from more data, and a window of a few hundred examples moves by a
-    /// few percent on its own.
+    /// data set whose logloss is 0.69 and one whose logloss is 0.2. Default 0.05.
     pub promote_margin: f64,
+    /// How much better, relatively, a version's window logloss must be than the constant
+    /// model's on the same examples to be promoted: `0.02` asks for 2% better. Default 0.02.
+    pub baseline_margin: f64,
     /// How much worse, relatively, the serving version's live logloss may become than its
-    /// baseline before it is rolled back: `0.25` is 25% worse. Default 0.25, several times the
-    /// noise of a window of `min_live_examples`, because a rollback is disruptive.
+    /// figure before it is rolled back: `0.25` is 25% worse. Default 0.25.
     pub rollback_threshold: f64,
-    /// Epochs over which round and live loglosses are averaged, weighted by examples.
-    /// Default 8.
+    /// Epochs over which evidence is averaged, weighted by examples. Default 8.
     pub window_epochs: usize,
-    /// Live metrics are trusted (for a rollback, or as the promotion reference) once the
+    /// Live evidence is trusted (for a rollback, or as the promotion reference) once the
     /// window holds at least this many examples scored by the serving version. Default 500.
     pub min_live_examples: u64,
     /// Versions whose status is remembered; older ones are forgotten (never the serving, the
@@ -66,6 +78,7 @@ impl Default for SupervisorConfig {
     fn default() -> Self {
         SupervisorConfig {
             promote_margin: 0.05,
+            baseline_margin: 0.02,
             rollback_threshold: 0.25,
             window_epochs: 8,
             min_live_examples: 500,
@@ -75,8 +88,8 @@ impl Default for SupervisorConfig {
 }
 
 impl SupervisorConfig {
-    /// Checks that the numbers make sense: margins finite and not negative, a window of at
-    /// least one epoch, at least one version kept.
+    /// Checks that the numbers make sense: margins finite and not negative (the baseline
+    /// margin below 1), a window of at least one epoch, at least one version kept.
     pub fn validate(&self) -> Result<(), SupervisorError> {
         let invalid = |field: &'static str, reason: String| {
             Err(SupervisorError::InvalidConfig { field, reason })
@@ -84,10 +97,17 @@ impl SupervisorConfig {
         for (field, value) in [
             ("promote_margin", self.promote_margin),
             ("rollback_threshold", self.rollback_threshold),
+            ("baseline_margin", self.baseline_margin),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return invalid(field, format!("must be a finite number >= 0, got {value}"));
             }
+        }
+        if self.baseline_margin >= 1.0 {
+            return invalid(
+                "baseline_margin",
+                format!("must be below 1, got {}", self.baseline_margin),
+            );
         }
         if self.window_epochs == 0 {
             return invalid("window_epochs", "must be at least 1".to_owned());
@@ -99,55 +119,14 @@ impl SupervisorConfig {
     }
 }
 
-// The window arithmetic is the policy's; the struct is a record, in `decisions`.
-impl WindowMetrics {
-    /// The example-weighted mean of `(epoch, examples, logloss)` entries within
-    /// `first_epoch..=last_epoch`. Entries without examples carry no evidence and are left out
-    /// (a round with none reports a logloss of 0).
-    fn over<'a>(
-        entries: impl IntoIterator<Item = &'a Round>,
-        first_epoch: u64,
-        last_epoch: u64,
-    ) -> WindowMetrics {
-        let mut examples = 0u64;
-        let mut loss_sum = 0.0f64;
-        for round in entries {
-            if round.examples > 0 && (first_epoch..=last_epoch).contains(&round.epoch) {
-                examples += round.examples;
-                loss_sum += round.examples as f64 * round.logloss;
-            }
-        }
-        WindowMetrics {
-            first_epoch,
-            last_epoch,
-            examples,
-            logloss: if examples > 0 {
-                loss_sum / examples as f64
-            } else {
-                f64::NAN
-            },
-        }
-    }
-
-    /// One round's metrics as a window of one epoch.
-    fn of_round(epoch: u64, metrics: RoundMetrics) -> WindowMetrics {
-        WindowMetrics {
-            first_epoch: epoch,
-            last_epoch: epoch,
-            examples: metrics.examples,
-            logloss: metrics.logloss,
-        }
-    }
-}
-
 /// A version as the supervisor needs to know it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Published {
     /// The version number.
     pub version: u64,
     /// The epoch whose close produced it.
     pub epoch: u64,
-    /// How the round that produced it went.
+    /// How the round that produced it went, with its evidence by scoring version.
     pub metrics: RoundMetrics,
     /// Whether every weight is finite ([`ModelVersion::is_finite`]).
     pub finite: bool,
@@ -159,7 +138,7 @@ impl Published {
         Published {
             version: model.version,
             epoch: model.epoch,
-            metrics: model.metrics,
+            metrics: model.metrics.clone(),
             finite: model.is_finite(),
         }
     }
@@ -168,7 +147,7 @@ impl Published {
 /// Where a version stands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum VersionStatus {
-    /// Published, not decided: there was no evidence to compare.
+    /// Published, not decided: no evidence of its own yet.
     Candidate {
         /// Why it was not decided.
         reason: String,
@@ -209,12 +188,58 @@ impl VersionStatus {
     }
 }
 
-/// One round's or one epoch's metrics.
+/// Evidence scored by one version in one round, with the constant model's loss on it.
 #[derive(Clone, Copy, Debug)]
-struct Round {
+struct Scored {
+    /// The version that scored it.
+    version: u64,
+    /// The epoch of the round it arrived in.
     epoch: u64,
     examples: u64,
-    logloss: f64,
+    loss_sum: f64,
+    /// The constant model's loss sum on the same examples.
+    constant_sum: f64,
+}
+
+/// Sums of evidence, and its window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    examples: u64,
+    loss_sum: f64,
+    constant_sum: f64,
+}
+
+impl Tally {
+    fn over<'a>(entries: impl IntoIterator<Item = &'a Scored>) -> Tally {
+        let mut tally = Tally::default();
+        for entry in entries {
+            tally.examples += entry.examples;
+            tally.loss_sum += entry.loss_sum;
+            tally.constant_sum += entry.constant_sum;
+        }
+        tally
+    }
+
+    fn mean(sum: f64, examples: u64) -> f64 {
+        if examples > 0 {
+            sum / examples as f64
+        } else {
+            f64::NAN
+        }
+    }
+
+    fn window(&self, first_epoch: u64, last_epoch: u64) -> WindowMetrics {
+        WindowMetrics {
+            first_epoch,
+            last_epoch,
+            examples: self.examples,
+            logloss: Tally::mean(self.loss_sum, self.examples),
+        }
+    }
+
+    fn constant(&self) -> f64 {
+        Tally::mean(self.constant_sum, self.examples)
+    }
 }
 
 /// What the supervisor remembers of a version.
@@ -222,17 +247,17 @@ struct Round {
 struct VersionRecord {
     epoch: u64,
     round: WindowMetrics,
-    window: WindowMetrics,
     finite: bool,
     status: VersionStatus,
+    /// Every example it scored, over all rounds so far.
+    own: Evidence,
+    /// Its window when it was judged, what it is held to when it serves.
+    figure: Option<WindowMetrics>,
+    /// Its predictions collapsed (all the same, or all at 0 or 1).
+    collapsed: bool,
 }
 
 impl VersionRecord {
-    /// The figure the version's live metrics are compared with: its window when published.
-    fn baseline(&self) -> Option<f64> {
-        (self.window.examples > 0).then_some(self.window.logloss)
-    }
-
     fn is_good(&self) -> bool {
         self.finite && self.status == VersionStatus::Promoted
     }
@@ -246,11 +271,14 @@ pub struct Supervisor {
     config: SupervisorConfig,
     versions: BTreeMap<u64, VersionRecord>,
     newest_version: Option<u64>,
-    /// Round metrics of the versions published in the last `window_epochs` epochs.
-    rounds: VecDeque<Round>,
-    /// Live metrics scored by the serving version, since it started serving, in the window.
-    live: VecDeque<Round>,
-    newest_live_epoch: Option<u64>,
+    /// Evidence of the last `window_epochs` epochs' versions (by the scoring version's epoch).
+    evidence: VecDeque<Scored>,
+    /// Evidence scored by the serving version since it started serving, in the window.
+    live: VecDeque<Scored>,
+    newest_epoch: Option<u64>,
+    /// Examples and positives of every round seen: the constant model's running rate.
+    seen_examples: u64,
+    seen_positives: u64,
     /// The version the rules choose; it serves unless a pin overrides it.
     chosen: Option<u64>,
     pinned: Option<u64>,
@@ -271,9 +299,11 @@ impl Supervisor {
             config,
             versions: BTreeMap::new(),
             newest_version: None,
-            rounds: VecDeque::new(),
+            evidence: VecDeque::new(),
             live: VecDeque::new(),
-            newest_live_epoch: None,
+            newest_epoch: None,
+            seen_examples: 0,
+            seen_positives: 0,
             chosen: None,
             pinned: None,
             degradation_reported: false,
@@ -311,6 +341,106 @@ impl Supervisor {
         self.versions.get(&version).map(|record| &record.status)
     }
 
+    /// Whether a held version's predictions were found collapsed.
+    pub fn collapsed(&self, version: u64) -> bool {
+        self.versions
+            .get(&version)
+            .is_some_and(|record| record.collapsed)
+    }
+
+    /// The constant model's prediction now: the running positive rate of every round seen,
+    /// with one positive and one negative imagined, so that it is never 0 or 1.
+    pub fn constant_probability(&self) -> f64 {
+        (self.seen_positives as f64 + 1.0) / (self.seen_examples as f64 + 2.0)
+    }
+
+    /// Takes back the state of earlier runs from their decisions, in file order: each
+    /// version's last status, the figure it was promoted on, the choice and the pin. Call it
+    /// before any version is published. Decisions about other models, and requests by the
+    /// command line (carried out, or not, by the supervisor that read them), are passed over.
+    /// Returns how many versions were restored.
+    pub fn restore(&mut self, decisions: &[Decision]) -> usize {
+        let mut pinned = None;
+        let mut serving = None;
+        for decision in decisions {
+            if decision.model != self.model || decision.by == Actor::Cli {
+                continue;
+            }
+            pinned = decision.pinned;
+            serving = decision.serving;
+            let Some(version) = decision.version else {
+                continue;
+            };
+            let record = self
+                .versions
+                .entry(version)
+                .or_insert_with(|| VersionRecord {
+                    epoch: decision.metrics.round.map_or(0, |round| round.last_epoch),
+                    round: decision.metrics.round.unwrap_or(WindowMetrics {
+                        first_epoch: 0,
+                        last_epoch: 0,
+                        examples: 0,
+                        logloss: f64::NAN,
+                    }),
+                    finite: true,
+                    status: VersionStatus::Candidate {
+                        reason: "restored from an earlier run".to_owned(),
+                    },
+                    own: Evidence::default(),
+                    figure: None,
+                    collapsed: false,
+                });
+            let reason = decision.reason.clone();
+            match decision.action {
+                Action::Promoted | Action::HeldByPin if decision.by == Actor::Supervisor => {
+                    if decision.metrics.window.is_some() {
+                        record.status = VersionStatus::Promoted;
+                        record.figure = decision.metrics.window;
+                    }
+                }
+                Action::Rejected => {
+                    if reason.contains("weights are not all finite") {
+                        record.finite = false;
+                    }
+                    record.collapsed = decision.metrics.collapsed.unwrap_or(false);
+                    record.status = VersionStatus::Rejected { reason };
+                }
+                Action::RolledBack => record.status = VersionStatus::RolledBack { reason },
+                Action::Candidate => {
+                    if !matches!(record.status, VersionStatus::Candidate { .. }) {
+                        continue;
+                    }
+                    record.status = VersionStatus::Candidate { reason };
+                }
+                _ => {}
+            }
+            self.newest_version = Some(self.newest_version.map_or(version, |n| n.max(version)));
+        }
+        if let Some(newest) = self.versions.keys().next_back() {
+            self.newest_version = Some(self.newest_version.map_or(*newest, |n| n.max(*newest)));
+        }
+        self.pinned = pinned.filter(|version| self.versions.contains_key(version));
+        // the choice: what served, unless pinned; with a pin, the newest good version
+        self.chosen = match (self.pinned, serving) {
+            (None, Some(serving))
+                if self
+                    .versions
+                    .get(&serving)
+                    .is_some_and(VersionRecord::is_good) =>
+            {
+                Some(serving)
+            }
+            _ => self
+                .versions
+                .iter()
+                .rev()
+                .find(|(_, record)| record.is_good())
+                .map(|(&version, _)| version),
+        };
+        self.forget_old_versions();
+        self.versions.len()
+    }
+
     /// Evaluates a newly published model version (see [`Self::on_published`]).
     pub fn on_version(
         &mut self,
@@ -326,9 +456,10 @@ impl Supervisor {
         self.on_published(Published::of(model), now_unix_ms)
     }
 
-    /// Evaluates a newly published version once: promotes it, rejects it, holds it behind a
-    /// pin, or leaves it a candidate when there is nothing to compare. Versions must come in
-    /// increasing order.
+    /// Takes a newly published version: its round's evidence is credited to the versions that
+    /// scored it (judging those that had none before, and checking the serving one), and the
+    /// new version is recorded, a candidate (or rejected, with a non-finite weight). Versions
+    /// must come in increasing order.
     pub fn on_published(
         &mut self,
         published: Published,
@@ -344,115 +475,222 @@ impl Supervisor {
             });
         }
         self.newest_version = Some(published.version);
-
-        // the version's window: the rounds of the last `window_epochs` epochs, its own included
+        let epoch = published.epoch;
+        let newest_epoch = self.newest_epoch.map_or(epoch, |newest| newest.max(epoch));
+        self.newest_epoch = Some(newest_epoch);
         let window_epochs = self.config.window_epochs as u64;
-        self.rounds.push_back(Round {
-            epoch: published.epoch,
+
+        // credit the evidence, each part with the constant model's loss on it
+        let constant = self.constant_probability();
+        let mut first_evidence = BTreeSet::new();
+        let mut serving_evidence = false;
+        let serving = self.serving();
+        for evidence in &published.metrics.scored {
+            self.seen_examples += evidence.examples;
+            self.seen_positives += evidence.positives;
+            let Some(record) = self.versions.get_mut(&evidence.scored_by) else {
+                continue; // scored by no version (0), or by one forgotten or never seen
+            };
+            if record.own.examples == 0 && evidence.examples > 0 {
+                first_evidence.insert(evidence.scored_by);
+            }
+            if record.own.examples == 0 {
+                record.own = *evidence;
+            } else {
+                record.own.absorb(evidence);
+            }
+            let negatives = evidence.examples.saturating_sub(evidence.positives);
+            let scored = Scored {
+                version: evidence.scored_by,
+                epoch: record.epoch,
+                examples: evidence.examples,
+                loss_sum: evidence.loss_sum,
+                constant_sum: -(evidence.positives as f64 * constant.ln()
+                    + negatives as f64 * (1.0 - constant).ln()),
+            };
+            self.evidence.push_back(scored);
+            if Some(evidence.scored_by) == serving && !first_evidence.contains(&evidence.scored_by)
+            {
+                self.live.push_back(Scored { epoch, ..scored });
+                serving_evidence = true;
+            }
+        }
+        self.evidence
+            .retain(|scored| scored.epoch + window_epochs > newest_epoch);
+        self.live
+            .retain(|scored| scored.epoch + window_epochs > newest_epoch);
+
+        // the new version
+        let round = WindowMetrics {
+            first_epoch: epoch,
+            last_epoch: epoch,
             examples: published.metrics.examples,
             logloss: published.metrics.logloss,
-        });
-        let newest_epoch = self.rounds.iter().map(|round| round.epoch).max();
-        if let Some(newest_epoch) = newest_epoch {
-            self.rounds
-                .retain(|round| round.epoch + window_epochs > newest_epoch);
-        }
-        let first_epoch = (published.epoch + 1).saturating_sub(window_epochs);
-        let window = WindowMetrics::over(&self.rounds, first_epoch, published.epoch);
-        let round = WindowMetrics::of_round(published.epoch, published.metrics);
-        let mut metrics = DecisionMetrics {
-            round: Some(round),
-            window: Some(window),
-            ..DecisionMetrics::default()
         };
-
-        // decide
-        let before = self.serving();
-        let (status, action, reason) = self.judge(&published, round, window, &mut metrics);
+        let (status, action, reason) = if published.finite {
+            let reason =
+                "no evidence of its own yet: it is judged on the examples it scores".to_owned();
+            (
+                VersionStatus::Candidate {
+                    reason: reason.clone(),
+                },
+                Action::Candidate,
+                reason,
+            )
+        } else {
+            rejection("its weights are not all finite".to_owned())
+        };
         self.versions.insert(
             published.version,
             VersionRecord {
-                epoch: published.epoch,
+                epoch,
                 round,
-                window,
                 finite: published.finite,
                 status,
+                own: Evidence::default(),
+                figure: None,
+                collapsed: false,
             },
         );
-        self.after_serving_change(before);
-        self.forget_old_versions();
-        Ok(vec![self.decision(
+        let mut decisions = vec![self.decision(
             now_unix_ms,
             Some(published.version),
             action,
             Actor::Supervisor,
             reason,
-            metrics,
-        )])
-    }
-
-    /// Decides about a new version, given its round and its window: its status, the action
-    /// and why. A version that passes becomes the choice; `metrics` gets what it was compared
-    /// with.
-    fn judge(
-        &mut self,
-        published: &Published,
-        round: WindowMetrics,
-        window: WindowMetrics,
-        metrics: &mut DecisionMetrics,
-    ) -> (VersionStatus, Action, String) {
-        if !published.finite {
-            return rejection("its weights are not all finite".to_owned());
-        }
-        if !round.logloss.is_finite() || (window.examples > 0 && !window.logloss.is_finite()) {
-            return rejection(format!(
-                "its logloss is not a number (round {}, window {})",
-                round.logloss, window.logloss
-            ));
-        }
-        if self.chosen.is_none() {
-            let reason = "the first version with finite weights and logloss".to_owned();
-            return self.promote(published.version, reason);
-        }
-        if window.examples == 0 {
-            let reason = format!(
-                "no examples in epochs {}..={} to compare with the chosen version",
-                window.first_epoch, published.epoch
-            );
-            let status = VersionStatus::Candidate {
-                reason: reason.clone(),
-            };
-            return (status, Action::Candidate, reason);
-        }
-        let Some(reference) = self.reference() else {
-            let reason = "the chosen version has no metrics to compare with".to_owned();
-            return self.promote(published.version, reason);
-        };
-        let limit = reference.metrics.logloss * (1.0 + self.config.promote_margin);
-        metrics.reference = Some(reference);
-        metrics.limit = Some(limit);
-        let comparison = format!(
-            "window logloss {:.4} over {} examples against {:.4} ({} of version {}), limit {:.4} (margin {})",
-            window.logloss,
-            window.examples,
-            reference.metrics.logloss,
-            match reference.kind {
-                ReferenceKind::Live => "live",
-                ReferenceKind::Baseline => "baseline",
+            DecisionMetrics {
+                round: Some(round),
+                ..DecisionMetrics::default()
             },
-            reference.version,
-            limit,
-            self.config.promote_margin
-        );
-        if window.logloss <= limit {
-            self.promote(published.version, comparison)
-        } else {
-            rejection(format!("worse than allowed: {comparison}"))
+        )];
+
+        // the versions whose own evidence just arrived, oldest first
+        for version in first_evidence {
+            if matches!(
+                self.versions.get(&version).map(|record| &record.status),
+                Some(VersionStatus::Candidate { .. })
+            ) {
+                decisions.push(self.judge(version, now_unix_ms));
+            }
         }
+        if serving_evidence {
+            decisions.extend(self.check_serving(now_unix_ms));
+        }
+        self.forget_old_versions();
+        Ok(decisions)
     }
 
-    /// Makes `version` the choice: promoted, and serving unless a pin holds it back.
+    /// Judges a candidate on its window, now that it holds evidence of its own.
+    fn judge(&mut self, version: u64, now_unix_ms: u64) -> Decision {
+        let Some(record) = self.versions.get(&version) else {
+            unreachable!("judged versions are held");
+        };
+        let first_epoch = (record.epoch + 1).saturating_sub(self.config.window_epochs as u64);
+        let tally = Tally::over(self.evidence.iter().filter(|scored| {
+            scored.version <= version && (first_epoch..=record.epoch).contains(&scored.epoch)
+        }));
+        let window = tally.window(first_epoch, record.epoch);
+        let constant = tally.constant();
+        let own = record.own;
+        let mut metrics = DecisionMetrics {
+            round: Some(record.round),
+            window: Some(window),
+            constant: Some(constant),
+            ..DecisionMetrics::default()
+        };
+        let collapsed = own.examples > 0
+            && (own.extreme == own.examples
+                || own.max_probability - own.min_probability < SAME
+                || !own.max_probability.is_finite());
+        let (status, action, reason) = if !window.logloss.is_finite() {
+            rejection(format!(
+                "its window logloss is not a number ({} over {} examples)",
+                window.logloss, window.examples
+            ))
+        } else if collapsed {
+            metrics.collapsed = Some(true);
+            rejection(format!(
+                "collapsed: its {} predictions all lie in {:.6}..={:.6}{}",
+                own.examples,
+                own.min_probability,
+                own.max_probability,
+                if own.extreme == own.examples {
+                    format!(", within {EXTREME} of 0 or 1")
+                } else {
+                    String::new()
+                }
+            ))
+        } else if window.logloss > constant * (1.0 - self.config.baseline_margin) {
+            let limit = constant * (1.0 - self.config.baseline_margin);
+            metrics.limit = Some(limit);
+            rejection(format!(
+                "no better than the constant model: window logloss {:.4} over {} examples against {:.4} for the running positive rate on the same examples, limit {:.4} (margin {})",
+                window.logloss, window.examples, constant, limit, self.config.baseline_margin
+            ))
+        } else {
+            match self.reference(version) {
+                None => self.promote(
+                    version,
+                    format!(
+                        "window logloss {:.4} over {} examples beats the constant model's {:.4}; no version was chosen before",
+                        window.logloss, window.examples, constant
+                    ),
+                ),
+                Some(reference) => {
+                    let limit = reference.metrics.logloss * (1.0 + self.config.promote_margin);
+                    metrics.reference = Some(reference);
+                    metrics.limit = Some(limit);
+                    let comparison = format!(
+                        "window logloss {:.4} over {} examples (constant model {:.4}) against {:.4} ({} of version {}), limit {:.4} (margin {})",
+                        window.logloss,
+                        window.examples,
+                        constant,
+                        reference.metrics.logloss,
+                        match reference.kind {
+                            ReferenceKind::Live => "live",
+                            ReferenceKind::Baseline => "figure",
+                        },
+                        reference.version,
+                        limit,
+                        self.config.promote_margin
+                    );
+                    if window.logloss <= limit {
+                        self.promote(version, comparison)
+                    } else {
+                        rejection(format!("worse than allowed: {comparison}"))
+                    }
+                }
+            }
+        };
+        let before = self.serving();
+        if let Some(record) = self.versions.get_mut(&version) {
+            record.collapsed = collapsed;
+            if status == VersionStatus::Promoted {
+                record.figure = Some(window);
+            }
+            record.status = status;
+        }
+        self.after_serving_change(before);
+        self.decision(
+            now_unix_ms,
+            Some(version),
+            action,
+            Actor::Supervisor,
+            reason,
+            metrics,
+        )
+    }
+
+    /// Makes `version` the choice if it is newer than the choice: promoted, and serving
+    /// unless a pin holds it back.
     fn promote(&mut self, version: u64, reason: String) -> (VersionStatus, Action, String) {
+        if self.chosen.is_some_and(|chosen| chosen > version) {
+            let reason = format!(
+                "{reason}; version {} is newer and stays the choice",
+                self.chosen.unwrap_or_default()
+            );
+            return (VersionStatus::Promoted, Action::Promoted, reason);
+        }
         self.chosen = Some(version);
         match self.pinned {
             None => (VersionStatus::Promoted, Action::Promoted, reason),
@@ -466,10 +704,10 @@ impl Supervisor {
         }
     }
 
-    /// What a new version is compared with: the chosen version's live window if it serves
-    /// and the window holds enough examples, else its baseline; `None` without either.
-    fn reference(&self) -> Option<Reference> {
-        let chosen = self.chosen?;
+    /// What a version being judged is compared with: the chosen version's live window if it
+    /// serves and the window holds enough examples, else its figure; `None` without either.
+    fn reference(&self, judged: u64) -> Option<Reference> {
+        let chosen = self.chosen.filter(|&chosen| chosen != judged)?;
         if self.serving() == Some(chosen) {
             let live = self.live_window();
             if live.examples >= self.config.min_live_examples.max(1) && live.logloss.is_finite() {
@@ -480,85 +718,80 @@ impl Supervisor {
                 });
             }
         }
-        let record = self.versions.get(&chosen)?;
-        record.baseline().map(|_| Reference {
+        let figure = self.versions.get(&chosen)?.figure?;
+        (figure.examples > 0 && figure.logloss.is_finite()).then_some(Reference {
             version: chosen,
             kind: ReferenceKind::Baseline,
-            metrics: record.window,
+            metrics: figure,
         })
     }
 
-    /// The serving version's live metrics over the window.
-    fn live_window(&self) -> WindowMetrics {
-        let last_epoch = self.newest_live_epoch.unwrap_or(0);
+    /// The serving version's live evidence over the window.
+    fn live_tally(&self) -> (Tally, u64, u64) {
+        let last_epoch = self.newest_epoch.unwrap_or(0);
         let first_epoch = (last_epoch + 1).saturating_sub(self.config.window_epochs as u64);
-        WindowMetrics::over(&self.live, first_epoch, last_epoch)
+        (Tally::over(&self.live), first_epoch, last_epoch)
     }
 
-    /// Reports live progressive metrics of one epoch: `examples` answered and scored by
-    /// `scored_by`, with mean logloss `logloss`. Only those scored by the serving version
-    /// count towards it. Rolls the serving version back when its live window has degraded past
-    /// the threshold (or reports it once, when pinned or with nothing to roll back to).
-    pub fn on_live_metrics(
-        &mut self,
-        epoch: u64,
-        examples: u64,
-        logloss: f64,
-        scored_by: u64,
-        now_unix_ms: u64,
-    ) -> Vec<Decision> {
-        let newest_epoch = self
-            .newest_live_epoch
-            .map_or(epoch, |newest| newest.max(epoch));
-        self.newest_live_epoch = Some(newest_epoch);
-        let window_epochs = self.config.window_epochs as u64;
-        self.live
-            .retain(|round| round.epoch + window_epochs > newest_epoch);
+    fn live_window(&self) -> WindowMetrics {
+        let (tally, first_epoch, last_epoch) = self.live_tally();
+        tally.window(first_epoch, last_epoch)
+    }
+
+    /// Rolls the serving version back when its live window, once it holds
+    /// `min_live_examples`, is not finite, past its figure by `rollback_threshold`, or no
+    /// better than the constant model on the same examples (or reports it once, when pinned
+    /// or with nothing to roll back to).
+    fn check_serving(&mut self, now_unix_ms: u64) -> Vec<Decision> {
         let Some(serving) = self.serving() else {
             return Vec::new();
         };
-        if scored_by != serving || examples == 0 || epoch + window_epochs <= newest_epoch {
-            return Vec::new();
-        }
-        self.live.push_back(Round {
-            epoch,
-            examples,
-            logloss,
-        });
         if self.degradation_reported {
             return Vec::new();
         }
-        let live = self.live_window();
-        let Some(baseline) = self
+        let (tally, first_epoch, last_epoch) = self.live_tally();
+        if tally.examples < self.config.min_live_examples.max(1) {
+            return Vec::new();
+        }
+        let live = tally.window(first_epoch, last_epoch);
+        let constant = tally.constant();
+        let figure = self
             .versions
             .get(&serving)
-            .and_then(VersionRecord::baseline)
-        else {
+            .and_then(|record| record.figure)
+            .filter(|figure| figure.examples > 0 && figure.logloss.is_finite())
+            .map(|figure| figure.logloss);
+        let limit = figure.map(|figure| figure * (1.0 + self.config.rollback_threshold));
+        let degradation = if !live.logloss.is_finite() {
+            format!("live logloss {} is not a number", live.logloss)
+        } else if live.logloss >= constant {
+            format!(
+                "live logloss {:.4} over {} examples in epochs {}..={} is no better than the constant model's {:.4} on the same examples",
+                live.logloss, live.examples, live.first_epoch, live.last_epoch, constant
+            )
+        } else if let (Some(figure), Some(limit)) = (figure, limit)
+            && live.logloss > limit
+        {
+            format!(
+                "live logloss {:.4} over {} examples in epochs {}..={} exceeds its figure {:.4} by more than {} (limit {:.4})",
+                live.logloss,
+                live.examples,
+                live.first_epoch,
+                live.last_epoch,
+                figure,
+                self.config.rollback_threshold,
+                limit
+            )
+        } else {
             return Vec::new();
         };
-        if live.examples < self.config.min_live_examples {
-            return Vec::new();
-        }
-        let limit = baseline * (1.0 + self.config.rollback_threshold);
-        if live.logloss <= limit {
-            return Vec::new();
-        }
         let metrics = DecisionMetrics {
             live: Some(live),
-            baseline: Some(baseline),
-            limit: Some(limit),
+            baseline: figure,
+            constant: Some(constant),
+            limit,
             ..DecisionMetrics::default()
         };
-        let degradation = format!(
-            "live logloss {:.4} over {} examples in epochs {}..={} exceeds the baseline {:.4} by more than {} (limit {:.4})",
-            live.logloss,
-            live.examples,
-            live.first_epoch,
-            live.last_epoch,
-            baseline,
-            self.config.rollback_threshold,
-            limit
-        );
         if self.pinned.is_some() {
             self.degradation_reported = true;
             let reason = format!("{degradation}; pinned, so no automatic rollback");
@@ -707,8 +940,16 @@ impl Supervisor {
                     "promoted": record.status == VersionStatus::Promoted,
                     "reason": record.status.reason(),
                     "finite": record.finite,
+                    "collapsed": record.collapsed,
                     "round": record.round,
-                    "window": record.window,
+                    "figure": record.figure,
+                    "evidence": {
+                        "examples": record.own.examples,
+                        "positives": record.own.positives,
+                        "logloss": (record.own.examples > 0)
+                            .then(|| record.own.loss_sum / record.own.examples as f64)
+                            .filter(|logloss| logloss.is_finite()),
+                    },
                 })
             })
             .collect();
@@ -718,6 +959,7 @@ impl Supervisor {
             "chosen": self.chosen,
             "pinned": self.pinned,
             "live": serving.map(|_| self.live_window()),
+            "constant_probability": self.constant_probability(),
             "config": self.config,
             "versions": versions,
         })
@@ -815,368 +1057,4 @@ fn rejection(reason: String) -> (VersionStatus, Action, String) {
         reason: reason.clone(),
     };
     (status, Action::Rejected, reason)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use super::super::fixtures::{NOW, close, config, publish, published, supervisor};
-
-    #[test]
-    fn a_nan_version_is_never_promoted_and_the_last_good_keeps_serving() {
-        let mut supervisor = supervisor();
-        let first = publish(&mut supervisor, published(1, 0, 100, 0.5));
-        assert_eq!(first.action, Action::Promoted);
-        assert_eq!(first.serving, Some(1));
-
-        let nan_weights = publish(
-            &mut supervisor,
-            Published {
-                finite: false,
-                ..published(2, 1, 100, 0.4)
-            },
-        );
-        assert_eq!(nan_weights.action, Action::Rejected);
-        assert_eq!(nan_weights.reason, "its weights are not all finite");
-        assert_eq!(nan_weights.serving, Some(1));
-
-        let nan_loss = publish(&mut supervisor, published(3, 5, 100, f64::NAN));
-        assert_eq!(nan_loss.action, Action::Rejected);
-        assert!(
-            nan_loss.reason.contains("not a number"),
-            "{}",
-            nan_loss.reason
-        );
-        let infinite_loss = publish(&mut supervisor, published(4, 10, 100, f64::INFINITY));
-        assert_eq!(infinite_loss.action, Action::Rejected);
-
-        assert_eq!(supervisor.serving(), Some(1));
-        assert_eq!(supervisor.status(1), Some(&VersionStatus::Promoted));
-        for version in [2, 3, 4] {
-            assert_eq!(
-                supervisor.status(version).map(VersionStatus::name),
-                Some("rejected")
-            );
-        }
-        // a version with non-finite weights cannot be pinned either
-        assert!(matches!(
-            supervisor.pin(2, NOW),
-            Err(SupervisorError::NotFinite { version: 2, .. })
-        ));
-        assert_eq!(supervisor.serving(), Some(1));
-    }
-
-    #[test]
-    fn the_first_finite_version_is_promoted_after_non_finite_ones() {
-        let mut supervisor = supervisor();
-        let nan = Published {
-            finite: false,
-            ..published(1, 0, 100, 0.5)
-        };
-        assert_eq!(publish(&mut supervisor, nan).action, Action::Rejected);
-        assert_eq!(supervisor.serving(), None);
-        let first = publish(&mut supervisor, published(2, 1, 100, 2.0));
-        assert_eq!(first.action, Action::Promoted);
-        assert_eq!(supervisor.serving(), Some(2));
-    }
-
-    #[test]
-    fn a_diverging_learner_is_rejected() {
-        let mut supervisor = supervisor();
-        assert_eq!(
-            publish(&mut supervisor, published(1, 0, 100, 0.50)).action,
-            Action::Promoted
-        );
-        // window (0.50 + 0.52) / 2 = 0.51 <= 0.50 * 1.05
-        assert_eq!(
-            publish(&mut supervisor, published(2, 1, 100, 0.52)).action,
-            Action::Promoted
-        );
-        // window (0.52 + 0.60) / 2 = 0.56 > 0.51 * 1.05 = 0.5355
-        let rising = publish(&mut supervisor, published(3, 2, 100, 0.60));
-        assert_eq!(rising.action, Action::Rejected);
-        let window = rising.metrics.window.expect("window");
-        assert_eq!(
-            (window.first_epoch, window.last_epoch, window.examples),
-            (1, 2, 200)
-        );
-        assert!(close(window.logloss, 0.56));
-        let reference = rising.metrics.reference.expect("reference");
-        assert_eq!(
-            (reference.version, reference.kind),
-            (2, ReferenceKind::Baseline)
-        );
-        assert!(close(reference.metrics.logloss, 0.51));
-        assert!(close(rising.metrics.limit.expect("limit"), 0.51 * 1.05));
-        // (0.60 + 0.80) / 2 = 0.70
-        assert_eq!(
-            publish(&mut supervisor, published(4, 3, 100, 0.80)).action,
-            Action::Rejected
-        );
-        assert_eq!(supervisor.serving(), Some(2));
-        assert_eq!(
-            supervisor.status(3).map(VersionStatus::name),
-            Some("rejected")
-        );
-        assert_eq!(
-            supervisor.status(4).map(VersionStatus::name),
-            Some("rejected")
-        );
-    }
-
-    #[test]
-    fn rounds_are_weighted_by_examples() {
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 900, 0.50));
-        // 100 examples at 0.9 move the window to (900 * 0.5 + 100 * 0.9) / 1000 = 0.54,
-        // past the limit of 0.5 * 1.05 = 0.525
-        let noisy = publish(&mut supervisor, published(2, 1, 100, 0.90));
-        assert!(close(noisy.metrics.window.expect("window").logloss, 0.54));
-        assert_eq!(noisy.action, Action::Rejected);
-        // ... while 16 examples at 0.9 leave it within the margin: 0.5063
-        let mut supervisor = Supervisor::new("m", config()).expect("config");
-        publish(&mut supervisor, published(1, 0, 900, 0.50));
-        let small = publish(&mut supervisor, published(2, 1, 16, 0.90));
-        assert!(close(
-            small.metrics.window.expect("window").logloss,
-            (900.0 * 0.5 + 16.0 * 0.9) / 916.0
-        ));
-        assert_eq!(small.action, Action::Promoted);
-    }
-
-    #[test]
-    fn live_degradation_rolls_back_to_the_last_good_version() {
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        publish(&mut supervisor, published(2, 1, 100, 0.5));
-        assert_eq!(supervisor.serving(), Some(2));
-
-        // within the threshold: 0.55 <= 0.5 * 1.25
-        assert!(supervisor.on_live_metrics(2, 100, 0.55, 2, NOW).is_empty());
-        // scored by another version: not attributed to the serving one
-        assert!(supervisor.on_live_metrics(3, 1_000, 5.0, 1, NOW).is_empty());
-        // (0.55 + 0.9) / 2 = 0.725 > 0.625
-        let decisions = supervisor.on_live_metrics(3, 100, 0.9, 2, NOW);
-        assert_eq!(decisions.len(), 1);
-        let rollback = &decisions[0];
-        assert_eq!(
-            (
-                rollback.action,
-                rollback.by,
-                rollback.version,
-                rollback.serving
-            ),
-            (Action::RolledBack, Actor::Supervisor, Some(2), Some(1))
-        );
-        let live = rollback.metrics.live.expect("live");
-        assert_eq!(
-            (live.first_epoch, live.last_epoch, live.examples),
-            (2, 3, 200)
-        );
-        assert!(close(live.logloss, 0.725));
-        assert!(close(rollback.metrics.limit.expect("limit"), 0.625));
-        assert_eq!(supervisor.serving(), Some(1));
-        assert_eq!(
-            supervisor.status(2).map(VersionStatus::name),
-            Some("rolled_back")
-        );
-
-        // version 1 starts afresh; when it degrades too there is nothing before it: reported once
-        let kept = supervisor.on_live_metrics(4, 100, 0.9, 1, NOW);
-        assert_eq!(kept.len(), 1);
-        assert_eq!((kept[0].action, kept[0].serving), (Action::Kept, Some(1)));
-        assert!(supervisor.on_live_metrics(5, 100, 0.95, 1, NOW).is_empty());
-        assert!(matches!(
-            supervisor.rollback(NOW),
-            Err(SupervisorError::NoEarlierGoodVersion {
-                serving: Some(1),
-                ..
-            })
-        ));
-        // version 3 is compared with what serves, version 1, by its live figure over epochs
-        // 4..=5, (0.9 + 0.95) / 2 = 0.925: 0.9 is within 0.925 * 1.05
-        let third = publish(&mut supervisor, published(3, 5, 100, 0.9));
-        let reference = third.metrics.reference.expect("reference");
-        assert_eq!(
-            (reference.version, reference.kind),
-            (1, ReferenceKind::Live)
-        );
-        assert!(close(reference.metrics.logloss, 0.925));
-        assert_eq!(third.action, Action::Promoted);
-    }
-
-    #[test]
-    fn too_few_live_examples_never_roll_back() {
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        publish(&mut supervisor, published(2, 1, 100, 0.5));
-        assert!(supervisor.on_live_metrics(2, 99, 3.0, 2, NOW).is_empty());
-        assert_eq!(supervisor.serving(), Some(2));
-        assert_eq!(supervisor.on_live_metrics(3, 1, 3.0, 2, NOW).len(), 1);
-        assert_eq!(supervisor.serving(), Some(1));
-    }
-
-    #[test]
-    fn a_world_that_got_harder_is_judged_by_the_live_figure() {
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        // live 0.6 over 200 examples: worse than the baseline, short of a rollback (0.625)
-        assert!(supervisor.on_live_metrics(1, 100, 0.6, 1, NOW).is_empty());
-        assert!(supervisor.on_live_metrics(2, 100, 0.6, 1, NOW).is_empty());
-        // 0.62 is past the baseline's limit (0.525) but within the live one (0.63)
-        let decision = publish(&mut supervisor, published(2, 2, 100, 0.62));
-        let reference = decision.metrics.reference.expect("reference");
-        assert_eq!(reference.kind, ReferenceKind::Live);
-        assert!(close(reference.metrics.logloss, 0.6));
-        assert_eq!(decision.action, Action::Promoted);
-    }
-
-    #[test]
-    fn a_pin_holds_across_better_versions_until_unpinned() {
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        publish(&mut supervisor, published(2, 1, 100, 0.5));
-        let pinned = supervisor.pin(1, NOW).expect("pin");
-        assert_eq!(
-            (
-                pinned[0].action,
-                pinned[0].by,
-                pinned[0].serving,
-                pinned[0].pinned
-            ),
-            (Action::Pinned, Actor::Operator, Some(1), Some(1))
-        );
-        for (version, logloss) in [(3, 0.4), (4, 0.3)] {
-            let held = publish(
-                &mut supervisor,
-                published(version, version - 1, 100, logloss),
-            );
-            assert_eq!(held.action, Action::HeldByPin);
-            assert_eq!(held.serving, Some(1));
-            assert_eq!(supervisor.chosen(), Some(version));
-        }
-        // degradation of the pinned version is reported, once, and changes nothing
-        let degraded = supervisor.on_live_metrics(4, 200, 2.0, 1, NOW);
-        assert_eq!(degraded.len(), 1);
-        assert_eq!(
-            (degraded[0].action, degraded[0].serving),
-            (Action::HeldByPin, Some(1))
-        );
-        assert!(supervisor.on_live_metrics(4, 200, 2.0, 1, NOW).is_empty());
-        assert_eq!(supervisor.serving(), Some(1));
-        assert_eq!(supervisor.status(1), Some(&VersionStatus::Promoted));
-
-        let state = supervisor.state();
-        assert_eq!(state["serving"], 1);
-        assert_eq!(state["chosen"], 4);
-        assert_eq!(state["pinned"], 1);
-        assert_eq!(state["versions"][0]["status"], "serving");
-        assert_eq!(state["versions"][3]["status"], "promoted");
-
-        let unpinned = supervisor.unpin(NOW).expect("unpin");
-        assert_eq!(
-            (unpinned[0].action, unpinned[0].serving),
-            (Action::Unpinned, Some(4))
-        );
-        assert_eq!(supervisor.serving(), Some(4));
-        assert!(matches!(
-            supervisor.unpin(NOW),
-            Err(SupervisorError::NotPinned { .. })
-        ));
-        assert!(matches!(
-            supervisor.pin(99, NOW),
-            Err(SupervisorError::UnknownVersion { version: 99, .. })
-        ));
-    }
-
-    #[test]
-    fn a_manual_rollback_needs_a_good_version_before_the_serving_one() {
-        let mut supervisor = supervisor();
-        assert!(matches!(
-            supervisor.rollback(NOW),
-            Err(SupervisorError::NoEarlierGoodVersion { serving: None, .. })
-        ));
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        assert!(supervisor.rollback(NOW).is_err());
-        assert_eq!(supervisor.serving(), Some(1));
-        assert_eq!(supervisor.status(1), Some(&VersionStatus::Promoted));
-
-        publish(&mut supervisor, published(2, 1, 100, 0.5));
-        publish(&mut supervisor, published(3, 2, 100, 0.9)); // rejected: window 0.7
-        publish(&mut supervisor, published(4, 5, 100, 0.5)); // window 0.5: promoted
-        assert_eq!(supervisor.serving(), Some(4));
-        // pinned at 4 or not, a rollback goes to the good version before it and releases the pin
-        supervisor.pin(4, NOW).expect("pin");
-        let rollback = supervisor.rollback(NOW).expect("rollback");
-        assert_eq!(
-            (
-                rollback[0].action,
-                rollback[0].version,
-                rollback[0].serving,
-                rollback[0].pinned
-            ),
-            (Action::RolledBack, Some(4), Some(2), None)
-        );
-        assert!(supervisor.rollback(NOW).is_ok());
-        assert_eq!(supervisor.serving(), Some(1));
-        assert!(supervisor.rollback(NOW).is_err());
-    }
-
-    #[test]
-    fn versions_must_increase() {
-        let mut supervisor = supervisor();
-        publish(&mut supervisor, published(5, 0, 100, 0.5));
-        assert!(matches!(
-            supervisor.on_published(published(5, 1, 100, 0.5), NOW),
-            Err(SupervisorError::VersionNotNewer { newest: 5, .. })
-        ));
-    }
-
-    #[test]
-    fn memory_is_bounded_but_the_serving_version_is_kept() {
-        let mut supervisor = Supervisor::new(
-            "m",
-            SupervisorConfig {
-                keep_versions: 3,
-                ..config()
-            },
-        )
-        .expect("config");
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        for version in 2..=10 {
-            publish(&mut supervisor, published(version, version, 100, 5.0));
-        }
-        assert_eq!(supervisor.serving(), Some(1));
-        assert_eq!(supervisor.status(1), Some(&VersionStatus::Promoted));
-        let held: Vec<u64> = supervisor.versions.keys().copied().collect();
-        assert_eq!(held, [1, 9, 10]);
-        assert_eq!(
-            supervisor.state()["versions"].as_array().map(Vec::len),
-            Some(3)
-        );
-    }
-
-    #[test]
-    fn bad_configurations_name_the_field() {
-        let error = Supervisor::new(
-            "m",
-            SupervisorConfig {
-                promote_margin: -0.1,
-                ..config()
-            },
-        )
-        .expect_err("negative margin");
-        assert!(error.to_string().contains("`promote_margin`"), "{error}");
-        let error = Supervisor::new(
-            "m",
-            SupervisorConfig {
-                window_epochs: 0,
-                ..config()
-            },
-        )
-        .expect_err("empty window");
-        assert!(error.to_string().contains("`window_epochs`"), "{error}");
-        assert!(SupervisorConfig::default().validate().is_ok());
-    }
 }
