@@ -35,6 +35,7 @@ fn version(number: u64, logloss: f64, finite: bool) -> ModelVersion {
         metrics: RoundMetrics {
             examples: 100,
             logloss,
+            scored: Vec::new(),
         },
     }
 }

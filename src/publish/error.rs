@@ -190,6 +190,14 @@ pub enum SnapshotError {
         /// The version its file name gives.
         expected_version: u64,
     },
+    /// A snapshot made for other features than the running spec's: it is never served.
+    #[error("{}: incompatible with this spec: {reason}", path.display())]
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// How its spec differs.
+        reason: String,
+    },
     /// The manifest is not the JSON this store writes.
     #[error("{}: manifest is not valid: {source}", path.display())]
     ManifestInvalid {

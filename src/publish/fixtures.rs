@@ -34,6 +34,7 @@ pub fn model(version: u64, bits: u32) -> ModelVersion {
         metrics: RoundMetrics {
             examples: 100 * version,
             logloss: 0.1 + 0.2 + version as f64,
+            scored: Vec::new(),
         },
     }
 }
@@ -42,6 +43,7 @@ pub fn model(version: u64, bits: u32) -> ModelVersion {
 pub fn meta() -> SnapshotMeta {
     SnapshotMeta {
         spec_hash: "9f2c4e01d3b5a7c8".to_owned(),
+        features_hash: "1c2d3e4f5a6b7c8d".to_owned(),
         source_offsets: BTreeMap::from([
             ("adoptions.csv".to_owned(), 4096),
             ("dogs.csv".to_owned(), 0),

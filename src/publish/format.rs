@@ -150,6 +150,9 @@ pub struct SnapshotMeta {
     /// Hex of a hash of the pipeline spec the features were computed by. A model is only
     /// meaningful with the features it was trained on.
     pub spec_hash: String,
+    /// Hex of a hash of what gives the weights their meaning ([`crate::spec::features_hash`]);
+    /// empty in snapshots written before it was recorded.
+    pub features_hash: String,
     /// For each source, the byte offset its reader had reached when the version was published.
     pub source_offsets: BTreeMap<String, u64>,
 }
@@ -572,6 +575,8 @@ struct MetadataRecord {
     bits: u32,
     metrics: MetricsRecord,
     spec_hash: String,
+    #[serde(default)]
+    features_hash: String,
     source_offsets: BTreeMap<String, u64>,
     created_unix_ms: u64,
 }
@@ -599,6 +604,7 @@ impl MetadataRecord {
                 logloss: model.metrics.logloss,
             },
             spec_hash: meta.spec_hash.clone(),
+            features_hash: meta.features_hash.clone(),
             source_offsets: meta.source_offsets.clone(),
             created_unix_ms,
         }
@@ -622,6 +628,7 @@ impl MetadataRecord {
             },
             meta: SnapshotMeta {
                 spec_hash: self.spec_hash,
+                features_hash: self.features_hash,
                 source_offsets: self.source_offsets,
             },
             created_unix_ms: self.created_unix_ms,

@@ -32,6 +32,8 @@ pub struct Leader {
     pub query_ids: Vec<Json>,
     /// The spec's hash, recorded with every snapshot.
     pub spec_hash: String,
+    /// The spec's features hash, recorded in every snapshot.
+    pub features_hash: String,
     /// Makes published versions durable.
     pub snapshots: SnapshotWriter,
     /// The first output that failed; the run fails with it at the end.
@@ -84,6 +86,7 @@ impl Leader {
                 .map(|query| query.id.clone())
                 .collect(),
             spec_hash: spec.hash.clone(),
+            features_hash: spec.features_hash.clone(),
             snapshots,
             first_error: None,
         };

@@ -296,6 +296,7 @@ pub fn run_until(
 
 /// Timely's configuration from its flags.
 fn timely_config(args: &[String]) -> Result<timely::Config, RunError> {
+    check_layout(args)?;
     timely::Config::from_args(std::iter::once("pooch".to_owned()).chain(args.iter().cloned()))
         .map_err(|error| {
             RunError::Cluster(format!(
@@ -303,6 +304,64 @@ fn timely_config(args: &[String]) -> Result<timely::Config, RunError> {
                 args.join(" ")
             ))
         })
+}
+
+/// Refuses a layout timely would run as something else or not at all: no worker threads
+/// (timely runs `-w 0` as one), no processes, or a process index outside `0..processes`.
+fn check_layout(args: &[String]) -> Result<(), RunError> {
+    let value = |short: &str, long: &str| -> Option<String> {
+        let mut found = None;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if arg == short || arg == long {
+                found = args.next().cloned();
+            } else if let Some(rest) = arg.strip_prefix(&format!("{long}=")) {
+                found = Some(rest.to_owned());
+            } else if let Some(rest) = arg.strip_prefix(short)
+                && !rest.is_empty()
+                && !arg.starts_with("--")
+            {
+                found = Some(rest.to_owned());
+            }
+        }
+        found
+    };
+    let refuse = |reason: String| {
+        Err(RunError::Cluster(format!(
+            "timely flags `{}`: {reason} (flags: -w THREADS, -n PROCESSES, -p INDEX, -h HOSTFILE)",
+            args.join(" ")
+        )))
+    };
+    let number = |short: &str, long: &str, default: usize| -> Result<usize, String> {
+        match value(short, long) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{short} must be a whole number, got {text:?}")),
+        }
+    };
+    let (threads, processes, process) = match (
+        number("-w", "--threads", 1),
+        number("-n", "--processes", 1),
+        number("-p", "--process", 0),
+    ) {
+        (Ok(threads), Ok(processes), Ok(process)) => (threads, processes, process),
+        (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => return refuse(reason),
+    };
+    if threads == 0 {
+        return refuse("-w 0: a process needs at least one worker thread".to_owned());
+    }
+    if processes == 0 {
+        return refuse("-n 0: a run needs at least one process".to_owned());
+    }
+    if process >= processes {
+        return refuse(format!(
+            "-p {process} is not a process of -n {processes} (indices run from 0 to {})",
+            processes - 1
+        ));
+    }
+    Ok(())
 }
 
 /// Every source file must exist before the run starts, and a glob must match something

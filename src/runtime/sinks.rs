@@ -165,6 +165,7 @@ fn sink_versions(
                 {
                     let meta = SnapshotMeta {
                         spec_hash: leader.spec_hash.clone(),
+                        features_hash: leader.features_hash.clone(),
                         source_offsets: leader.collector.positions_at(version.published_at),
                     };
                     // the writer coalesces: a slow disk never holds the pipeline back

@@ -550,6 +550,10 @@ async fn predict(
         predictions.push(if query.is_object() {
             match shared.backend.predict(query) {
                 Ok(prediction) => BatchAnswer::Answer(prediction),
+                // no model serves: the batch as a whole cannot be answered
+                Err(ApiError::Unavailable(reason)) => {
+                    return error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+                }
                 Err(error) => BatchAnswer::Failed {
                     error: error.to_string(),
                 },

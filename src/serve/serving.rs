@@ -53,6 +53,13 @@ pub enum ServeError {
     /// version.
     #[error(transparent)]
     Refused(#[from] SupervisorError),
+    /// No version serves: none has been promoted or pinned. The reason says where the
+    /// versions stand.
+    #[error("{reason}")]
+    NoModel {
+        /// Why nothing serves.
+        reason: String,
+    },
 }
 
 /// The current values of the aggregates features read, as of the start of an epoch.
@@ -126,6 +133,28 @@ impl ServingState {
     /// in `store`, and loads versions from it when the supervisor wants one no longer held.
     pub fn attach_store(&self, store: PathBuf, log: DecisionLog) -> Result<(), SupervisorError> {
         self.supervise().attach_store(store, log)
+    }
+
+    /// Records the snapshot files passed over at startup (shown by `GET /v1/models`), and the
+    /// versions made for another spec, which are never loaded.
+    pub fn set_skipped(&self, skipped: Vec<Json>, foreign: std::collections::BTreeSet<u64>) {
+        self.supervise().set_skipped(skipped, foreign);
+    }
+
+    /// Adopts a stored version no decision names (see
+    /// [`crate::serve::supervisor::Supervisor::adopt`]).
+    pub fn adopt(&self, version: Arc<ModelVersion>) {
+        let mut supervision = self.supervise();
+        let serve = supervision.adopt(version);
+        self.serve(serve);
+    }
+
+    /// Serves what the supervisor chose, once its state is restored: the version is loaded
+    /// from the store when it is not held.
+    pub fn settle(&self) {
+        let mut supervision = self.supervise();
+        let serve = supervision.settle_now();
+        self.serve(serve);
     }
 
     fn supervise(&self) -> MutexGuard<'_, Supervision> {
@@ -305,10 +334,12 @@ impl ServingState {
             });
         }
         let features = featurize(&self.plan, &event);
-        let (probability, version) = match &serving {
-            Some(version) => (version.predict(&features), version.version),
-            None => (dataflows::learn::logistic::sigmoid(0.0), 0),
+        let Some(serving) = serving else {
+            return Err(ServeError::NoModel {
+                reason: self.supervise().why_nothing_serves(),
+            });
         };
+        let (probability, version) = (serving.predict(&features), serving.version);
         self.counters.predictions.fetch_add(1, Ordering::Relaxed);
         Ok(Prediction {
             probability,
@@ -413,10 +444,15 @@ impl Backend for ServingState {
     }
 }
 
-/// The HTTP status of a refusal: 404 for another model, 400 for anything else.
+/// The HTTP status of a refusal: 404 for another model or a version not held, 503 when no
+/// version serves, 400 for anything else.
 fn api_error(error: ServeError) -> ApiError {
     match error {
-        ServeError::UnknownModel { .. } => ApiError::NotFound(error.to_string()),
+        ServeError::UnknownModel { .. }
+        | ServeError::Refused(SupervisorError::UnknownVersion { .. }) => {
+            ApiError::NotFound(error.to_string())
+        }
+        ServeError::NoModel { .. } => ApiError::Unavailable(error.to_string()),
         ServeError::NotAnObject | ServeError::BadQuery { .. } | ServeError::Refused(_) => {
             ApiError::BadRequest(error.to_string())
         }
@@ -426,7 +462,7 @@ fn api_error(error: ServeError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataflows::publish::model::{RoundMetrics, Weights};
+    use dataflows::publish::model::{Evidence, RoundMetrics, Weights};
     use std::path::Path;
 
     fn state() -> ServingState {
@@ -442,21 +478,37 @@ mod tests {
             published_at: number * 3600,
             bits: 18,
             weights: Arc::new(Weights::from_dense(&[weight])),
+            // the round's examples were scored by the version before, at 0.5 (the constant
+            // model scores half positives at ln 2): publishing a version promotes the one
+            // before it
             metrics: RoundMetrics {
                 examples: 100,
                 logloss: 0.5,
+                scored: vec![Evidence {
+                    scored_by: number - 1,
+                    examples: 100,
+                    positives: 50,
+                    loss_sum: 50.0,
+                    min_probability: 0.1,
+                    max_probability: 0.9,
+                    extreme: 0,
+                }],
             },
         })
     }
 
     #[test]
-    fn before_any_model_the_answer_is_the_prior() {
+    fn before_any_model_the_answer_is_503_with_a_reason() {
         let state = state();
-        let scored = state.predict(&json!({"dog": "dog-1"})).unwrap();
-        assert_eq!(
-            (scored.probability, scored.version, scored.features_epoch),
-            (0.5, 0, None)
+        let refused = state.predict(&json!({"dog": "dog-1"})).unwrap_err();
+        assert!(matches!(refused, ServeError::NoModel { .. }), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("no version of pooch-predictor serves"),
+            "{refused}"
         );
+        assert!(matches!(api_error(refused), ApiError::Unavailable(_)));
         assert!(!state.ready());
     }
 
@@ -470,7 +522,10 @@ mod tests {
             .unwrap();
         assert_eq!(scored.version, 1);
         assert_eq!(scored.probability, dataflows::learn::logistic::sigmoid(1.0));
+        // version 3 serves once the examples it scored arrive, with version 4
         state.publish(version(3, -1.0));
+        assert_eq!(state.predict(&json!({"dog": "dog-1"})).unwrap().version, 1);
+        state.publish(version(4, -1.0));
         assert_eq!(state.predict(&json!({"dog": "dog-1"})).unwrap().version, 3);
         assert_eq!(state.held().len(), 3);
     }
@@ -478,15 +533,16 @@ mod tests {
     #[test]
     fn pin_and_rollback_take_effect_for_the_next_request() {
         let state = state();
-        for number in 1..=3 {
+        for number in 1..=4 {
             state.publish(version(number, number as f32));
         }
         let asked = || state.predict(&json!({"dog": "dog-1"})).unwrap().version;
         assert_eq!(asked(), 3);
-        state.pin("pooch-predictor", 1).unwrap();
-        assert_eq!(asked(), 1);
-        state.publish(version(4, 4.0));
-        assert_eq!(asked(), 1, "a pin holds while better versions arrive");
+        // version 1 is no longer held (the newest 3 are, with what serves)
+        state.pin("pooch-predictor", 2).unwrap();
+        assert_eq!(asked(), 2);
+        state.publish(version(5, 5.0));
+        assert_eq!(asked(), 2, "a pin holds while better versions arrive");
         state.unpin("pooch-predictor").unwrap();
         assert_eq!(asked(), 4);
         state.rollback("pooch-predictor").unwrap();
@@ -501,6 +557,7 @@ mod tests {
         ));
         let refused = state.pin("pooch-predictor", 99).unwrap_err();
         assert!(refused.to_string().contains("version 99"), "{refused}");
+        assert!(matches!(api_error(refused), ApiError::NotFound(_)));
         let models = state.models_json();
         assert_eq!(models["models"][0]["serving"], json!(3));
     }
@@ -519,12 +576,15 @@ mod tests {
             held[1]["metrics"],
             json!({"examples": 100, "logloss": null})
         );
-        assert_eq!(held[1]["status"], json!("rejected"));
+        // its round was version 1's evidence: version 2 waits for its own
+        assert_eq!(held[1]["status"], json!("candidate"));
     }
 
     #[test]
     fn bad_requests_name_the_problem_and_unknown_fields_are_ignored() {
         let state = state();
+        state.publish(version(1, 1.0));
+        state.publish(version(2, 1.0));
         let missing = state.predict(&json!({"hashtags": ["ball"]})).unwrap_err();
         assert!(
             missing.to_string().contains("field `dog` is required"),

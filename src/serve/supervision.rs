@@ -1,7 +1,7 @@
 //! The model versions the serving state holds, and which one serves: the supervisor's
 //! decisions applied, logged, and taken from the control file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +39,11 @@ pub(super) struct Supervision {
     last_poll: Option<Instant>,
     /// Decisions of this run, newest last (the last [`RECENT_DECISIONS`]).
     recent: Vec<Decision>,
+    /// Snapshot files passed over at startup (damaged, misplaced or made for another
+    /// spec): their file and why.
+    skipped: Vec<Json>,
+    /// Versions in the store made for another spec, which are never loaded.
+    foreign: BTreeSet<u64>,
 }
 
 /// What requests should read once decisions are settled.
@@ -64,6 +69,8 @@ impl Supervision {
             store: None,
             last_poll: None,
             recent: Vec::new(),
+            skipped: Vec::new(),
+            foreign: BTreeSet::new(),
         }
     }
 
@@ -78,6 +85,19 @@ impl Supervision {
         self.log = Some(log);
         self.store = Some(store);
         Ok(())
+    }
+
+    /// Records the snapshot files passed over at startup, and the versions never to load.
+    pub(super) fn set_skipped(&mut self, skipped: Vec<Json>, foreign: BTreeSet<u64>) {
+        self.skipped = skipped;
+        self.foreign = foreign;
+    }
+
+    /// Adopts a stored version no decision names (see [`Supervisor::adopt`]).
+    pub(super) fn adopt(&mut self, version: Arc<ModelVersion>) -> Serve {
+        let decisions = self.supervisor.adopt(&version, now_unix_ms());
+        self.held.insert(version.version, version);
+        self.settle(decisions)
     }
 
     /// The supervisor.
@@ -130,6 +150,30 @@ impl Supervision {
         Some(self.settle(decisions))
     }
 
+    /// Settles with no new decision: serves what the supervisor wants (after a restore).
+    pub(super) fn settle_now(&mut self) -> Serve {
+        self.settle(Ok(Vec::new()))
+    }
+
+    /// Why no version serves, for a request refused with 503.
+    pub(super) fn why_nothing_serves(&self) -> String {
+        let supervisor = &self.supervisor;
+        let counts = supervisor.status_counts();
+        let described: Vec<String> = counts
+            .iter()
+            .map(|(status, count)| format!("{count} {status}"))
+            .collect();
+        format!(
+            "no version of {} serves: none has been promoted or pinned (versions seen: {}); a candidate is promoted once the examples it scored beat the constant model and the reference",
+            supervisor.model(),
+            if described.is_empty() {
+                "none".to_owned()
+            } else {
+                described.join(", ")
+            }
+        )
+    }
+
     /// The model's versions, their status and the supervisor's state, for `GET /v1/models`.
     pub(super) fn models_json(&self, serving: Option<u64>) -> Json {
         let held: Vec<Json> = self
@@ -143,7 +187,10 @@ impl Supervision {
                     "finite": version.is_finite(),
                     "weights": version.weights.len(),
                     // serde_json writes a logloss that is not finite as null
-                    "metrics": version.metrics,
+                    "metrics": {
+                        "examples": version.metrics.examples,
+                        "logloss": version.metrics.logloss,
+                    },
                     "status": self.supervisor.status(version.version).map(|status| status.name()),
                     "serving": Some(version.version) == serving,
                 })
@@ -154,6 +201,7 @@ impl Supervision {
             "serving": serving,
             "pinned": self.supervisor.pinned(),
             "held": held,
+            "skipped": self.skipped,
             "supervisor": self.supervisor.state(),
             "recent_decisions": serde_json::to_value(&self.recent).unwrap_or(Json::Null),
         })
@@ -181,6 +229,7 @@ impl Supervision {
         let wanted = self.supervisor.serving();
         if let Some(version) = wanted
             && !self.held.contains_key(&version)
+            && !self.foreign.contains(&version)
             && let Some(store) = &self.store
             && let Some(loaded) = load(store, self.supervisor.model(), version)
         {

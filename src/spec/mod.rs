@@ -70,6 +70,10 @@ pub struct Spec {
     pub plan: Plan,
     /// Hex XXH3 of the spec file's bytes; published models record it.
     pub hash: String,
+    /// Hex XXH3 of what gives a weight its meaning: the features, the aggregates they read
+    /// and the model's bits (hashing). Published models record it; a snapshot whose features
+    /// hash differs from the running spec's is never served.
+    pub features_hash: String,
     /// The spec file.
     pub path: PathBuf,
     /// The rules deciding which published version serves over HTTP (`[serving]`).
@@ -128,10 +132,26 @@ pub fn parse(text: &str, path: &Path, data_dir: Option<&Path>) -> Result<Spec, S
     let plan = checker.plan(file, &base)?;
     Ok(Spec {
         supervisor,
+        features_hash: features_hash(&plan),
         plan,
         hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
         path: path.to_owned(),
     })
+}
+
+/// The hash of what gives a plan's weights their meaning: its features, the aggregates they
+/// read, the label and the number of hashed bits. A learning rate or a data path does not
+/// change it; a feature, a hashing or a bit count does.
+pub fn features_hash(plan: &Plan) -> String {
+    let meaning = serde_json::json!({
+        "features": plan.features,
+        "aggregates": plan.aggregates,
+        "bits": plan.model.bits,
+    });
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(meaning.to_string().as_bytes())
+    )
 }
 
 struct Checker<'a> {

@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     use super::super::decisions::Action;
-    use super::super::fixtures::{NOW, publish, published, supervisor};
+    use super::super::fixtures::{NOW, supervisor, two_good};
 
     /// A store directory with model `m`'s directory in it.
     fn store_dir() -> (tempfile::TempDir, PathBuf) {
@@ -310,8 +310,7 @@ mod tests {
     fn control_file_commands_are_applied_once_in_order() {
         let (_dir, store) = store_dir();
         let mut supervisor = supervisor();
-        publish(&mut supervisor, published(1, 0, 100, 0.5));
-        publish(&mut supervisor, published(2, 1, 100, 0.5));
+        two_good(&mut supervisor);
         // a command from before the run is history, not applied
         Control::request(&store, "m", Command::Pin { version: 1 }, NOW).expect("request");
         let mut watcher = ControlWatcher::new(&store, "m").expect("watcher");

@@ -265,7 +265,7 @@ mod tests {
 
     use serde_json::Value as Json;
 
-    use super::super::fixtures::{NOW, published, supervisor};
+    use super::super::fixtures::{NOW, evidence, published, supervisor};
 
     #[test]
     fn decisions_file_lines_parse_back() {
@@ -275,9 +275,9 @@ mod tests {
         let mut supervisor = supervisor();
         let mut decisions = Vec::new();
         for version in [
-            published(1, 0, 100, 0.5),
-            published(2, 1, 100, f64::NAN),
-            published(3, 5, 0, 0.0),
+            published(1, 0, vec![evidence(0, 100, 0.69)]),
+            published(2, 1, vec![evidence(1, 100, 0.5)]),
+            published(3, 2, vec![evidence(2, 100, f64::NAN)]),
         ] {
             decisions.extend(supervisor.on_published(version, NOW).expect("publish"));
         }
@@ -295,7 +295,7 @@ mod tests {
 
         let text = fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 7);
         for line in &lines {
             let value: Json = serde_json::from_str(line).expect("each line is JSON");
             for field in [
@@ -320,17 +320,19 @@ mod tests {
         assert_eq!(
             actions,
             [
-                Action::Promoted,
-                Action::Rejected,
                 Action::Candidate,
+                Action::Candidate,
+                Action::Promoted,
+                Action::Candidate,
+                Action::Rejected,
                 Action::Pinned,
                 Action::Unpinned
             ]
         );
         // NaN is written as null and read back as NaN
-        let nan_round = read.decisions[1].metrics.round.expect("round");
+        let nan_round = read.decisions[3].metrics.round.expect("round");
         assert!(nan_round.logloss.is_nan());
-        assert!(lines[1].contains("\"logloss\":null"));
+        assert!(lines[3].contains("\"logloss\":null"));
         // what was read writes the same lines again
         for (decision, line) in read.decisions.iter().zip(&lines) {
             assert_eq!(serde_json::to_string(decision).expect("encode"), *line);

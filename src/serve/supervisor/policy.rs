@@ -193,8 +193,10 @@ impl VersionStatus {
 struct Scored {
     /// The version that scored it.
     version: u64,
-    /// The epoch of the round it arrived in.
+    /// The epoch of the version that scored it (for the live window: of its arrival).
     epoch: u64,
+    /// The epoch of the round it arrived in.
+    arrived: u64,
     examples: u64,
     loss_sum: f64,
     /// The constant model's loss sum on the same examples.
@@ -271,7 +273,7 @@ pub struct Supervisor {
     config: SupervisorConfig,
     versions: BTreeMap<u64, VersionRecord>,
     newest_version: Option<u64>,
-    /// Evidence of the last `window_epochs` epochs' versions (by the scoring version's epoch).
+    /// Evidence that arrived in the last `window_epochs` epochs.
     evidence: VecDeque<Scored>,
     /// Evidence scored by the serving version since it started serving, in the window.
     live: VecDeque<Scored>,
@@ -341,6 +343,15 @@ impl Supervisor {
         self.versions.get(&version).map(|record| &record.status)
     }
 
+    /// How many held versions have each status, by status name.
+    pub fn status_counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for record in self.versions.values() {
+            *counts.entry(record.status.name()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Whether a held version's predictions were found collapsed.
     pub fn collapsed(&self, version: u64) -> bool {
         self.versions
@@ -357,9 +368,16 @@ impl Supervisor {
     /// Takes back the state of earlier runs from their decisions, in file order: each
     /// version's last status, the figure it was promoted on, the choice and the pin. Call it
     /// before any version is published. Decisions about other models, and requests by the
-    /// command line (carried out, or not, by the supervisor that read them), are passed over.
+    /// command line (carried out, or not, by the supervisor that read them), are passed over,
+    /// and so are versions in `foreign` (snapshots made for another spec). Only a version in
+    /// `servable` (its snapshot loads and fits the spec) can be the choice or the pin.
     /// Returns how many versions were restored.
-    pub fn restore(&mut self, decisions: &[Decision]) -> usize {
+    pub fn restore(
+        &mut self,
+        decisions: &[Decision],
+        servable: &BTreeSet<u64>,
+        foreign: &BTreeSet<u64>,
+    ) -> usize {
         let mut pinned = None;
         let mut serving = None;
         for decision in decisions {
@@ -368,7 +386,10 @@ impl Supervisor {
             }
             pinned = decision.pinned;
             serving = decision.serving;
-            let Some(version) = decision.version else {
+            let Some(version) = decision
+                .version
+                .filter(|version| !foreign.contains(version))
+            else {
                 continue;
             };
             let record = self
@@ -419,14 +440,16 @@ impl Supervisor {
         if let Some(newest) = self.versions.keys().next_back() {
             self.newest_version = Some(self.newest_version.map_or(*newest, |n| n.max(*newest)));
         }
-        self.pinned = pinned.filter(|version| self.versions.contains_key(version));
-        // the choice: what served, unless pinned; with a pin, the newest good version
+        self.pinned = pinned
+            .filter(|version| self.versions.contains_key(version) && servable.contains(version));
+        // the choice: what served, unless pinned; else the newest good version that can serve
         self.chosen = match (self.pinned, serving) {
             (None, Some(serving))
-                if self
-                    .versions
-                    .get(&serving)
-                    .is_some_and(VersionRecord::is_good) =>
+                if servable.contains(&serving)
+                    && self
+                        .versions
+                        .get(&serving)
+                        .is_some_and(VersionRecord::is_good) =>
             {
                 Some(serving)
             }
@@ -434,11 +457,64 @@ impl Supervisor {
                 .versions
                 .iter()
                 .rev()
-                .find(|(_, record)| record.is_good())
+                .find(|(version, record)| record.is_good() && servable.contains(version))
                 .map(|(&version, _)| version),
         };
         self.forget_old_versions();
         self.versions.len()
+    }
+
+    /// Takes a version from the store of an earlier run that left no decisions about it (one
+    /// run without a supervisor): it becomes the choice, held to its stored round as its
+    /// figure, and serves until a version beats it on evidence of its own. A version with a
+    /// non-finite weight or round logloss is rejected instead.
+    pub fn adopt(
+        &mut self,
+        model: &ModelVersion,
+        now_unix_ms: u64,
+    ) -> Result<Vec<Decision>, SupervisorError> {
+        if model.name != self.model {
+            return Err(SupervisorError::WrongModel {
+                model: self.model.clone(),
+                offered: model.name.clone(),
+            });
+        }
+        let published = Published::of(model);
+        let mut decisions = self.on_published(published.clone(), now_unix_ms)?;
+        let round = WindowMetrics {
+            first_epoch: published.epoch,
+            last_epoch: published.epoch,
+            examples: published.metrics.examples,
+            logloss: published.metrics.logloss,
+        };
+        if !published.finite || !round.logloss.is_finite() || round.examples == 0 {
+            return Ok(decisions);
+        }
+        decisions.clear();
+        let before = self.serving();
+        if let Some(record) = self.versions.get_mut(&published.version) {
+            record.status = VersionStatus::Promoted;
+            record.figure = Some(round);
+        }
+        self.chosen = Some(published.version);
+        self.after_serving_change(before);
+        let reason = format!(
+            "adopted from the store: no decisions about it were recorded; it serves until a version beats its stored round (logloss {:.4} over {} examples) on evidence of its own",
+            round.logloss, round.examples
+        );
+        decisions.push(self.decision(
+            now_unix_ms,
+            Some(published.version),
+            Action::Promoted,
+            Actor::Supervisor,
+            reason,
+            DecisionMetrics {
+                round: Some(round),
+                window: Some(round),
+                ..DecisionMetrics::default()
+            },
+        ));
+        Ok(decisions)
     }
 
     /// Evaluates a newly published model version (see [`Self::on_published`]).
@@ -503,6 +579,7 @@ impl Supervisor {
             let scored = Scored {
                 version: evidence.scored_by,
                 epoch: record.epoch,
+                arrived: epoch,
                 examples: evidence.examples,
                 loss_sum: evidence.loss_sum,
                 constant_sum: -(evidence.positives as f64 * constant.ln()
@@ -515,10 +592,11 @@ impl Supervisor {
                 serving_evidence = true;
             }
         }
+        // the evidence of a window's versions arrives within a window of epochs of each other
         self.evidence
-            .retain(|scored| scored.epoch + window_epochs > newest_epoch);
+            .retain(|scored| scored.arrived + window_epochs > newest_epoch);
         self.live
-            .retain(|scored| scored.epoch + window_epochs > newest_epoch);
+            .retain(|scored| scored.arrived + window_epochs > newest_epoch);
 
         // the new version
         let round = WindowMetrics {
@@ -600,7 +678,7 @@ impl Supervisor {
         };
         let collapsed = own.examples > 0
             && (own.extreme == own.examples
-                || own.max_probability - own.min_probability < SAME
+                || (own.examples > 1 && own.max_probability - own.min_probability < SAME)
                 || !own.max_probability.is_finite());
         let (status, action, reason) = if !window.logloss.is_finite() {
             rejection(format!(
@@ -632,8 +710,17 @@ impl Supervisor {
                 None => self.promote(
                     version,
                     format!(
-                        "window logloss {:.4} over {} examples beats the constant model's {:.4}; no version was chosen before",
-                        window.logloss, window.examples, constant
+                        "window logloss {:.4} over {} examples beats the constant model's {:.4}; {}",
+                        window.logloss,
+                        window.examples,
+                        constant,
+                        match self.chosen {
+                            None => "no version was chosen before".to_owned(),
+                            Some(chosen) => format!(
+                                "version {chosen}'s figure holds fewer than {} examples, too few to compare with",
+                                self.config.min_live_examples
+                            ),
+                        }
                     ),
                 ),
                 Some(reference) => {
@@ -718,12 +805,14 @@ impl Supervisor {
                 });
             }
         }
+        // a figure over fewer examples than live evidence needs is noise, not a reference
         let figure = self.versions.get(&chosen)?.figure?;
-        (figure.examples > 0 && figure.logloss.is_finite()).then_some(Reference {
-            version: chosen,
-            kind: ReferenceKind::Baseline,
-            metrics: figure,
-        })
+        (figure.examples >= self.config.min_live_examples.max(1) && figure.logloss.is_finite())
+            .then_some(Reference {
+                version: chosen,
+                kind: ReferenceKind::Baseline,
+                metrics: figure,
+            })
     }
 
     /// The serving version's live evidence over the window.
@@ -1057,4 +1146,486 @@ fn rejection(reason: String) -> (VersionStatus, Action, String) {
         reason: reason.clone(),
     };
     (status, Action::Rejected, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::super::fixtures::{
+        NOW, close, config, evidence, publish, published, supervisor, two_good,
+    };
+
+    /// The decision about `version` among `decisions`.
+    fn about(decisions: &[Decision], version: u64) -> &Decision {
+        decisions
+            .iter()
+            .find(|decision| decision.version == Some(version))
+            .unwrap_or_else(|| panic!("no decision about version {version}: {decisions:?}"))
+    }
+
+    #[test]
+    fn a_version_waits_for_evidence_of_its_own() {
+        let mut supervisor = supervisor();
+        // rounds scored by no version (the untrained start) say nothing about versions 1..=3
+        for version in 1..=3 {
+            let decisions = publish(
+                &mut supervisor,
+                published(version, version - 1, vec![evidence(0, 100, 0.3)]),
+            );
+            assert_eq!(decisions.len(), 1);
+            assert_eq!(decisions[0].action, Action::Candidate);
+            assert!(decisions[0].reason.contains("no evidence of its own"));
+        }
+        assert_eq!(supervisor.serving(), None);
+        // the examples version 1 scored arrive: it is judged on them
+        let decisions = publish(
+            &mut supervisor,
+            published(4, 3, vec![evidence(1, 100, 0.4)]),
+        );
+        let first = about(&decisions, 1);
+        assert_eq!(first.action, Action::Promoted, "{}", first.reason);
+        let window = first.metrics.window.expect("window");
+        assert_eq!(window.examples, 100);
+        assert!(close(window.logloss, 0.4));
+        // the running rate of 200 examples, 100 positive, before the round: ln 2
+        assert!(close(first.metrics.constant.expect("constant"), 2f64.ln()));
+        assert_eq!(supervisor.serving(), Some(1));
+    }
+
+    #[test]
+    fn a_collapsed_model_is_flagged_and_never_promoted() {
+        let mut supervisor = supervisor();
+        publish(
+            &mut supervisor,
+            published(1, 0, vec![evidence(0, 100, 0.69)]),
+        );
+        // version 1 gives 0.0 to everyone: a finite logloss, since losses are clamped
+        let zero = Evidence {
+            min_probability: 0.0,
+            max_probability: 0.0,
+            extreme: 100,
+            ..evidence(1, 100, 17.0)
+        };
+        let decisions = publish(&mut supervisor, published(2, 1, vec![zero]));
+        let collapsed = about(&decisions, 1);
+        assert_eq!(collapsed.action, Action::Rejected);
+        assert!(
+            collapsed.reason.starts_with("collapsed"),
+            "{}",
+            collapsed.reason
+        );
+        assert_eq!(collapsed.metrics.collapsed, Some(true));
+        assert!(supervisor.collapsed(1));
+        // all the same, away from 0 and 1, is collapsed too, even with a good logloss
+        let same = Evidence {
+            min_probability: 0.3,
+            max_probability: 0.3,
+            ..evidence(2, 100, 0.1)
+        };
+        let decisions = publish(&mut supervisor, published(3, 2, vec![same]));
+        assert_eq!(about(&decisions, 2).action, Action::Rejected);
+        assert_eq!(supervisor.serving(), None);
+        assert_eq!(supervisor.state()["versions"][0]["collapsed"], true);
+    }
+
+    #[test]
+    fn a_version_no_better_than_the_constant_model_is_rejected() {
+        let mut supervisor = supervisor();
+        publish(
+            &mut supervisor,
+            published(1, 0, vec![evidence(0, 100, 0.69)]),
+        );
+        // ln 2 = 0.6931 is the constant model's; 0.69 is within its 2% margin (0.6793)
+        let decisions = publish(
+            &mut supervisor,
+            published(2, 1, vec![evidence(1, 100, 0.69)]),
+        );
+        let judged = about(&decisions, 1);
+        assert_eq!(judged.action, Action::Rejected);
+        assert!(
+            judged.reason.contains("no better than the constant model"),
+            "{}",
+            judged.reason
+        );
+        assert!(close(
+            judged.metrics.limit.expect("limit"),
+            2f64.ln() * 0.98
+        ));
+        // the constant model follows the positive rate: with 10% positives it scores 0.325,
+        // so 0.45 does not beat it either
+        let mut rarely = Supervisor::new("m", config()).expect("config");
+        let rare = |scored_by, logloss| Evidence {
+            positives: 10,
+            ..evidence(scored_by, 100, logloss)
+        };
+        publish(&mut rarely, published(1, 0, vec![rare(0, 0.69)]));
+        publish(&mut rarely, published(2, 1, vec![rare(0, 0.69)]));
+        let decisions = publish(&mut rarely, published(3, 2, vec![rare(1, 0.45)]));
+        let judged = about(&decisions, 1);
+        assert_eq!(judged.action, Action::Rejected, "{}", judged.reason);
+        let constant = judged.metrics.constant.expect("constant");
+        let rate: f64 = 21.0 / 202.0;
+        let expected = -(0.1 * rate.ln() + 0.9 * (1.0 - rate).ln());
+        assert!(close(constant, expected), "{constant} against {expected}");
+    }
+
+    #[test]
+    fn non_finite_weights_or_losses_never_serve() {
+        let mut supervisor = supervisor();
+        two_good(&mut supervisor);
+        let nan_weights = Published {
+            finite: false,
+            ..published(4, 3, vec![evidence(3, 100, 0.4)])
+        };
+        let decisions = publish(&mut supervisor, nan_weights);
+        assert_eq!(about(&decisions, 4).action, Action::Rejected);
+        assert_eq!(
+            about(&decisions, 4).reason,
+            "its weights are not all finite"
+        );
+        assert_eq!(about(&decisions, 3).action, Action::Promoted);
+        // version 4 scored NaN: it was already rejected; version 5 scores NaN too
+        publish(
+            &mut supervisor,
+            published(5, 4, vec![evidence(4, 100, f64::NAN)]),
+        );
+        let decisions = publish(
+            &mut supervisor,
+            published(6, 5, vec![evidence(5, 100, f64::NAN)]),
+        );
+        assert_eq!(about(&decisions, 5).action, Action::Rejected);
+        assert!(about(&decisions, 5).reason.contains("not a number"));
+        assert_eq!(supervisor.serving(), Some(3));
+        assert!(matches!(
+            supervisor.pin(4, NOW),
+            Err(SupervisorError::NotFinite { version: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn a_worse_version_is_rejected_against_the_chosen_figure() {
+        let mut supervisor = supervisor();
+        two_good(&mut supervisor);
+        // version 3's window: (v2's 0.5 + v3's 0.7) / 2 = 0.6 > 0.5 * 1.05
+        let decisions = publish(
+            &mut supervisor,
+            published(4, 3, vec![evidence(3, 100, 0.7)]),
+        );
+        let judged = about(&decisions, 3);
+        assert_eq!(judged.action, Action::Rejected, "{}", judged.reason);
+        let reference = judged.metrics.reference.expect("reference");
+        assert_eq!(
+            (reference.version, reference.kind),
+            (2, ReferenceKind::Baseline)
+        );
+        assert!(close(judged.metrics.window.expect("window").logloss, 0.6));
+        assert!(close(judged.metrics.limit.expect("limit"), 0.525));
+        assert_eq!(supervisor.serving(), Some(2));
+    }
+
+    #[test]
+    fn live_evidence_no_better_than_the_constant_model_rolls_back() {
+        let mut supervisor = supervisor();
+        two_good(&mut supervisor);
+        // version 2 keeps scoring (nothing newer is promoted); its first evidence judged it,
+        // later evidence is live: 0.6 is within its figure's limit (0.625) and beats ln 2
+        let decisions = publish(
+            &mut supervisor,
+            published(4, 3, vec![evidence(2, 100, 0.6)]),
+        );
+        assert!(
+            decisions
+                .iter()
+                .all(|decision| decision.action != Action::RolledBack)
+        );
+        // live (0.6 + 0.8) / 2 = 0.7 >= the constant model's ln 2 on the same examples
+        let decisions = publish(
+            &mut supervisor,
+            published(5, 4, vec![evidence(2, 100, 0.8)]),
+        );
+        let rollback = decisions
+            .iter()
+            .find(|decision| decision.action == Action::RolledBack)
+            .expect("a rollback");
+        assert_eq!((rollback.version, rollback.serving), (Some(2), Some(1)));
+        assert!(
+            rollback
+                .reason
+                .contains("no better than the constant model"),
+            "{}",
+            rollback.reason
+        );
+        let live = rollback.metrics.live.expect("live");
+        assert_eq!(live.examples, 200);
+        assert!(close(live.logloss, 0.7));
+        assert_eq!(
+            supervisor.status(2).map(VersionStatus::name),
+            Some("rolled_back")
+        );
+        // a manual rollback needs a good version before version 1
+        assert!(matches!(
+            supervisor.rollback(NOW),
+            Err(SupervisorError::NoEarlierGoodVersion {
+                serving: Some(1),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn live_evidence_past_the_figure_rolls_back() {
+        let mut supervisor = supervisor();
+        two_good(&mut supervisor);
+        // (0.6 + 0.72) / 2 = 0.66 beats ln 2 but is past 0.5 * 1.25
+        publish(
+            &mut supervisor,
+            published(4, 3, vec![evidence(2, 100, 0.6)]),
+        );
+        let decisions = publish(
+            &mut supervisor,
+            published(5, 4, vec![evidence(2, 100, 0.72)]),
+        );
+        let rollback = decisions
+            .iter()
+            .find(|decision| decision.action == Action::RolledBack)
+            .expect("a rollback");
+        assert!(
+            rollback.reason.contains("exceeds its figure"),
+            "{}",
+            rollback.reason
+        );
+        assert!(close(rollback.metrics.limit.expect("limit"), 0.625));
+        assert_eq!(supervisor.serving(), Some(1));
+    }
+
+    #[test]
+    fn a_pin_holds_across_better_versions_until_unpinned() {
+        let mut supervisor = supervisor();
+        two_good(&mut supervisor);
+        let pinned = supervisor.pin(1, NOW).expect("pin");
+        assert_eq!(
+            (
+                pinned[0].action,
+                pinned[0].by,
+                pinned[0].serving,
+                pinned[0].pinned
+            ),
+            (Action::Pinned, Actor::Operator, Some(1), Some(1))
+        );
+        let decisions = publish(
+            &mut supervisor,
+            published(4, 3, vec![evidence(3, 100, 0.4)]),
+        );
+        assert_eq!(about(&decisions, 3).action, Action::HeldByPin);
+        assert_eq!(supervisor.serving(), Some(1));
+        assert_eq!(supervisor.chosen(), Some(3));
+        let state = supervisor.state();
+        assert_eq!(state["serving"], 1);
+        assert_eq!(state["chosen"], 3);
+        assert_eq!(state["pinned"], 1);
+        let unpinned = supervisor.unpin(NOW).expect("unpin");
+        assert_eq!(
+            (unpinned[0].action, unpinned[0].serving),
+            (Action::Unpinned, Some(3))
+        );
+        assert!(matches!(
+            supervisor.unpin(NOW),
+            Err(SupervisorError::NotPinned { .. })
+        ));
+        assert!(matches!(
+            supervisor.pin(99, NOW),
+            Err(SupervisorError::UnknownVersion { version: 99, .. })
+        ));
+        // a manual rollback goes to the good version before
+        let rollback = supervisor.rollback(NOW).expect("rollback");
+        assert_eq!(
+            (rollback[0].version, rollback[0].serving),
+            (Some(3), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_restored_supervisor_keeps_rejections_and_the_old_choice_until_beaten() {
+        let mut first = supervisor();
+        let mut decisions = Vec::new();
+        for version in [
+            published(1, 0, vec![evidence(0, 100, 0.69)]),
+            published(2, 1, vec![evidence(1, 100, 0.5)]),
+            published(3, 2, vec![evidence(2, 100, 0.9)]),
+            published(4, 3, vec![evidence(3, 100, 0.5)]),
+        ] {
+            decisions.extend(publish(&mut first, version));
+        }
+        assert_eq!(first.serving(), Some(1));
+        assert_eq!(first.status(2).map(VersionStatus::name), Some("rejected"));
+
+        // a new run: versions 1..=4 are in the store and fit the spec
+        let mut restarted = supervisor();
+        let servable = BTreeSet::from([1, 2, 3, 4]);
+        assert_eq!(
+            restarted.restore(&decisions, &servable, &BTreeSet::new()),
+            4
+        );
+        assert_eq!(restarted.serving(), Some(1));
+        assert_eq!(
+            restarted.status(2).map(VersionStatus::name),
+            Some("rejected")
+        );
+        assert_eq!(restarted.status(1), Some(&VersionStatus::Promoted));
+        assert!(matches!(
+            restarted.on_published(published(4, 0, vec![]), NOW),
+            Err(SupervisorError::VersionNotNewer { newest: 4, .. })
+        ));
+        // the new run starts from scratch: version 5 scores worse than version 1's figure
+        publish(
+            &mut restarted,
+            published(5, 0, vec![evidence(0, 100, 0.69)]),
+        );
+        publish(
+            &mut restarted,
+            published(6, 1, vec![evidence(0, 100, 0.69)]),
+        );
+        let decisions = publish(&mut restarted, published(7, 2, vec![evidence(5, 100, 0.6)]));
+        assert_eq!(about(&decisions, 5).action, Action::Rejected);
+        assert_eq!(restarted.serving(), Some(1));
+        // version 6 beats it on evidence of its own: it serves
+        let decisions = publish(
+            &mut restarted,
+            published(8, 3, vec![evidence(6, 100, 0.45)]),
+        );
+        let promoted = about(&decisions, 6);
+        assert_eq!(promoted.action, Action::Promoted, "{}", promoted.reason);
+        assert_eq!(promoted.metrics.reference.expect("reference").version, 1);
+        assert_eq!(restarted.serving(), Some(6));
+
+        // a store whose versions were all rejected serves none of them after a restart
+        let mut rejected = supervisor();
+        let mut decisions = Vec::new();
+        decisions.extend(publish(
+            &mut rejected,
+            published(1, 0, vec![evidence(0, 100, 0.69)]),
+        ));
+        decisions.extend(publish(
+            &mut rejected,
+            published(2, 1, vec![evidence(1, 100, 3.84)]),
+        ));
+        assert_eq!(rejected.serving(), None);
+        let mut restarted = supervisor();
+        restarted.restore(&decisions, &BTreeSet::from([1, 2]), &BTreeSet::new());
+        assert_eq!(restarted.serving(), None);
+        assert_eq!(
+            restarted.status(1).map(VersionStatus::name),
+            Some("rejected")
+        );
+    }
+
+    #[test]
+    fn a_restore_never_chooses_a_foreign_or_missing_version() {
+        let mut first = supervisor();
+        let mut decisions = Vec::new();
+        for version in [
+            published(1, 0, vec![evidence(0, 100, 0.69)]),
+            published(2, 1, vec![evidence(1, 100, 0.5)]),
+            published(3, 2, vec![evidence(2, 100, 0.5)]),
+        ] {
+            decisions.extend(publish(&mut first, version));
+        }
+        assert_eq!(first.serving(), Some(2));
+        let mut restarted = supervisor();
+        // version 2's snapshot was made for another spec: version 1 is the choice
+        restarted.restore(&decisions, &BTreeSet::from([1, 3]), &BTreeSet::from([2]));
+        assert_eq!(restarted.serving(), Some(1));
+        assert_eq!(restarted.status(2), None);
+        // neither loads: nothing serves
+        let mut restarted = supervisor();
+        restarted.restore(&decisions, &BTreeSet::new(), &BTreeSet::new());
+        assert_eq!(restarted.serving(), None);
+    }
+
+    #[test]
+    fn an_adopted_version_serves_until_beaten() {
+        let mut supervisor = supervisor();
+        let stored = ModelVersion {
+            name: "m".into(),
+            version: 10,
+            epoch: 40,
+            published_at: 0,
+            bits: 4,
+            weights: std::sync::Arc::new(dataflows::publish::model::Weights::from_dense(&[0.5])),
+            metrics: RoundMetrics {
+                examples: 100,
+                logloss: 0.5,
+                scored: Vec::new(),
+            },
+        };
+        let adopted = supervisor.adopt(&stored, NOW).expect("adopt");
+        assert_eq!(adopted[0].action, Action::Promoted);
+        assert!(adopted[0].reason.starts_with("adopted from the store"));
+        assert_eq!(supervisor.serving(), Some(10));
+        publish(
+            &mut supervisor,
+            published(11, 0, vec![evidence(0, 100, 0.69)]),
+        );
+        let decisions = publish(
+            &mut supervisor,
+            published(12, 1, vec![evidence(11, 100, 0.6)]),
+        );
+        assert_eq!(about(&decisions, 11).action, Action::Rejected);
+        assert_eq!(supervisor.serving(), Some(10));
+    }
+
+    #[test]
+    fn memory_is_bounded_but_the_serving_version_is_kept() {
+        let mut supervisor = Supervisor::new(
+            "m",
+            SupervisorConfig {
+                keep_versions: 3,
+                ..config()
+            },
+        )
+        .expect("config");
+        two_good(&mut supervisor);
+        for version in 4..=12 {
+            publish(
+                &mut supervisor,
+                published(version, version, vec![evidence(version - 1, 100, 5.0)]),
+            );
+        }
+        assert_eq!(supervisor.serving(), Some(2));
+        let held: Vec<u64> = supervisor.versions.keys().copied().collect();
+        assert_eq!(held, [2, 11, 12]);
+        assert!(supervisor.evidence.len() <= 2 * config().window_epochs);
+    }
+
+    #[test]
+    fn bad_configurations_name_the_field() {
+        for (config, field) in [
+            (
+                SupervisorConfig {
+                    promote_margin: -0.1,
+                    ..config()
+                },
+                "`promote_margin`",
+            ),
+            (
+                SupervisorConfig {
+                    window_epochs: 0,
+                    ..config()
+                },
+                "`window_epochs`",
+            ),
+            (
+                SupervisorConfig {
+                    baseline_margin: 1.0,
+                    ..config()
+                },
+                "`baseline_margin`",
+            ),
+        ] {
+            let error = Supervisor::new("m", config).expect_err("invalid");
+            assert!(error.to_string().contains(field), "{error}");
+        }
+        assert!(SupervisorConfig::default().validate().is_ok());
+    }
 }
