@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{Evidence, ModelVersion, RoundMetrics, Weights};
 use pooch::publish::{SnapshotMeta, SnapshotStore};
 use pooch::serve::supervisor::{
     Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig,
@@ -19,6 +19,20 @@ const MODEL: &str = "pooch-predictor";
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The examples version `scored_by` scored, half positive, at `logloss`: they arrive with the
+/// next version's round, and judge it.
+fn evidence(scored_by: u64, logloss: f64) -> Vec<Evidence> {
+    vec![Evidence {
+        scored_by,
+        examples: 100,
+        positives: 50,
+        loss_sum: 100.0 * logloss,
+        min_probability: 0.1,
+        max_probability: 0.9,
+        extreme: 0,
+    }]
 }
 
 fn version(number: u64, logloss: f64, finite: bool) -> ModelVersion {
@@ -48,15 +62,28 @@ fn run_output() -> (tempfile::TempDir, PathBuf) {
     let mut store = SnapshotStore::open(&store_dir, 10).expect("open store");
     let mut supervisor = Supervisor::new(MODEL, SupervisorConfig::default()).expect("supervisor");
     let mut log = DecisionLog::open(DecisionLog::path_for_store(&store_dir)).expect("log");
-    for model in [
+    // each version's round holds the evidence of the one before; a fifth round, never
+    // written to the store, brings version 4's
+    let qualities = [0.5, 0.5, 0.4, 0.9];
+    for (number, model) in [
         version(1, 0.5, true),
         version(2, 0.5, true),
         version(3, 0.4, false),
         version(4, 0.9, true),
-    ] {
-        store
-            .write(&model, &SnapshotMeta::default())
-            .expect("write snapshot");
+        version(5, 0.5, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut model = model;
+        if number > 0 {
+            model.metrics.scored = evidence(number as u64, qualities[number - 1]);
+        }
+        if model.version <= 4 {
+            store
+                .write(&model, &SnapshotMeta::default())
+                .expect("write snapshot");
+        }
         let decisions = supervisor
             .on_version(&model, 1_770_000_000_000)
             .expect("supervise");
@@ -97,7 +124,7 @@ fn list_shows_versions_metrics_and_statuses() {
         "{listing}"
     );
     assert!(
-        row("4").contains("0.9000  finite      rejected: worse than allowed"),
+        row("4").contains("0.9000  finite      rejected: no better than the constant model"),
         "{listing}"
     );
     assert!(
@@ -123,11 +150,12 @@ fn pin_unpin_and_rollback_reach_a_running_supervisor_through_the_control_file() 
     let store_text = store_arg(&store);
     // the "running" supervisor, with the same versions
     let mut supervisor = Supervisor::new(MODEL, SupervisorConfig::default()).expect("supervisor");
-    for number in [1, 2] {
-        supervisor
-            .on_version(&version(number, 0.5, true), 0)
-            .expect("supervise");
+    for number in [1, 2, 3] {
+        let mut model = version(number, 0.5, true);
+        model.metrics.scored = evidence(number - 1, 0.5);
+        supervisor.on_version(&model, 0).expect("supervise");
     }
+    assert_eq!(supervisor.serving(), Some(2));
     let mut watcher = ControlWatcher::new(&store, MODEL).expect("watcher");
 
     let output = pooch(&[

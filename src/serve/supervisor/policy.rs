@@ -669,6 +669,13 @@ impl Supervisor {
         }));
         let window = tally.window(first_epoch, record.epoch);
         let constant = tally.constant();
+        let own_tally = Tally::over(
+            self.evidence
+                .iter()
+                .filter(|scored| scored.version == version),
+        );
+        let own_logloss = Tally::mean(own_tally.loss_sum, own_tally.examples);
+        let own_constant = own_tally.constant();
         let own = record.own;
         let mut metrics = DecisionMetrics {
             round: Some(record.round),
@@ -697,6 +704,11 @@ impl Supervisor {
                 } else {
                     String::new()
                 }
+            ))
+        } else if own_logloss >= own_constant {
+            rejection(format!(
+                "no better than the constant model on the examples it scored: logloss {:.4} over {} examples against {:.4} for the running positive rate",
+                own_logloss, own_tally.examples, own_constant
             ))
         } else if window.logloss > constant * (1.0 - self.config.baseline_margin) {
             let limit = constant * (1.0 - self.config.baseline_margin);
