@@ -130,6 +130,14 @@ struct RunArgs {
     /// For testing backpressure: training pauses this long at every epoch.
     #[arg(long, value_name = "MS", hide = true)]
     debug_slow_training_ms: Option<u64>,
+    /// In a cluster (-n > 1): abort when the other processes have not all joined within
+    /// SECS, naming the missing one and its address.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    peer_timeout: u64,
+    /// In a cluster: a process heard nothing from for SECS is stopped or hung, and ends the
+    /// run (status 1, naming it). A dead process is seen at once.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    hang_timeout: u64,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -254,6 +262,10 @@ fn run_command(args: RunArgs) -> ExitCode {
         ..pooch::serve::http::HttpConfig::default()
     });
     options.serve_after_input = !args.exit_after_input;
+    options.cluster = pooch::cluster::ClusterSettings {
+        peer_timeout: std::time::Duration::from_secs(args.peer_timeout),
+        hang_timeout: std::time::Duration::from_secs(args.hang_timeout),
+    };
     options.slow_training_per_epoch = args
         .debug_slow_training_ms
         .map(std::time::Duration::from_millis);
@@ -263,6 +275,10 @@ fn run_command(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
+        Err(error) if error.is_stop() => {
+            eprintln!("pooch run: {error}; nothing was read");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("pooch run: {error}");
             if error.is_usage() {

@@ -15,10 +15,10 @@ use crate::serve::serving::ServingState;
 type Change = ((Symbol, u32), Accum);
 
 /// Folds each complete epoch's feature changes into the serving state, at worker 0, once the
-/// epoch has closed on every worker.
+/// epoch has closed on every worker. Every worker attaches it; `serving` is worker 0's only
+/// (on process 0), the others drop what reaches them (nothing: changes go to worker 0).
 pub fn attach_serving<'scope>(
-    serving: Arc<ServingState>,
-    leader: bool,
+    serving: Option<Arc<ServingState>>,
     tick: u64,
     changes: timely::dataflow::StreamVec<'scope, Time, Change>,
 ) {
@@ -42,13 +42,13 @@ pub fn attach_serving<'scope>(
                     break;
                 }
                 if let Some(changes) = pending.remove(&epoch)
-                    && leader
+                    && let Some(serving) = &serving
                 {
                     serving.apply_epoch(epoch, &changes);
                 }
             }
             // epochs without changes are complete too
-            if leader {
+            if let Some(serving) = &serving {
                 // (an empty frontier is the end of the run, which closes no further epoch)
                 if let Some(closed) = frontier.frontier().first().map(|&time| time / tick)
                     && closed > 0
