@@ -5,11 +5,15 @@
 //! |---|---|
 //! | [`connect`] | the connection phase: every pair joined within the peer timeout, or a stop |
 //! | [`watch`] | the heartbeat between processes, and timely's communication panics as one line |
+//! | [`supervise`] | `pooch cluster`: starting the processes, restarting them, the budget, the log |
+//! | [`serve`] | `pooch cluster --http`: serving from the supervisor, following the snapshot store |
 //!
 //! [`communication`] puts them together for a run: for a cluster it joins the processes,
 //! starts the watch, and hands timely the connections.
 
 pub mod connect;
+pub mod serve;
+pub mod supervise;
 pub mod watch;
 
 use std::any::Any;

@@ -102,6 +102,9 @@ pub struct RunOptions {
     /// For a cluster: how long to wait for the other processes, and when a silent one is
     /// hung.
     pub cluster: crate::cluster::ClusterSettings,
+    /// Number the versions from this one rather than from the snapshot store's next: every
+    /// attempt of a supervised cluster numbers them alike (`pooch cluster`).
+    pub first_version: Option<u64>,
 }
 
 impl RunOptions {
@@ -125,6 +128,7 @@ impl RunOptions {
             http_bound: None,
             serve_after_input: false,
             cluster: crate::cluster::ClusterSettings::default(),
+            first_version: None,
         }
     }
 }
