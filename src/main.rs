@@ -380,14 +380,26 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
             "timely flag `{flag}`: -n, -p and -h are the supervisor's (use -n and --hostfile)"
         )));
     }
-    if run_args
-        .iter()
-        .any(|arg| arg.starts_with("--http") || arg == "--exit-after-input")
-    {
-        return Err(usage(
-            "--http goes before the run's arguments: `pooch cluster -n N --http ADDR --pipeline ...`, and the supervisor serves".into(),
-        ));
+    // --http and --exit-after-input among the run's arguments are the supervisor's: it serves
+    let mut args = args;
+    let mut kept = Vec::with_capacity(run_args.len());
+    let mut taken = run_args.into_iter();
+    while let Some(arg) = taken.next() {
+        let value = if arg == "--http" {
+            Some(taken.next().unwrap_or_default())
+        } else {
+            arg.strip_prefix("--http=").map(str::to_owned)
+        };
+        if let Some(value) = value {
+            args.http =
+                Some(parse_http_addr(&value).map_err(|error| usage(format!("--http: {error}")))?);
+        } else if arg == "--exit-after-input" {
+            args.exit_after_input = true;
+        } else {
+            kept.push(arg);
+        }
     }
+    let run_args = kept;
     let checked = RunOnly::try_parse_from(
         std::iter::once("pooch run".to_owned())
             .chain(run_args.iter().cloned())
