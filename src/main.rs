@@ -197,6 +197,10 @@ struct RunArgs {
     /// it, so that every attempt numbers alike).
     #[arg(long, value_name = "V", hide = true)]
     first_version: Option<u64>,
+    /// Write each complete epoch's feature changes to FILE, for a serving process outside the
+    /// run (`pooch cluster --http` passes it to process 0).
+    #[arg(long, value_name = "FILE", hide = true)]
+    serving_feed: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -337,6 +341,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         hang_timeout: std::time::Duration::from_secs(args.hang_timeout),
     };
     options.first_version = args.first_version;
+    options.serving_feed = args.serving_feed;
     options.slow_training_per_epoch = args
         .debug_slow_training_ms
         .map(std::time::Duration::from_millis);
@@ -480,11 +485,22 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
         }
         None => None,
     };
+    // process 0 feeds the supervisor's serving state the feature changes
+    let first_process_args = match &endpoint {
+        Some(_) => vec![
+            "--serving-feed".to_owned(),
+            pooch::cluster::serve::feed_path(&checked.out)
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        None => Vec::new(),
+    };
     let options = SuperviseOptions {
         program,
         processes,
         addresses,
         run_args: child_args,
+        first_process_args,
         timely_args,
         out: checked.out.clone(),
         max_restarts: args.max_restarts,

@@ -586,6 +586,8 @@ fn the_supervisor_serves_under_load_through_a_worker_death() {
         .json()
         .expect("JSON");
     let version = answer["version"].as_u64().expect("a version");
+    // the supervisor folds in the feature changes process 0 feeds it
+    assert!(answer["features_epoch"].as_u64().is_some(), "{answer}");
     let promoted: Vec<u64> = json_lines(&out.join("decisions.jsonl"))
         .iter()
         .filter(|decision| decision["action"] == "promoted")

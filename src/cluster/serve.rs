@@ -9,6 +9,11 @@
 //! version is loaded, and answers go on naming the version they used. A restarted attempt
 //! replays from the start and writes the same versions again, so the newest on disk only ever
 //! moves forward.
+//!
+//! The features come the same way: process 0 writes each complete epoch's feature changes to
+//! a feed file ([`feed_path`]), and the supervisor folds in each epoch newer than the last it
+//! has. A restarted attempt makes the file anew and replays the epochs it has from the start
+//! (the same changes: the run is deterministic), which are skipped until it gets past them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +32,65 @@ use crate::spec::Spec;
 
 /// How often the store is looked at for new versions (and the control file for commands).
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The feature feed a supervised run's process 0 writes, `OUT/serving-feed.jsonl`.
+pub fn feed_path(out: &std::path::Path) -> std::path::PathBuf {
+    out.join("serving-feed.jsonl")
+}
+
+/// Where the supervisor is in the feed file.
+struct FeedFollower {
+    path: std::path::PathBuf,
+    /// The file being read (its inode): a restart makes a new one.
+    inode: Option<u64>,
+    /// Bytes consumed, up to the last complete line.
+    offset: u64,
+    /// The newest epoch folded in.
+    applied: Option<u64>,
+}
+
+impl FeedFollower {
+    /// Folds in the complete epochs written since the last call.
+    fn follow(&mut self, serving: &ServingState) {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let Ok(meta) = file.metadata() else { return };
+        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
+            // a new attempt's feed: read it from its start, skipping epochs already folded in
+            self.inode = Some(meta.ino());
+            self.offset = 0;
+        }
+        if meta.len() == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut text = String::new();
+        if file.read_to_string(&mut text).is_err() {
+            return;
+        }
+        // only complete lines: the writer may be in the middle of one
+        let Some(end) = text.rfind('\n') else { return };
+        for line in text[..end].lines() {
+            let Ok(entry) = serde_json::from_str::<FeedLine>(line) else {
+                continue;
+            };
+            if self.applied.is_none_or(|applied| entry.epoch > applied) {
+                serving.apply_epoch(entry.epoch, &entry.changes);
+                self.applied = Some(entry.epoch);
+            }
+        }
+        self.offset += end as u64 + 1;
+    }
+}
+
+/// A line of the feed file.
+#[derive(serde::Deserialize)]
+struct FeedLine {
+    epoch: u64,
+    changes: Vec<((u64, u32), (i64, i64))>,
+}
 
 /// The serving state and the cluster's counters, behind one HTTP endpoint.
 struct ClusterBackend {
@@ -89,6 +153,17 @@ impl ClusterEndpoint {
         let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))?;
         serving.attach_store(store_dir.clone(), log)?;
         let store = SnapshotStore::open(&store_dir, retain.max(1))?;
+        // a feed left by an earlier run is not this run's: its first attempt writes anew
+        match std::fs::remove_file(feed_path(out)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(RunError::Output(crate::runtime::output::OutputError {
+                    path: feed_path(out),
+                    source,
+                }));
+            }
+        }
         let mut newest = 0;
         follow(&store, &plan.model.name, &serving, &mut newest);
         let backend = ClusterBackend {
@@ -104,12 +179,19 @@ impl ClusterEndpoint {
         let done = Arc::new(AtomicBool::new(false));
         let follower = {
             let (done, model) = (Arc::clone(&done), plan.model.name.clone());
+            let mut feed = FeedFollower {
+                path: feed_path(out),
+                inode: None,
+                offset: 0,
+                applied: None,
+            };
             std::thread::Builder::new()
                 .name("pooch:follow-store".into())
                 .spawn(move || {
                     while !done.load(Ordering::Relaxed) {
                         std::thread::sleep(FOLLOW_INTERVAL);
                         follow(&store, &model, &serving, &mut newest);
+                        feed.follow(&serving);
                         serving.poll_control();
                     }
                 })

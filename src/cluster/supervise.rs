@@ -34,6 +34,8 @@ pub struct SuperviseOptions {
     pub addresses: Vec<String>,
     /// `pooch run`'s arguments before timely's flags.
     pub run_args: Vec<String>,
+    /// More of them, for process 0 only.
+    pub first_process_args: Vec<String>,
     /// Timely's flags for every process (`-w`), without `-n`, `-p` and `-h`.
     pub timely_args: Vec<String>,
     /// The run's output directory: the hostfile and the log go there.
@@ -299,9 +301,11 @@ fn spawn(
     index: usize,
 ) -> Result<Child, SuperviseError> {
     let mut command = Command::new(&options.program);
+    command.arg("run").args(&options.run_args);
+    if index == 0 {
+        command.args(&options.first_process_args);
+    }
     command
-        .arg("run")
-        .args(&options.run_args)
         .arg("--")
         .args(&options.timely_args)
         .args(["-n", &options.processes.to_string()])

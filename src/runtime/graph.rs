@@ -19,7 +19,7 @@ use timely::worker::Worker;
 
 use crate::runtime::RunOptions;
 use crate::runtime::output::{DeadLetter, ReadProgress};
-use crate::runtime::serving_feed::attach_serving;
+use crate::runtime::serving_feed::{FeedWriter, attach_serving};
 use crate::runtime::sinks::{
     Outputs, SharedLeader, attach_exact_sink, attach_sinks, graph_error_letters,
 };
@@ -152,7 +152,18 @@ pub fn build(
         if serve_features {
             let changes = dataflows::serve::changes::feature_changes(plan, graph.store);
             let serving = options.serving.clone().filter(|_| index == 0);
-            attach_serving(serving, plan.tick_secs, changes);
+            let feed = options
+                .serving_feed
+                .as_ref()
+                .filter(|_| index == 0)
+                .and_then(|path| {
+                    FeedWriter::create(path)
+                        .map_err(|error| {
+                            eprintln!("pooch: serving feed {}: {error}; no feed", path.display());
+                        })
+                        .ok()
+                });
+            attach_serving(serving, feed, plan.tick_secs, changes);
         } else {
             drop(graph.store);
         }

@@ -105,6 +105,9 @@ pub struct RunOptions {
     /// Number the versions from this one rather than from the snapshot store's next: every
     /// attempt of a supervised cluster numbers them alike (`pooch cluster`).
     pub first_version: Option<u64>,
+    /// Write each complete epoch's feature changes to this file (worker 0), for a serving
+    /// process outside the run (`pooch cluster --http`).
+    pub serving_feed: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -129,6 +132,7 @@ impl RunOptions {
             serve_after_input: false,
             cluster: crate::cluster::ClusterSettings::default(),
             first_version: None,
+            serving_feed: None,
         }
     }
 }

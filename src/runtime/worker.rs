@@ -128,7 +128,7 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Summary>, RunErr
         .as_ref()
         .map_or(0, |leader| leader.next_version);
     // and whether any process serves: then every worker builds the serving feed
-    let serves = u64::from(job.options.serving.is_some());
+    let serves = u64::from(job.options.serving.is_some() || job.options.serving_feed.is_some());
     let agreed = agree(worker, vec![next_version, serves]);
     let first_version = agreed[0].max(1);
     let serve_features = agreed[1] == 1;
