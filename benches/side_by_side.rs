@@ -23,6 +23,10 @@
 //!   idle run (input read, still serving) measured by both. Skipped with a message when `hey`
 //!   or `wrk` is missing (`apt-get install hey wrk`).
 //!
+//! `BENCH_STREAMS=criteo,elec2` runs only the streams whose names start so (serving runs when
+//! the Sniffable streams are among them); the streams it runs replace their earlier entries in
+//! the results, the others are kept.
+//!
 //! Results go to `target/bench-results/side_by_side.json` (time, throughput, scaling, logloss,
 //! the VW ratio), `memory.json` (peak RSS per stream and layout) and `serving.json`, and a
 //! table is printed. On 2 cores, 4 workers measure overhead, not speed-up.
@@ -123,6 +127,20 @@ fn main() {
     for stream in &streams {
         stream_results.push(bench.stream(stream, python.as_ref()));
     }
+    // a run of some streams keeps the earlier results of the others
+    let earlier = std::fs::read_to_string(results_dir.join("side_by_side.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Json>(&text).ok());
+    if let Some(earlier) = earlier.filter(|_| std::env::var_os("BENCH_STREAMS").is_some()) {
+        for old in earlier["streams"].as_array().into_iter().flatten() {
+            if !stream_results
+                .iter()
+                .any(|new| new["stream"] == old["stream"])
+            {
+                stream_results.push(old.clone());
+            }
+        }
+    }
     let memory = memory_section(&stream_results);
     let meta = json!({
         "date": started,
@@ -146,21 +164,33 @@ fn main() {
     print_table(&stream_results);
     print_memory(&memory);
 
-    let long = if quick {
-        "sniffable-d84"
-    } else {
-        "sniffable-d280"
-    };
-    let serving = bench.serving(&streams, long);
-    write_json(
-        &results_dir.join("serving.json"),
-        &json!({"benchmark": "serving", "meta": meta, "serving": serving}),
-    );
-    print_serving(&serving);
+    let long = format!("sniffable-d{}", long_days(quick));
+    if let Some(serving) = bench.serving(&streams, &long) {
+        write_json(
+            &results_dir.join("serving.json"),
+            &json!({"benchmark": "serving", "meta": meta, "serving": serving}),
+        );
+        print_serving(&serving);
+    }
     println!(
         "results in {}/{{side_by_side,memory,serving}}.json",
         results_dir.display()
     );
+}
+
+/// The long Sniffable stream's days: 10× the default, or 2× when quick.
+fn long_days(quick: bool) -> u32 {
+    if quick { 56 } else { 280 }
+}
+
+/// Whether `BENCH_STREAMS` (comma-separated name prefixes) leaves the stream in; all when unset.
+fn wanted(name: &str) -> bool {
+    match std::env::var("BENCH_STREAMS") {
+        Ok(list) => list
+            .split(',')
+            .any(|prefix| !prefix.is_empty() && name.starts_with(prefix.trim())),
+        Err(_) => true,
+    }
 }
 
 impl Bench {
@@ -171,21 +201,26 @@ impl Bench {
         let all = LAYOUTS.to_vec();
         let criteo_rows: u64 = if self.quick { 200_000 } else { 1_000_000 };
         let criteo = data.join(format!("criteo-{criteo_rows}"));
-        self.generate(
-            &criteo.join("criteo.tsv"),
-            &["generate", "criteo", "--rows", &criteo_rows.to_string()],
-            &criteo,
-        );
-        let mut streams = vec![Stream {
-            name: format!("criteo-{criteo_rows}"),
-            spec: pipelines.join("criteo.toml"),
-            data: criteo.clone(),
-            vw: Some(("criteo", criteo)),
-            runs,
-            layouts: all.clone(),
-        }];
-        let long_days = if self.quick { 84 } else { 280 };
-        for days in [28, long_days] {
+        let mut streams = Vec::new();
+        if wanted(&format!("criteo-{criteo_rows}")) {
+            self.generate(
+                &criteo.join("criteo.tsv"),
+                &["generate", "criteo", "--rows", &criteo_rows.to_string()],
+                &criteo,
+            );
+            streams.push(Stream {
+                name: format!("criteo-{criteo_rows}"),
+                spec: pipelines.join("criteo.toml"),
+                data: criteo.clone(),
+                vw: Some(("criteo", criteo)),
+                runs,
+                layouts: all.clone(),
+            });
+        }
+        for days in [28, long_days(self.quick)] {
+            if !wanted(&format!("sniffable-d{days}")) {
+                continue;
+            }
             let dir = data.join(format!("sniffable-d{days}"));
             self.generate(
                 &dir.join("posts.csv"),
@@ -197,9 +232,14 @@ impl Bench {
                 spec: pipelines.join("sniffable.toml"),
                 data: dir.clone(),
                 vw: Some(("sniffable", dir)),
-                // the long stream takes a minute or more per run: once per layout
+                // the long stream takes a minute or more per run: once per layout, and in quick
+                // mode at 1 and 2 workers only
                 runs: if days == 28 { runs } else { 1 },
-                layouts: all.clone(),
+                layouts: if days == 28 || !self.quick {
+                    all.clone()
+                } else {
+                    all[..2].to_vec()
+                },
             });
         }
         if shared.join("ml-100k/u.data").exists() {
@@ -207,6 +247,9 @@ impl Bench {
                 ("movielens-ids", "movielens-ids.toml"),
                 ("movielens", "movielens.toml"),
             ] {
+                if !wanted(name) {
+                    continue;
+                }
                 streams.push(Stream {
                     name: name.into(),
                     spec: pipelines.join(spec),
@@ -222,7 +265,8 @@ impl Bench {
                 shared.join("ml-100k/u.data").display()
             );
         }
-        if shared.join("elec2/elec.csv").exists() {
+        let elec2 = shared.join("elec2/elec.csv");
+        if wanted("elec2") && elec2.exists() {
             streams.push(Stream {
                 name: "elec2".into(),
                 spec: pipelines.join("elec2.toml"),
@@ -237,10 +281,10 @@ impl Bench {
                     all.clone()
                 },
             });
-        } else {
+        } else if wanted("elec2") {
             eprintln!(
                 "side_by_side: elec2 skipped: {} is missing",
-                shared.join("elec2/elec.csv").display()
+                elec2.display()
             );
         }
         streams
@@ -361,6 +405,9 @@ impl Bench {
         }
         json!({
             "stream": stream.name,
+            // a stream's entry may outlive the run that wrote the rest (BENCH_STREAMS)
+            "date": iso_now(),
+            "quick": self.quick,
             "spec": stream.spec.strip_prefix(&self.root).unwrap_or(&stream.spec),
             "data": stream.data,
             "runs": stream.runs,
@@ -450,16 +497,18 @@ impl Bench {
         }
     }
 
-    /// Serving while ingesting (the long Sniffable stream) and idle (the default one).
-    fn serving(&mut self, streams: &[Stream], long: &str) -> Json {
+    /// Serving while ingesting (the long Sniffable stream) and idle (the default one); `None`
+    /// when `BENCH_STREAMS` leaves them out.
+    fn serving(&mut self, streams: &[Stream], long: &str) -> Option<Json> {
+        let find = |name: &str| streams.iter().find(|stream| stream.name == name);
+        let (Some(long), Some(short)) = (find(long), find("sniffable-d28")) else {
+            eprintln!("side_by_side: serving left out with the Sniffable streams");
+            return None;
+        };
         let (Some(hey), Some(wrk)) = (tool("hey"), tool("wrk")) else {
             let message = "hey or wrk is missing: install them with `apt-get install hey wrk`";
             eprintln!("side_by_side: serving skipped: {message}");
-            return json!({"skipped": message});
-        };
-        let find = |name: &str| streams.iter().find(|stream| stream.name == name);
-        let (Some(long), Some(short)) = (find(long), find("sniffable-d28")) else {
-            return json!({"skipped": "the Sniffable streams are missing"});
+            return Some(json!({"skipped": message}));
         };
         let phase_secs: u64 = env_or("BENCH_SERVE_SECS", if self.quick { 3 } else { 8 });
         let lua = self.root.join("target/bench-out/predict.lua");
@@ -479,7 +528,7 @@ impl Bench {
         };
         let ingesting = self.serve_ingesting(long, &clients);
         let idle = self.serve_idle(short, &clients);
-        json!({
+        Some(json!({
             "workers": 2,
             "query": serde_json::from_str::<Json>(QUERY).expect("query"),
             "phase_secs": phase_secs,
@@ -487,7 +536,7 @@ impl Bench {
             "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS},
             "ingesting": ingesting,
             "idle": idle,
-        })
+        }))
     }
 
     fn spawn_serving(&self, stream: &Stream, out: &Path, exit_after_input: bool) -> Served {
