@@ -313,7 +313,7 @@ impl Bench {
                 &self.root,
                 kind,
                 path,
-                &self.root.join("target/bench-data/vw"),
+                &self.root.join("target/bench-data/vw").join(&stream.name),
                 stream.runs,
             ),
             (None, _) => json!({"skipped": "VW is not installed (see the message above)"}),
