@@ -120,6 +120,16 @@ fn main() {
     std::fs::create_dir_all(&results_dir).expect("results directory");
     let started = iso_now();
     let load_before = load_average();
+    let commit = git_commit(&root);
+    let mut command = if quick {
+        "./run.sh bench quick"
+    } else {
+        "./run.sh bench"
+    }
+    .to_owned();
+    if let Ok(streams) = std::env::var("BENCH_STREAMS") {
+        command = format!("BENCH_STREAMS={streams} {command}");
+    }
 
     let streams = bench.streams(runs);
     let python = vw_python(&root);
@@ -150,8 +160,8 @@ fn main() {
         "cores": std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(0),
         "load_average_before": load_before,
         "load_average_after": load_average(),
-        "git_commit": git_commit(&root),
-        "command": if quick { "./run.sh bench quick" } else { "./run.sh bench" },
+        "git_commit": commit,
+        "command": command,
     });
     write_json(
         &results_dir.join("side_by_side.json"),
