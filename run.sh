@@ -4,7 +4,7 @@
 #   ./run.sh                  the main job: Sniffable, generated if missing, at 2 workers
 #   ./run.sh test             formatting, lints, the release build and every test
 #   ./run.sh bench            the benchmarks (figures go to target/bench-results/)
-#   ./run.sh bench quick      the side-by-side benchmark (pooch beside VW) alone, in a few minutes
+#   ./run.sh bench quick      the side-by-side benchmark (pooch beside VW) alone, on small streams
 #   ./run.sh movielens        the MovieLens 100K pipeline on ../shared/data
 #   ./run.sh elec2            the elec2 pipeline on ../shared/data
 #   ./run.sh quality          progressive logloss on ../shared/data beside the anchors
