@@ -48,7 +48,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use abomonation::Abomonation;
-use dataflows::publish::model::{ModelVersion, RoundMetrics, Weights};
+use dataflows::publish::model::{Evidence, ModelVersion, RoundMetrics, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::files::io_error;
@@ -589,6 +589,24 @@ struct MetricsRecord {
     examples: u64,
     #[serde(with = "exact_f64")]
     logloss: f64,
+    /// The round's examples by scoring version (absent in snapshots written before it was).
+    #[serde(default)]
+    scored: Vec<EvidenceRecord>,
+}
+
+/// `Evidence` as stored, its figures in round-trip notation like the loss.
+#[derive(Serialize, Deserialize)]
+struct EvidenceRecord {
+    scored_by: u64,
+    examples: u64,
+    positives: u64,
+    #[serde(with = "exact_f64")]
+    loss_sum: f64,
+    #[serde(with = "exact_f64")]
+    min_probability: f64,
+    #[serde(with = "exact_f64")]
+    max_probability: f64,
+    extreme: u64,
 }
 
 impl MetadataRecord {
@@ -602,6 +620,20 @@ impl MetadataRecord {
             metrics: MetricsRecord {
                 examples: model.metrics.examples,
                 logloss: model.metrics.logloss,
+                scored: model
+                    .metrics
+                    .scored
+                    .iter()
+                    .map(|evidence| EvidenceRecord {
+                        scored_by: evidence.scored_by,
+                        examples: evidence.examples,
+                        positives: evidence.positives,
+                        loss_sum: evidence.loss_sum,
+                        min_probability: evidence.min_probability,
+                        max_probability: evidence.max_probability,
+                        extreme: evidence.extreme,
+                    })
+                    .collect(),
             },
             spec_hash: meta.spec_hash.clone(),
             features_hash: meta.features_hash.clone(),
@@ -622,8 +654,20 @@ impl MetadataRecord {
                 metrics: RoundMetrics {
                     examples: self.metrics.examples,
                     logloss: self.metrics.logloss,
-                    // the split by scoring version is the supervisor's, as it runs: not stored
-                    scored: Vec::new(),
+                    scored: self
+                        .metrics
+                        .scored
+                        .into_iter()
+                        .map(|evidence| Evidence {
+                            scored_by: evidence.scored_by,
+                            examples: evidence.examples,
+                            positives: evidence.positives,
+                            loss_sum: evidence.loss_sum,
+                            min_probability: evidence.min_probability,
+                            max_probability: evidence.max_probability,
+                            extreme: evidence.extreme,
+                        })
+                        .collect(),
                 },
             },
             meta: SnapshotMeta {
