@@ -12,11 +12,15 @@ use serde_json::{Value as Json, json};
 use crate::clock::now_unix_ms;
 use crate::publish::{self, SnapshotStore};
 use crate::serve::supervisor::{
-    ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorError,
+    ControlWatcher, Decision, DecisionLog, Supervisor, SupervisorError, VersionStatus,
 };
 
 /// How often, at most, the control file is looked at.
 const CONTROL_POLL: Duration = Duration::from_millis(200);
+
+/// Candidates held at most, awaiting the evidence that judges them (Sniffable's label horizon
+/// is 24 versions).
+const MAX_CANDIDATES_HELD: usize = 256;
 
 /// Decisions of this run kept for `GET /v1/models`, newest last.
 const RECENT_DECISIONS: usize = 100;
@@ -236,9 +240,27 @@ impl Supervision {
             self.held.insert(version, loaded);
         }
         let newest: Vec<u64> = self.held.keys().rev().take(self.keep).copied().collect();
+        // a candidate is promoted when its own evidence arrives, a label horizon after it was
+        // published: it is held until judged (the newest MAX_CANDIDATES_HELD of them)
+        let candidates: BTreeSet<u64> = self
+            .held
+            .keys()
+            .rev()
+            .filter(|version| {
+                matches!(
+                    self.supervisor.status(**version),
+                    Some(VersionStatus::Candidate { .. })
+                )
+            })
+            .take(MAX_CANDIDATES_HELD)
+            .copied()
+            .collect();
         let pinned = self.supervisor.pinned();
         self.held.retain(|version, _| {
-            newest.contains(version) || Some(*version) == wanted || Some(*version) == pinned
+            newest.contains(version)
+                || candidates.contains(version)
+                || Some(*version) == wanted
+                || Some(*version) == pinned
         });
         match wanted {
             None => Serve::Nothing,
