@@ -413,11 +413,11 @@ impl Supervisor {
                 });
             let reason = decision.reason.clone();
             match decision.action {
-                Action::Promoted | Action::HeldByPin if decision.by == Actor::Supervisor => {
-                    if decision.metrics.window.is_some() {
-                        record.status = VersionStatus::Promoted;
-                        record.figure = decision.metrics.window;
-                    }
+                Action::Promoted | Action::HeldByPin
+                    if decision.by == Actor::Supervisor && decision.metrics.window.is_some() =>
+                {
+                    record.status = VersionStatus::Promoted;
+                    record.figure = decision.metrics.window;
                 }
                 Action::Rejected => {
                     if reason.contains("weights are not all finite") {
