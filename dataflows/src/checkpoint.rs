@@ -38,6 +38,8 @@ use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::operators::generic::Operator;
@@ -62,6 +64,11 @@ pub struct WorkerState {
     pub facts: Vec<(Fact, isize)>,
     /// The corrections this worker gave the graph before the cut, consolidated, in order.
     pub corrections: Vec<(Correction, isize)>,
+    /// The facts this worker had already given the graph for times at or after the cut (a
+    /// reader gives facts ahead of the epoch it closes), at their times.
+    pub facts_ahead: Vec<(Fact, Time, isize)>,
+    /// The corrections given for times at or after the cut, at their times.
+    pub corrections_ahead: Vec<(Correction, Time, isize)>,
     /// Label requests generated before the cut and due at or after it, at their due times.
     pub labels: Vec<(LabelRequest, Time, isize)>,
     /// The trainer's state.
@@ -125,6 +132,14 @@ impl WorkerState {
                 out[position % peers].corrections.push(correction);
                 position += 1;
             }
+            for fact in state.facts_ahead {
+                out[position % peers].facts_ahead.push(fact);
+                position += 1;
+            }
+            for correction in state.corrections_ahead {
+                out[position % peers].corrections_ahead.push(correction);
+                position += 1;
+            }
             for label in state.labels {
                 out[position % peers].labels.push(label);
                 position += 1;
@@ -149,6 +164,8 @@ impl WorkerState {
         for state in &mut out {
             state.facts.sort();
             state.corrections.sort();
+            state.facts_ahead.sort();
+            state.corrections_ahead.sort();
             state.labels.sort();
         }
         if let Some(model) = model {
@@ -228,8 +245,10 @@ impl Checkpointing {
     }
 
     /// Asks for the state at `cut`, an epoch boundary the inputs have not yet advanced to.
-    /// Advance them to `cut` (giving nothing at or after it), then step the worker until
-    /// [`Checkpointing::take`] gives the state.
+    /// Advance them to `cut`, then step the worker until [`Checkpointing::take`] gives the
+    /// state, and only then give the graph more. Facts and corrections may have been given
+    /// ahead, for times at or after the cut (the state keeps them); queries must not have
+    /// been (a query waiting for the store is not part of the state).
     pub fn request(&self, cut: Time) {
         let mut export = self.export.borrow_mut();
         export.cut = Some(cut);
@@ -298,14 +317,19 @@ impl Checkpointing {
     }
 }
 
-/// Keeps the consolidated updates of a collection for the state's `part`, depositing them
-/// once the collection is complete up to the requested cut.
+/// What [`keep_consolidated`] deposits: the updates before the cut, consolidated, and those
+/// at or after it, at their times.
+pub(crate) type Kept<D> = (Vec<(D, isize)>, Vec<(D, Time, isize)>);
+
+/// Keeps the updates of a collection for the state's `part`: those the frontier has passed
+/// consolidated, the others at their times; deposits them once the collection is complete up
+/// to the requested cut.
 pub(crate) fn keep_consolidated<'scope, D>(
     collection: &VecCollection<'scope, Time, D>,
     checkpointing: &Rc<Checkpointing>,
     part: Part,
     name: &str,
-    deposit: fn(&mut WorkerState, Vec<(D, isize)>),
+    deposit: fn(&mut WorkerState, Kept<D>),
 ) where
     D: differential_dataflow::Data + Hash,
 {
@@ -314,26 +338,44 @@ pub(crate) fn keep_consolidated<'scope, D>(
     }
     checkpointing.expect(part);
     let checkpointing = Rc::clone(checkpointing);
-    let mut held: HashMap<D, isize> = HashMap::new();
+    let mut past: HashMap<D, isize> = HashMap::new();
+    let mut ahead: BTreeMap<Time, Vec<(D, isize)>> = BTreeMap::new();
     collection
         .inner
         .clone()
         .sink(Pipeline, name, move |(input, frontier)| {
             input.for_each(|_, data| {
-                for (datum, _time, diff) in data.drain(..) {
-                    *held.entry(datum).or_insert(0) += diff;
+                for (datum, time, diff) in data.drain(..) {
+                    ahead.entry(time).or_default().push((datum, diff));
                 }
             });
+            // what the frontier has passed is consolidated
+            let passed = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            let later = ahead.split_off(&passed);
+            for (_, updates) in std::mem::replace(&mut ahead, later) {
+                for (datum, diff) in updates {
+                    *past.entry(datum).or_insert(0) += diff;
+                }
+            }
             if let Some(cut) = checkpointing.wants(part)
                 && !frontier.less_than(&cut)
             {
-                held.retain(|_, diff| *diff != 0);
-                let mut updates: Vec<(D, isize)> = held
+                past.retain(|_, diff| *diff != 0);
+                let mut before: Vec<(D, isize)> = past
                     .iter()
                     .map(|(datum, diff)| (datum.clone(), *diff))
                     .collect();
-                updates.sort();
-                checkpointing.deposit(part, |state| deposit(state, updates));
+                before.sort();
+                let mut after: Vec<(D, Time, isize)> = ahead
+                    .iter()
+                    .flat_map(|(&time, updates)| {
+                        updates
+                            .iter()
+                            .map(move |(datum, diff)| (datum.clone(), time, *diff))
+                    })
+                    .collect();
+                after.sort();
+                checkpointing.deposit(part, |state| deposit(state, (before, after)));
             }
         });
 }
@@ -367,11 +409,13 @@ pub(crate) fn keep_pending_labels<'scope>(
             if let Some(cut) = checkpointing.wants(Part::Labels)
                 && !frontier.less_than(&cut)
             {
+                // the requests of facts given ahead of the cut are made again from them
                 let mut labels: Vec<(LabelRequest, Time, isize)> = pending
                     .range(cut..)
                     .flat_map(|(&time, requests)| {
                         requests
                             .iter()
+                            .filter(|(request, _)| request.fact_at < cut)
                             .map(move |(request, diff)| (request.clone(), time, *diff))
                     })
                     .collect();
@@ -380,6 +424,32 @@ pub(crate) fn keep_pending_labels<'scope>(
             }
         },
     );
+}
+
+/// The batches of `stream` sent at or after `cut`: in a resumed graph, those before it carry
+/// the state resumed from.
+pub(crate) fn sent_from<'scope, D: Clone + 'static>(
+    stream: StreamVec<'scope, Time, D>,
+    cut: Option<Time>,
+) -> StreamVec<'scope, Time, D> {
+    let Some(cut) = cut else {
+        return stream;
+    };
+    stream.unary::<CapacityContainerBuilder<Vec<D>>, _, _, _>(
+        Pipeline,
+        "Checkpoint: sent from the cut",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    if capability.least().is_some_and(|&time| time >= cut) {
+                        output.session(&capability).give_container(data);
+                    } else {
+                        data.clear();
+                    }
+                });
+            }
+        },
+    )
 }
 
 /// The updates resumed from, as a collection at their own times.

@@ -164,11 +164,16 @@ pub fn build_with<'scope>(
                 .resume_with(|state| {
                     let facts = std::mem::take(&mut state.facts);
                     let corrections = std::mem::take(&mut state.corrections);
-                    (facts, corrections)
+                    let facts_ahead = std::mem::take(&mut state.facts_ahead);
+                    let corrections_ahead = std::mem::take(&mut state.corrections_ahead);
+                    (facts, corrections, facts_ahead, corrections_ahead)
                 })
                 .unwrap_or_default();
+            // what was given ahead of the cut is given again at its own time
             let old_facts = restored.0.into_iter().map(|(fact, diff)| (fact, at, diff));
+            let old_facts = old_facts.chain(restored.2);
             let old_corrections = restored.1.into_iter().map(|(c, diff)| (c, at, diff));
+            let old_corrections = old_corrections.chain(restored.3);
             let old_facts = checkpoint::resumed(&facts, old_facts.collect());
             let old_corrections = checkpoint::resumed(&facts, old_corrections.collect());
             (facts.concat(old_facts), corrections.concat(old_corrections))
@@ -180,14 +185,14 @@ pub fn build_with<'scope>(
         checkpointing,
         Part::Facts,
         "Checkpoint: facts",
-        |state, facts| state.facts = facts,
+        |state, (before, after)| (state.facts, state.facts_ahead) = (before, after),
     );
     checkpoint::keep_consolidated(
         &corrections,
         checkpointing,
         Part::Corrections,
         "Checkpoint: corrections",
-        |state, corrections| state.corrections = corrections,
+        |state, (before, after)| (state.corrections, state.corrections_ahead) = (before, after),
     );
     let collected = collect_region(scope, plan, facts, corrections, queries);
     // examples, labels and the exact regression learn from what follows the cut only
@@ -321,21 +326,23 @@ fn transform_region<'scope>(
         let (events, example_errors) = examples::example_events(plan, example_facts.clone());
         let examples =
             examples::with_features(plan, events.clone(), &store, |time| time, "examples");
-        // one record out of the lookups per example in, or the join amplifies
-        let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
-            evaluate::JoinCounts {
+        // one record out of the lookups per example in, or the join amplifies; examples are
+        // counted when their facts are given, so those given ahead of a cut resumed from
+        // were counted before it
+        let given = checkpoint::sent_from(events.inner, cut);
+        let join_counts =
+            evaluate::count_records(given, "Count: examples in", |count| evaluate::JoinCounts {
                 examples_in: count,
                 lookup_outputs: 0,
-            }
-        })
-        .concat(evaluate::count_records(
-            examples.inner.clone(),
-            "Count: lookup outputs",
-            |count| evaluate::JoinCounts {
-                examples_in: 0,
-                lookup_outputs: count,
-            },
-        ));
+            })
+            .concat(evaluate::count_records(
+                examples.inner.clone(),
+                "Count: lookup outputs",
+                |count| evaluate::JoinCounts {
+                    examples_in: 0,
+                    lookup_outputs: count,
+                },
+            ));
         let (labels, label_errors) = match labels::label_requests(plan, example_facts) {
             Some((requests, errors)) => {
                 // the requests pending at the cut, due at their own times

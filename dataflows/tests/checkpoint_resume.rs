@@ -351,35 +351,48 @@ fn consolidate(records: Vec<(Time, String, isize)>) -> Vec<(Time, String, isize)
         .collect()
 }
 
-/// How a run goes.
+/// How a run goes. Every run reads up to the same epoch, so that they agree on the end of
+/// the input.
 #[derive(Clone)]
 enum Run {
-    /// Everything, straight through.
-    Straight,
+    /// Everything, straight through, to the end of this epoch.
+    Straight(u64),
     /// Up to the cut, returning the state there; what it outputs before the cut counts.
     ToCut(Time),
-    /// From the cut, resuming from these states (one per worker).
-    FromCut(Vec<WorkerState>),
+    /// From the cut, resuming from these states (one per worker), to the end of this epoch.
+    FromCut(Vec<WorkerState>, u64),
+}
+
+/// The epoch whose turn the `position`-th update, at `time`, is given to the graph in: its own,
+/// or for every third fact or correction the one before, as a reader gives them ahead of the
+/// epoch it closes (queries are given by their epoch's close, as a checkpoint requires).
+fn fed_in(position: usize, input: &Input, time: Time) -> u64 {
+    let epoch = time / TICK;
+    if position % 3 == 0 && !matches!(input, Input::Query(_)) {
+        epoch.saturating_sub(1)
+    } else {
+        epoch
+    }
 }
 
 /// Runs the graph over `updates` at `workers` workers; the `i`-th update enters at worker
-/// `i % workers`, an epoch at a time. Returns the outputs and, for [`Run::ToCut`], the state.
+/// `i % workers`, an epoch at a time (see [`fed_in`]). Returns the outputs and, for
+/// [`Run::ToCut`], the state.
 fn run(updates: &[(Input, Time, isize)], workers: usize, how: Run) -> (Outputs, Vec<WorkerState>) {
     let updates = Arc::new(updates.to_vec());
     let last_time = updates.iter().map(|(_, time, _)| *time).max().unwrap_or(0);
-    let last_epoch = last_time / TICK;
     let results = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&results);
     let how = Arc::new(how);
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let plan = Rc::new(plan());
-        let (first_epoch, cut, resume) = match &*how {
-            Run::Straight => (0, None, None),
-            Run::ToCut(cut) => (0, Some(*cut), None),
-            Run::FromCut(states) => {
+        let (first_epoch, last_epoch, cut, resume) = match &*how {
+            Run::Straight(through) => (0, *through, None, None),
+            Run::ToCut(cut) => (0, cut / TICK, Some(*cut), None),
+            Run::FromCut(states, through) => {
                 let state = states[index].clone();
-                (state.cut / TICK, None, Some(state))
+                (state.cut / TICK, *through, None, Some(state))
             }
         };
         let checkpointing = Checkpointing::new(true, resume);
@@ -425,11 +438,9 @@ fn run(updates: &[(Input, Time, isize)], workers: usize, how: Run) -> (Outputs, 
         corrections.flush();
         queries.flush();
         let mut state = None;
-        // a cut past the input is still reached
-        let last_epoch = cut.map_or(last_epoch, |cut| last_epoch.max(cut / TICK));
         for epoch in first_epoch..=last_epoch {
             for (position, (input, time, diff)) in updates.iter().enumerate() {
-                if position % peers == index && time / TICK == epoch {
+                if position % peers == index && fed_in(position, input, *time) == epoch {
                     match input {
                         Input::Fact(fact) => facts.update_at(fact.clone(), *time, *diff),
                         Input::Correction(c) => corrections.update_at(*c, *time, *diff),
@@ -546,10 +557,11 @@ fn check_exact_resume(ops: &[Op], cut_epoch: u64, workers: usize) -> Result<(), 
     let last = updates.iter().map(|(_, time, _)| *time).max().unwrap_or(0);
     let cut = cut_epoch * TICK;
     let end = (last / TICK + 3) * TICK;
-    let (straight, _) = run(&updates, workers, Run::Straight);
+    let through = (last / TICK).max(cut_epoch);
+    let (straight, _) = run(&updates, workers, Run::Straight(through));
     let (before, states) = run(&updates, workers, Run::ToCut(cut));
     prop_assert_eq!(states.len(), workers);
-    let (after, _) = run(&updates, workers, Run::FromCut(states));
+    let (after, _) = run(&updates, workers, Run::FromCut(states, through));
 
     let (expected, got) = (straight.between(0, cut), before.between(0, cut));
     prop_assert_eq!(&expected.epochs, &got.epochs, "epochs before the cut");
@@ -594,11 +606,12 @@ proptest! {
         let updates = updates(&ops);
         let last = updates.iter().map(|(_, time, _)| *time).max().unwrap_or(0);
         let (cut, end) = (cut_epoch * TICK, (last / TICK + 3) * TICK);
-        let (straight, _) = run(&updates, to, Run::Straight);
+        let through = (last / TICK).max(cut_epoch);
+        let (straight, _) = run(&updates, to, Run::Straight(through));
         let (_, states) = run(&updates, from, Run::ToCut(cut));
         let states = WorkerState::rescale(states, to).expect("states of one cut");
         prop_assert_eq!(states.len(), to);
-        let (after, _) = run(&updates, to, Run::FromCut(states));
+        let (after, _) = run(&updates, to, Run::FromCut(states, through));
         prop_assert_eq!(straight.features(cut, end), after.features(cut, end), "features");
         prop_assert_eq!(
             straight.between(cut, Time::MAX).errors,
