@@ -357,8 +357,9 @@ fn consolidate(records: Vec<(Time, String, isize)>) -> Vec<(Time, String, isize)
 enum Run {
     /// Everything, straight through, to the end of this epoch.
     Straight(u64),
-    /// Up to the cut, returning the state there; what it outputs before the cut counts.
-    ToCut(Time),
+    /// Up to the cut, returning the state there; what it outputs before the cut counts. The
+    /// other runs read to the end of the epoch given.
+    ToCut(Time, u64),
     /// From the cut, resuming from these states (one per worker), to the end of this epoch.
     FromCut(Vec<WorkerState>, u64),
 }
@@ -380,7 +381,10 @@ fn fed_in(position: usize, input: &Input, time: Time) -> u64 {
 /// [`Run::ToCut`], the state.
 fn run(updates: &[(Input, Time, isize)], workers: usize, how: Run) -> (Outputs, Vec<WorkerState>) {
     let updates = Arc::new(updates.to_vec());
-    let last_time = updates.iter().map(|(_, time, _)| *time).max().unwrap_or(0);
+    let through = match &how {
+        Run::Straight(through) | Run::FromCut(_, through) => *through,
+        Run::ToCut(_, through) => *through,
+    };
     let results = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&results);
     let how = Arc::new(how);
@@ -389,7 +393,7 @@ fn run(updates: &[(Input, Time, isize)], workers: usize, how: Run) -> (Outputs, 
         let plan = Rc::new(plan());
         let (first_epoch, last_epoch, cut, resume) = match &*how {
             Run::Straight(through) => (0, *through, None, None),
-            Run::ToCut(cut) => (0, cut / TICK, Some(*cut), None),
+            Run::ToCut(cut, _) => (0, cut / TICK, Some(*cut), None),
             Run::FromCut(states, through) => {
                 let state = states[index].clone();
                 (state.cut / TICK, *through, None, Some(state))
@@ -471,7 +475,9 @@ fn run(updates: &[(Input, Time, isize)], workers: usize, how: Run) -> (Outputs, 
         ends_input.send(EndOfReading {
             stopping: false,
             read_before: u64::MAX,
-            max_time: last_time,
+            // what every run has advanced through, so that a label is beyond the input, or
+            // not, alike in every run
+            max_time: (through + 1) * TICK - 1,
         });
         drop((facts, corrections, queries, ends_input));
         while worker.step_or_park(None) {}
@@ -559,7 +565,7 @@ fn check_exact_resume(ops: &[Op], cut_epoch: u64, workers: usize) -> Result<(), 
     let end = (last / TICK + 3) * TICK;
     let through = (last / TICK).max(cut_epoch);
     let (straight, _) = run(&updates, workers, Run::Straight(through));
-    let (before, states) = run(&updates, workers, Run::ToCut(cut));
+    let (before, states) = run(&updates, workers, Run::ToCut(cut, through));
     prop_assert_eq!(states.len(), workers);
     let (after, _) = run(&updates, workers, Run::FromCut(states, through));
 
@@ -608,7 +614,7 @@ proptest! {
         let (cut, end) = (cut_epoch * TICK, (last / TICK + 3) * TICK);
         let through = (last / TICK).max(cut_epoch);
         let (straight, _) = run(&updates, to, Run::Straight(through));
-        let (_, states) = run(&updates, from, Run::ToCut(cut));
+        let (_, states) = run(&updates, from, Run::ToCut(cut, through));
         let states = WorkerState::rescale(states, to).expect("states of one cut");
         prop_assert_eq!(states.len(), to);
         let (after, _) = run(&updates, to, Run::FromCut(states, through));
