@@ -4,6 +4,7 @@
 #   ./run.sh                  the main job: Sniffable, generated if missing, at 2 workers
 #   ./run.sh test             formatting, lints, the release build and every test
 #   ./run.sh bench            the benchmarks (figures go to target/bench-results/)
+#   ./run.sh bench quick      the side-by-side benchmark (pooch beside VW) alone, on small streams
 #   ./run.sh movielens        the MovieLens 100K pipeline on ../shared/data
 #   ./run.sh elec2            the elec2 pipeline on ../shared/data
 #   ./run.sh quality          progressive logloss on ../shared/data beside the anchors
@@ -170,15 +171,29 @@ cluster() {
     return $status
 }
 
+# The benchmarks; `quick` runs the side-by-side benchmark alone, on small streams, once each.
+bench() {
+    build
+    if [ "${1:-}" = quick ]; then
+        BENCH_QUICK=1 cargo bench --bench side_by_side
+        return
+    fi
+    cargo bench --bench pipeline
+    cargo bench --bench ingest
+    cargo bench --bench http
+    cargo bench --bench learn
+    cargo bench --bench side_by_side
+}
+
 case "${1:-}" in
     "") main_job ;;
     test) run_tests ;;
-    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest; cargo bench --bench http; cargo bench --bench learn ;;
+    bench) bench "${2:-}" ;;
     movielens) movielens ;;
     elec2) elec2 ;;
     quality) quality ;;
     cluster) shift; cluster "$@" ;;
     bless) bless ;;
-    -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) echo "unknown command '$1'; see ./run.sh --help" >&2; exit 2 ;;
 esac
