@@ -23,12 +23,14 @@
 //! | `sinks` | the graph's outputs gathered at worker 0 and written |
 //! | `serving_feed` | complete epochs' feature changes folded into the serving state |
 //! | `snapshot_writer` | the thread that makes published versions durable |
+//! | [`checkpoint`] | checkpoints on disk: format, manifest, retention, verification |
 //! | `progress` | the progress line on stderr |
 //! | [`output`] | the line files under `OUT/` |
 //! | `collector` | what worker 0 learns over a run |
 //! | [`summary`] | `summary.json`, typed |
 
 mod agree;
+pub mod checkpoint;
 mod collector;
 mod endpoint;
 mod feed;
