@@ -34,6 +34,8 @@ pub struct Leader {
     pub spec_hash: String,
     /// Makes published versions durable.
     pub snapshots: SnapshotWriter,
+    /// When the output files were created: metrics lines count their seconds from it.
+    pub started: Instant,
     /// The first output that failed; the run fails with it at the end.
     first_error: Option<OutputError>,
 }
@@ -85,6 +87,7 @@ impl Leader {
                 .collect(),
             spec_hash: spec.hash.clone(),
             snapshots,
+            started: Instant::now(),
             first_error: None,
         };
         Ok((leader, queries))
