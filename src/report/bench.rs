@@ -3,12 +3,14 @@
 //!
 //! The benchmarks change what they write, so this reads shapes rather than files:
 //!
-//! - **throughput against workers**: every array of objects with a numeric `workers` (or
-//!   `threads`) and fields ending in `_per_sec`; one curve per label (`data`, `reader`,
-//!   `name`) and field;
-//! - **latency distributions**: every object with at least two of `p50_us`, `p90_us`,
-//!   `p99_us`, `p999_us`, `max_us`, named by its file and place in it;
-//! - **pooch beside VW**: every object with a field `vw_X` beside `X_per_worker` or `X`.
+//! - **throughput against workers**: every array of objects with a numeric `total_workers`,
+//!   `workers` or `threads` and fields ending in `_per_sec`; one curve per label (the
+//!   object's or its nearest enclosing object's `stream`, `name`, `reader` or `data`, and its
+//!   `processes` when more than one) and field;
+//! - **latency distributions**: every object with at least two of `p50_us`, `p75_us`,
+//!   `p90_us`, `p99_us`, `p999_us`, `max_us`, named by its file and place in it;
+//! - **pooch beside VW**: every object with a field `vw_X` beside `X_per_worker` or `X`, and
+//!   every object with a `vw` object beside `pooch` results (one bar per layout).
 //!
 //! A file that is missing is listed as missing; one that is not JSON is listed with the
 //! reason and left out. Neither fails the report.
@@ -28,6 +30,7 @@ pub const KNOWN: &[&str] = &["pipeline.json", "ingest.json", "http.json", "learn
 /// Latency fields, in order, with their labels.
 const QUANTILES: &[(&str, &str)] = &[
     ("p50_us", "p50"),
+    ("p75_us", "p75"),
     ("p90_us", "p90"),
     ("p99_us", "p99"),
     ("p999_us", "p99.9"),
@@ -89,30 +92,43 @@ fn read_results(
     Ok(results)
 }
 
-/// A short label of an object: its `data`, `reader`, `name` or `label`, whichever it has.
+/// A short label of an object: its `stream`, `name`, `reader`, `data` or `label`, whichever
+/// it has.
 fn label_of(object: &serde_json::Map<String, Json>) -> Option<String> {
-    ["data", "reader", "name", "label"]
+    ["stream", "name", "reader", "data", "label"]
         .iter()
         .find_map(|key| object.get(*key).and_then(Json::as_str).map(str::to_owned))
 }
 
-/// Calls `visit` on every object in `value` with its path (`a.b[2]`).
+/// Calls `visit` on every value in `value` with its path (`a.b[2]`).
 fn walk<'a>(value: &'a Json, path: &str, visit: &mut dyn FnMut(&str, &'a Json)) {
-    visit(path, value);
+    walk_labelled(value, path, None, &mut |path, _, value| visit(path, value));
+}
+
+/// [`walk`], also passing the label of the nearest enclosing object that has one.
+fn walk_labelled<'a>(
+    value: &'a Json,
+    path: &str,
+    label: Option<&str>,
+    visit: &mut dyn FnMut(&str, Option<&str>, &'a Json),
+) {
+    visit(path, label, value);
     match value {
         Json::Object(object) => {
+            let own = label_of(object);
+            let label = own.as_deref().or(label);
             for (key, child) in object {
                 let child_path = if path.is_empty() {
                     key.clone()
                 } else {
                     format!("{path}.{key}")
                 };
-                walk(child, &child_path, visit);
+                walk_labelled(child, &child_path, label, visit);
             }
         }
         Json::Array(items) => {
             for (index, child) in items.iter().enumerate() {
-                walk(child, &format!("{path}[{index}]"), visit);
+                walk_labelled(child, &format!("{path}[{index}]"), label, visit);
             }
         }
         _ => {}
@@ -125,17 +141,24 @@ pub fn throughput_charts(results: &[(String, Json)]) -> Vec<Chart> {
     for (file, json) in results {
         // (field, label) -> points
         let mut curves: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
-        walk(json, "", &mut |path, value| {
+        walk_labelled(json, "", None, &mut |path, outer, value| {
             let Json::Array(items) = value else { return };
             for item in items {
                 let Json::Object(object) = item else { continue };
-                let Some(workers) = ["workers", "threads"]
+                let Some(workers) = ["total_workers", "workers", "threads"]
                     .iter()
                     .find_map(|key| object.get(*key).and_then(Json::as_f64))
                 else {
                     continue;
                 };
-                let label = label_of(object).unwrap_or_else(|| path.to_owned());
+                let mut label = label_of(object)
+                    .or_else(|| outer.map(str::to_owned))
+                    .unwrap_or_else(|| path.to_owned());
+                if let Some(processes) = object.get("processes").and_then(Json::as_u64)
+                    && processes > 1
+                {
+                    let _ = write!(label, ", {processes} processes");
+                }
                 for (key, value) in object {
                     if !key.ends_with("_per_sec") || key.starts_with("vw_") {
                         continue;
@@ -239,7 +262,7 @@ pub fn vw_bars(results: &[(String, Json)]) -> Vec<(String, Bars)> {
             }
         });
     }
-    figures
+    let mut charts: Vec<(String, Bars)> = figures
         .into_iter()
         .map(|(figure, rows)| {
             let bars = Bars {
@@ -255,6 +278,88 @@ pub fn vw_bars(results: &[(String, Json)]) -> Vec<(String, Bars)> {
                 ],
             };
             (figure, bars)
+        })
+        .collect();
+    charts.extend(side_by_side(results));
+    charts
+}
+
+/// Objects holding a `vw` result beside `pooch` results: for each figure both have, bars of
+/// VW and of every pooch layout, per labelled object (a stream).
+fn side_by_side(results: &[(String, Json)]) -> Vec<(String, Bars)> {
+    // figure -> category -> group -> value
+    let mut figures: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: Vec<String> = vec!["Vowpal Wabbit".into()];
+    for (_, json) in results {
+        walk(json, "", &mut |path, value| {
+            let Json::Object(object) = value else { return };
+            let (Some(Json::Object(vw)), Some(pooch)) = (object.get("vw"), object.get("pooch"))
+            else {
+                return;
+            };
+            let pooch: Vec<&serde_json::Map<String, Json>> = match pooch {
+                Json::Array(items) => items.iter().filter_map(Json::as_object).collect(),
+                Json::Object(one) => vec![one],
+                _ => return,
+            };
+            let category = label_of(object).unwrap_or_else(|| path.to_owned());
+            if !order.contains(&category) {
+                order.push(category.clone());
+            }
+            for (figure, vw_value) in vw {
+                let Some(vw_value) = vw_value.as_f64() else {
+                    continue;
+                };
+                if !["examples_per_sec", "logloss", "auc"].contains(&figure.as_str()) {
+                    continue;
+                }
+                let entry = figures
+                    .entry(figure.clone())
+                    .or_default()
+                    .entry(category.clone())
+                    .or_default();
+                entry.insert("Vowpal Wabbit".into(), vw_value);
+                for (index, result) in pooch.iter().enumerate() {
+                    let Some(value) = result.get(figure).and_then(Json::as_f64) else {
+                        continue;
+                    };
+                    let layout = result.get("layout").and_then(Json::as_str).map_or_else(
+                        || format!("pooch {index}"),
+                        |layout| format!("pooch {layout}"),
+                    );
+                    if !groups.contains(&layout) {
+                        groups.push(layout.clone());
+                    }
+                    entry.insert(layout, value);
+                }
+            }
+        });
+    }
+    figures
+        .into_iter()
+        .map(|(figure, by_category)| {
+            let categories: Vec<String> = order
+                .iter()
+                .filter(|category| by_category.contains_key(*category))
+                .cloned()
+                .collect();
+            let bars = Bars {
+                title: format!("pooch beside Vowpal Wabbit: {}", figure.replace('_', " ")),
+                y_label: figure.replace('_', " "),
+                groups: groups
+                    .iter()
+                    .map(|group| {
+                        let values = categories
+                            .iter()
+                            .map(|category| by_category[category].get(group).copied())
+                            .collect();
+                        (group.clone(), values)
+                    })
+                    .collect(),
+                categories,
+            };
+            (format!("side-by-side {figure}"), bars)
         })
         .collect()
 }
@@ -388,6 +493,41 @@ mod tests {
         assert_eq!(vw[0].1.categories, ["criteo, 1 w"]);
         assert_eq!(vw[0].1.groups[0].1, [Some(9.0)]);
         assert_eq!(vw[0].1.groups[1].1, [Some(12.0)]);
+    }
+
+    #[test]
+    fn streams_with_vw_beside_pooch_layouts_are_bars() {
+        let results = vec![(
+            "side_by_side.json".to_owned(),
+            json!({"streams": [
+                {"stream": "criteo", "vw": {"examples_per_sec": 100.0, "logloss": 0.5},
+                 "pooch": [
+                    {"layout": "w1", "total_workers": 1, "processes": 1, "examples_per_sec": 60.0, "logloss": 0.49},
+                    {"layout": "n2w1", "total_workers": 2, "processes": 2, "examples_per_sec": 70.0}
+                 ]}
+            ]}),
+        )];
+        let bars = vw_bars(&results);
+        let names: Vec<&str> = bars.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["side-by-side examples_per_sec", "side-by-side logloss"]
+        );
+        let speed = &bars[0].1;
+        assert_eq!(speed.categories, ["criteo"]);
+        assert_eq!(
+            speed.groups[0],
+            ("Vowpal Wabbit".to_owned(), vec![Some(100.0)])
+        );
+        assert_eq!(speed.groups[2], ("pooch n2w1".to_owned(), vec![Some(70.0)]));
+        assert_eq!(bars[1].1.groups[2].1, [None]);
+        let throughput = throughput_charts(&results);
+        let labels: Vec<&str> = throughput[0]
+            .series
+            .iter()
+            .map(|series| series.name.as_str())
+            .collect();
+        assert_eq!(labels, ["criteo", "criteo, 2 processes"]);
     }
 
     #[test]

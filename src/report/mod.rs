@@ -385,9 +385,9 @@ fn run_page(runs: &[Run]) -> String {
     }
     page.push_str("<h2>Calibration bins</h2>\n");
     for run in runs {
-        let _ = write!(
+        let _ = writeln!(
             page,
-            "<h3>{}</h3><table><tr><th>predicted</th><th>examples</th><th>mean predicted</th><th>observed rate</th></tr>\n",
+            "<h3>{}</h3><table><tr><th>predicted</th><th>examples</th><th>mean predicted</th><th>observed rate</th></tr>",
             html_escape(&run.name)
         );
         let bins = run.calibration();

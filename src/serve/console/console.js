@@ -46,8 +46,22 @@
   }
   const epochAxis = { label: "epoch", values: (u, ticks) => ticks.map((t) => String(t)) };
   const charts = {};
+  // the first epochs, scored on a few examples, can reach a logloss of 5: the range follows
+  // the running curves past their first tenth, with room for the epochs' own around them
+  function settledMax() {
+    let high = 0;
+    for (const column of [series.runLogloss, series.runOnline, series.runTruthLogloss]) {
+      for (let i = Math.floor(column.length / 10); i < column.length; i++) {
+        if (column[i] !== null && column[i] > high) high = column[i];
+      }
+    }
+    return high > 0 ? high * 1.6 : null;
+  }
   charts.logloss = makeChart("chart-logloss", {
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: { range: (u, min, max) => {
+      const cap = settledMax();
+      return [0, cap === null ? max : Math.min(max, cap)];
+    } } },
     axes: [epochAxis, { label: "logloss" }],
     series: [
       { label: "epoch" },
@@ -208,6 +222,9 @@
     model = entry.name || (entry.supervisor && entry.supervisor.model);
     pinned = entry.pinned === undefined ? null : entry.pinned;
     $("tile-pinned").textContent = pinned === null ? "none" : "v" + pinned;
+    if (entry.serving !== undefined) {
+      $("tile-serving").textContent = entry.serving === null ? "none" : "v" + entry.serving;
+    }
     const finite = new Map((entry.held || []).map((held) => [held.version, held.finite]));
     const versions = ((entry.supervisor && entry.supervisor.versions) || entry.held || []).slice();
     versions.sort((a, b) => b.version - a.version);
