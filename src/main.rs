@@ -175,6 +175,10 @@ enum Generate {
         /// Days of activity.
         #[arg(long, default_value_t = SniffableConfig::default().days)]
         days: u32,
+        /// A concept drift: from the start of day DAY (0 is the first) on, every hashtag's
+        /// effect is negated. truth.json says what changed. Without it the world is stationary.
+        #[arg(long, value_name = "DAY")]
+        drift_at: Option<u32>,
     },
     /// A Criteo-shaped click log (label, 13 integer and 26 categorical fields, many empty, plus
     /// `time` and `truth_p`) drawn from a documented logistic ground truth, into DIR/criteo.tsv.
@@ -217,8 +221,14 @@ fn main() -> ExitCode {
             seed,
             dogs,
             days,
+            drift_at,
         }) => {
-            let config = SniffableConfig { seed, dogs, days };
+            let config = SniffableConfig {
+                seed,
+                dogs,
+                days,
+                drift_at_day: drift_at,
+            };
             match generate_sniffable(&config, &out) {
                 Ok(report) => {
                     println!(

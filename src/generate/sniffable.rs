@@ -173,7 +173,7 @@ const UNKNOWN_DOG: &str = "dog-unknown";
 /// The hashtag named in the query about a tag the data has never seen.
 const UNSEEN_HASHTAG: &str = "zzz-never-seen";
 
-/// Knobs of the generator. Default: seed 42, dogs 5000, days 28.
+/// Knobs of the generator. Default: seed 42, dogs 5000, days 28, no drift.
 #[derive(Clone, Debug)]
 pub struct SniffableConfig {
     /// Seed of every random draw: the same config writes the same bytes.
@@ -182,6 +182,10 @@ pub struct SniffableConfig {
     pub dogs: usize,
     /// Number of days of follows and posts from [`START_TIME`]; at least 1.
     pub days: u32,
+    /// A concept drift: from the start of this day (0 is the first) on, every hashtag's effect
+    /// on the like rate is negated, so tags that helped a post now hurt it and the other way
+    /// round. Dogs, follows, posts and hours are unchanged. `None`: the world is stationary.
+    pub drift_at_day: Option<u32>,
 }
 
 impl Default for SniffableConfig {
@@ -190,6 +194,7 @@ impl Default for SniffableConfig {
             seed: 42,
             dogs: 5000,
             days: 28,
+            drift_at_day: None,
         }
     }
 }
@@ -232,6 +237,17 @@ pub enum GenerateError {
     /// Posts and follows happen during the days, so there must be one.
     #[error("invalid Sniffable config: days is 0, but the data needs at least 1 day")]
     NoDays,
+    /// A drift must happen on one of the days, after the first, or there is nothing before it.
+    #[error(
+        "invalid Sniffable config: drift at day {day}, but the days run from 0 to {last} and the \
+         drift needs at least one day before it"
+    )]
+    DriftOutsideDays {
+        /// The configured drift day.
+        day: u32,
+        /// The last day.
+        last: u32,
+    },
     /// The output directory could not be created.
     #[error("cannot create output directory {}: {source}", path.display())]
     CreateDir {
@@ -262,9 +278,17 @@ pub fn generate_sniffable(
     if config.days == 0 {
         return Err(GenerateError::NoDays);
     }
+    if let Some(day) = config.drift_at_day
+        && (day == 0 || day >= config.days)
+    {
+        return Err(GenerateError::DriftOutsideDays {
+            day,
+            last: config.days - 1,
+        });
+    }
 
     // draw the world, one random stream per phase
-    let model = Model::new();
+    let model = Model::new(config.drift_at_day);
     let dogs = draw_dogs(&mut phase_rng(config.seed, Phase::Dogs), config.dogs);
     let vocabulary = Vocabulary::draw(&mut phase_rng(config.seed, Phase::Vocabulary));
     let follows = draw_follows(
@@ -363,14 +387,28 @@ fn phase_rng(seed: u64, phase: Phase) -> ChaCha8Rng {
 struct Model {
     /// `γ_h` for each hour of the day.
     hour_effects: [f64; 24],
+    /// From this time on, hashtag effects are negated (the drift); `u64::MAX` when there is none.
+    drift_time: u64,
 }
 
 impl Model {
-    fn new() -> Self {
+    fn new(drift_at_day: Option<u32>) -> Self {
         Model {
             hour_effects: std::array::from_fn(|hour| {
                 HOUR_EFFECT_AMPLITUDE * (TAU * (hour as f64 - LIKE_PEAK_HOUR) / 24.0).cos()
             }),
+            drift_time: drift_at_day
+                .map_or(u64::MAX, |day| START_TIME + u64::from(day) * SECS_PER_DAY),
+        }
+    }
+
+    /// The sum of the drawn tags' effects `Σ β_h` as it holds at `time`: negated from the drift
+    /// on.
+    fn hashtag_effect_at(&self, drawn_effects: f64, time: u64) -> f64 {
+        if time >= self.drift_time {
+            -drawn_effects
+        } else {
+            drawn_effects
         }
     }
 
@@ -672,7 +710,7 @@ fn draw_likes(
         let like_rate = model
             .log_like_rate(
                 dogs[author].popularity,
-                hashtag_effect,
+                model.hashtag_effect_at(hashtag_effect, post.time),
                 post.time,
                 audience.len(),
             )
@@ -916,6 +954,8 @@ struct TruthFile<'a> {
     end_time: u64,
     label: LabelRecord,
     model: ModelRecord<'a>,
+    /// The concept drift, or null for a stationary world.
+    drift: Option<DriftRecord>,
     dogs: Vec<DogRecord>,
     queries: Vec<QueryTruth<'a>>,
 }
@@ -925,6 +965,16 @@ struct ConfigRecord {
     seed: u64,
     dogs: usize,
     days: u32,
+    drift_at_day: Option<u32>,
+}
+
+/// What changes at the drift, in `truth.json`.
+#[derive(Serialize)]
+struct DriftRecord {
+    day: u32,
+    /// The first second of the drift day: facts at or after it follow the changed model.
+    time: u64,
+    change: &'static str,
 }
 
 #[derive(Serialize)]
@@ -1024,7 +1074,12 @@ impl<'a> TruthFile<'a> {
                         .sum();
                     let audience = followers.before(dog, query.time).len();
                     model
-                        .log_like_rate(dogs[dog].popularity, hashtag_effect, query.time, audience)
+                        .log_like_rate(
+                            dogs[dog].popularity,
+                            model.hashtag_effect_at(hashtag_effect, query.time),
+                            query.time,
+                            audience,
+                        )
                         .exp()
                 });
                 QueryTruth {
@@ -1041,6 +1096,7 @@ impl<'a> TruthFile<'a> {
                 seed: config.seed,
                 dogs: config.dogs,
                 days: config.days,
+                drift_at_day: config.drift_at_day,
             },
             start_time: START_TIME,
             end_time: START_TIME + u64::from(config.days) * SECS_PER_DAY,
@@ -1078,6 +1134,13 @@ impl<'a> TruthFile<'a> {
                 later_likes_until_secs: LATER_LIKES_UNTIL_SECS,
                 follower_liker_share: FOLLOWER_LIKER_SHARE,
             },
+            drift: config.drift_at_day.map(|day| DriftRecord {
+                day,
+                time: model.drift_time,
+                change: "for posts and queries at or after `time`, every hashtag effect is \
+                         negated: the like rate uses -hashtag_effects[tag] in place of \
+                         hashtag_effects[tag]",
+            }),
             dogs: dog_records,
             queries: query_truths,
         }
@@ -1095,6 +1158,7 @@ mod tests {
             seed,
             dogs: 200,
             days: 5,
+            drift_at_day: None,
         }
     }
 
@@ -1393,59 +1457,70 @@ mod tests {
 
     #[test]
     fn truth_json_recomputes_every_truth_p() {
-        let world = generate(&small_config(8));
-        let truth = &world.truth;
-        let model = &truth["model"];
-        let number = |value: &serde_json::Value| value.as_f64().unwrap();
-        let intercept = number(&model["intercept"]);
-        let follower_coefficient = number(&model["follower_coefficient"]);
-        let hour_effects: Vec<f64> = model["hour_effects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(number)
-            .collect();
-        assert_eq!(hour_effects.len(), 24);
-        let popularity: HashMap<&str, f64> = truth["dogs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|dog| (dog["dog"].as_str().unwrap(), number(&dog["popularity"])))
-            .collect();
-        assert_eq!(popularity.len(), 200);
-        assert_eq!(truth["label"]["at_least"], LABEL_AT_LEAST);
-        assert_eq!(truth["label"]["within_secs"], LABEL_WITHIN_SECS);
-        assert_eq!(truth["config"]["seed"], 8);
-
-        let mut follow_times: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (_, followee, time) in &world.follows {
-            follow_times
-                .entry(followee.as_str())
-                .or_default()
-                .push(*time);
-        }
-        for post in &world.posts {
-            let followers = follow_times.get(post.dog.as_str()).map_or(0, |times| {
-                times.iter().filter(|&&time| time < post.time).count()
-            });
-            let hashtag_effect: f64 = post
-                .hashtags
+        // stationary, and with a drift: truth.json says what changed, and it is enough
+        let drifted = SniffableConfig {
+            drift_at_day: Some(2),
+            ..small_config(8)
+        };
+        for config in [small_config(8), drifted] {
+            let world = generate(&config);
+            let truth = &world.truth;
+            let model = &truth["model"];
+            let number = |value: &serde_json::Value| value.as_f64().unwrap();
+            let intercept = number(&model["intercept"]);
+            let follower_coefficient = number(&model["follower_coefficient"]);
+            let hour_effects: Vec<f64> = model["hour_effects"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .map(|tag| number(&model["hashtag_effects"][tag.as_str()]))
-                .sum();
-            let hour = ((post.time - START_TIME) % 86_400 / 3600) as usize;
-            let log_rate = intercept
-                + popularity[post.dog.as_str()]
-                + hashtag_effect
-                + hour_effects[hour]
-                + follower_coefficient * (1.0 + followers as f64).ln();
-            let expected = poisson_at_least(log_rate.exp(), LABEL_AT_LEAST);
-            assert!(
-                (expected - post.truth_p).abs() <= 5.0e-7 + 1.0e-12,
-                "{}: truth.json gives {expected}, posts.csv {}",
-                post.id,
-                post.truth_p
-            );
+                .map(number)
+                .collect();
+            assert_eq!(hour_effects.len(), 24);
+            let popularity: HashMap<&str, f64> = truth["dogs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|dog| (dog["dog"].as_str().unwrap(), number(&dog["popularity"])))
+                .collect();
+            assert_eq!(popularity.len(), 200);
+            assert_eq!(truth["label"]["at_least"], LABEL_AT_LEAST);
+            assert_eq!(truth["label"]["within_secs"], LABEL_WITHIN_SECS);
+            assert_eq!(truth["config"]["seed"], 8);
+
+            let mut follow_times: HashMap<&str, Vec<u64>> = HashMap::new();
+            for (_, followee, time) in &world.follows {
+                follow_times
+                    .entry(followee.as_str())
+                    .or_default()
+                    .push(*time);
+            }
+            for post in &world.posts {
+                let followers = follow_times.get(post.dog.as_str()).map_or(0, |times| {
+                    times.iter().filter(|&&time| time < post.time).count()
+                });
+                let drawn_effect: f64 = post
+                    .hashtags
+                    .iter()
+                    .map(|tag| number(&model["hashtag_effects"][tag.as_str()]))
+                    .sum();
+                let drifted = truth["drift"]["time"]
+                    .as_u64()
+                    .is_some_and(|drift_time| post.time >= drift_time);
+                let hashtag_effect = if drifted { -drawn_effect } else { drawn_effect };
+                let hour = ((post.time - START_TIME) % 86_400 / 3600) as usize;
+                let log_rate = intercept
+                    + popularity[post.dog.as_str()]
+                    + hashtag_effect
+                    + hour_effects[hour]
+                    + follower_coefficient * (1.0 + followers as f64).ln();
+                let expected = poisson_at_least(log_rate.exp(), LABEL_AT_LEAST);
+                assert!(
+                    (expected - post.truth_p).abs() <= 5.0e-7 + 1.0e-12,
+                    "{}: truth.json gives {expected}, posts.csv {}",
+                    post.id,
+                    post.truth_p
+                );
+            }
         }
     }
 
@@ -1514,6 +1589,44 @@ mod tests {
     }
 
     #[test]
+    fn a_drift_flips_the_hashtag_effects_from_its_day_on_and_changes_nothing_before() {
+        let stationary = generate(&small_config(5));
+        let drifted = generate(&SniffableConfig {
+            drift_at_day: Some(3),
+            ..small_config(5)
+        });
+        let drift_time = START_TIME + 3 * 86_400;
+        assert_eq!(drifted.truth["drift"]["time"], drift_time);
+        assert_eq!(drifted.truth["drift"]["day"], 3);
+        assert!(stationary.truth["drift"].is_null());
+        // posts are drawn before likes, from their own stream: the same posts either way
+        assert_eq!(stationary.posts.len(), drifted.posts.len());
+        let (mut before, mut after_changed, mut after_tagged) = (0, 0, 0);
+        for (plain, changed) in stationary.posts.iter().zip(&drifted.posts) {
+            assert_eq!((&plain.id, plain.time), (&changed.id, changed.time));
+            if plain.time < drift_time {
+                before += 1;
+                assert_eq!(
+                    plain.truth_p, changed.truth_p,
+                    "{} before the drift",
+                    plain.id
+                );
+            } else if !plain.hashtags.is_empty() {
+                after_tagged += 1;
+                if plain.truth_p != changed.truth_p {
+                    after_changed += 1;
+                }
+            }
+        }
+        assert!(before > 0 && after_tagged > 0);
+        // a tagged post's chance changes unless its tags' effects happen to sum to zero
+        assert!(
+            after_changed * 10 >= after_tagged * 9,
+            "{after_changed} of {after_tagged} tagged posts after the drift changed"
+        );
+    }
+
+    #[test]
     fn invalid_config_is_an_error_and_writes_nothing() {
         let directory = tempfile::tempdir().unwrap();
         let out_dir = directory.path().join("out");
@@ -1539,6 +1652,20 @@ mod tests {
                 },
                 "days is 0",
             ),
+            (
+                SniffableConfig {
+                    drift_at_day: Some(5),
+                    ..small_config(1)
+                },
+                "drift at day 5",
+            ),
+            (
+                SniffableConfig {
+                    drift_at_day: Some(0),
+                    ..small_config(1)
+                },
+                "drift at day 0",
+            ),
         ];
         for (config, message) in invalid {
             let error = generate_sniffable(&config, &out_dir).unwrap_err();
@@ -1563,6 +1690,7 @@ mod tests {
             seed: 1,
             dogs: 2,
             days: 1,
+            drift_at_day: None,
         });
         assert_eq!(world.follows.len(), 2);
         for (follower, followee, _) in &world.follows {

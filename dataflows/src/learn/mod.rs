@@ -1,7 +1,8 @@
 //! Learning: the logistic model and its optimizers, the operator that trains it across
 //! workers, the merge of the workers' replicas at each round, its progressive validation, and
-//! the exact regression with its operator.
+//! the exact regression with its operator, and the drift detectors that watch a loss stream.
 pub mod adagrad;
+pub mod drift;
 pub mod evaluate;
 pub mod exact;
 pub mod ftrl;
