@@ -346,6 +346,10 @@ pub fn write_bars(path: &Path, bars: &Bars, width: u32, height: u32) -> Result<(
             .map_err(|e| error(e.to_string()))?
             .label(name.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], fill.filled()));
+        // figures over the bars while they fit: a pair per category, not a crowd
+        if bars.groups.len() > 2 {
+            continue;
+        }
         context
             .draw_series(values.iter().enumerate().filter_map(|(category, value)| {
                 let value = (*value)?;
