@@ -474,7 +474,6 @@ mod tests {
             [
                 "pipeline: facts_per_sec against workers",
                 "learn: examples_per_sec against workers",
-                "learn: examples_per_sec_per_worker against workers"
             ]
         );
         assert_eq!(

@@ -24,7 +24,7 @@ pub struct Asset {
 }
 
 /// Every file of the console, the page first.
-pub const ASSETS: &[Asset] = &[
+pub static ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
