@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(latency.series[0].name, "pipeline live_query_latency");
         assert_eq!(
             latency.series[0].points,
-            vec![(0.0, 3400.0), (2.0, 28000.0), (4.0, 130000.0)]
+            vec![(0.0, 3400.0), (3.0, 28000.0), (5.0, 130000.0)]
         );
         let vw = vw_bars(&results);
         assert_eq!(vw.len(), 1);
