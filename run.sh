@@ -4,10 +4,11 @@
 #   ./run.sh                  the main job: Sniffable, generated if missing, at 2 workers
 #   ./run.sh test             formatting, lints, the release build and every test
 #   ./run.sh bench            the benchmarks (figures go to target/bench-results/)
+#   ./run.sh bench quick      the side-by-side benchmark (pooch beside VW) alone, on small streams
 #   ./run.sh movielens        the MovieLens 100K pipeline on ../shared/data
 #   ./run.sh elec2            the elec2 pipeline on ../shared/data
 #   ./run.sh quality          progressive logloss on ../shared/data beside the anchors
-#   ./run.sh cluster N ARGS   `pooch run ARGS` as N local processes; `-- FLAGS` passes timely flags
+#   ./run.sh cluster N ARGS   `pooch run ARGS` as N local processes under `pooch cluster`; `-- FLAGS` passes timely flags
 #   ./run.sh bless            rewrites the golden files (tests/golden/*/expected) from this build
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -124,8 +125,9 @@ bless() {
     echo "== golden files rewritten; review the change with: git diff tests/golden"
 }
 
-# Runs `pooch run` as N processes on this machine, joined by a hostfile, and waits for them.
-# If one fails, or on Ctrl-C, the others are stopped.
+# Runs `pooch run` as N processes on this machine under `pooch cluster`, which joins them by a
+# hostfile (ports from POOCH_PORT_BASE, 2101 by default), restarts the cluster when one dies
+# (within a restart budget), logs every event to OUT/cluster.log and, with --http, serves.
 cluster() {
     local processes=${1:?usage: ./run.sh cluster N [pooch run args] [-- timely flags]}
     shift
@@ -133,56 +135,33 @@ cluster() {
         echo "cluster: N must be a positive number, not '$processes'" >&2
         exit 2
     fi
-    local run_args=() timely_args=()
-    while [ $# -gt 0 ] && [ "$1" != "--" ]; do run_args+=("$1"); shift; done
-    [ $# -gt 0 ] && shift
-    timely_args=("$@")
     build
-    local hostfile base_port=${POOCH_PORT_BASE:-2101}
-    hostfile=$(mktemp)
-    for ((index = 0; index < processes; index++)); do
-        echo "127.0.0.1:$((base_port + index))" >> "$hostfile"
-    done
-    local pids=()
-    stop_all() {
-        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-        rm -f "$hostfile"
-    }
-    trap 'echo "cluster: stopping" >&2; stop_all; exit 130' INT TERM
-    for ((index = 0; index < processes; index++)); do
-        "$POOCH" run "${run_args[@]}" -- "${timely_args[@]}" -n "$processes" -p "$index" -h "$hostfile" &
-        pids+=($!)
-    done
-    local status=0 finished pid remaining
-    while [ ${#pids[@]} -gt 0 ]; do
-        if ! wait -n -p finished "${pids[@]}"; then
-            status=1
-            echo "cluster: process $finished failed; stopping the others" >&2
-            stop_all
-            wait || true
-            break
-        fi
-        remaining=()
-        for pid in "${pids[@]}"; do
-            [ "$pid" = "$finished" ] || remaining+=("$pid")
-        done
-        pids=("${remaining[@]}")
-    done
-    trap - INT TERM
-    rm -f "$hostfile"
-    return $status
+    exec "$POOCH" cluster -n "$processes" --port-base "${POOCH_PORT_BASE:-2101}" "$@"
+}
+
+# The benchmarks; `quick` runs the side-by-side benchmark alone, on small streams, once each.
+bench() {
+    build
+    if [ "${1:-}" = quick ]; then
+        BENCH_QUICK=1 cargo bench --bench side_by_side
+        return
+    fi
+    cargo bench --bench pipeline
+    cargo bench --bench ingest
+    cargo bench --bench http
+    cargo bench --bench learn
+    cargo bench --bench side_by_side
 }
 
 case "${1:-}" in
     "") main_job ;;
     test) run_tests ;;
-    bench) build; cargo bench --bench pipeline; cargo bench --bench ingest; cargo bench --bench http; cargo bench --bench learn
-        "$POOCH" report --bench target/bench-results ;;
+    bench) bench "${2:-}"; "$POOCH" report --bench target/bench-results ;;
     movielens) movielens ;;
     elec2) elec2 ;;
     quality) quality ;;
     cluster) shift; cluster "$@" ;;
     bless) bless ;;
-    -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) echo "unknown command '$1'; see ./run.sh --help" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@
 //! | [`collect`] | reading source files and queries into typed rows |
 //! | [`publish`] | published versions on disk: the snapshot format and store |
 //! | [`serve`] | the serving state, its supervisor, the HTTP endpoint, `pooch models` |
+//! | [`cluster`] | processes of a cluster: joining, detecting lost peers, supervising |
 //! | [`runtime`] | running a pipeline: workers, feeding, agreement, outputs |
 //! | [`spec`] | reading a TOML spec into a plan |
 //! | [`generate`] | the data generators (Sniffable, Criteo-shaped) |
@@ -14,6 +15,7 @@
 //! | [`clock`] | the wall clock, for stamps |
 
 pub mod clock;
+pub mod cluster;
 pub mod collect;
 pub mod files;
 pub mod generate;

@@ -39,6 +39,13 @@ enum Command {
     /// decisions file beside the store (OUT/decisions.jsonl for the store OUT/snapshots).
     #[command(subcommand)]
     Models(Models),
+    /// Run a pipeline as N processes on this machine, and supervise them: when one dies, the
+    /// others are stopped and the cluster restarts (within a restart budget); every event is
+    /// a line in OUT/cluster.log. With --http, this process serves, from the snapshot store,
+    /// through the workers' failures.
+    ///
+    /// Example: pooch cluster -n 2 --http :8080 --pipeline pipelines/sniffable.toml --out out/c -- -w 2
+    Cluster(ClusterArgs),
     /// Write SVG plots of output directories and an HTML page showing them: the learning
     /// curve (progressive logloss and AUC by epoch, truth beside), the calibration diagram and
     /// facts and examples per second over the run; several directories, one curve each.
@@ -59,6 +66,54 @@ struct ReportArgs {
     /// Plot the benchmark results in DIR (`./run.sh bench` writes target/bench-results/).
     #[arg(long, value_name = "DIR", conflicts_with = "outs")]
     bench: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Number of processes.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    processes: u64,
+    /// The processes' addresses, one `host:port` line per process (all started here).
+    /// Without it, 127.0.0.1 from --port-base up.
+    #[arg(long, value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+    /// The first port, without a hostfile.
+    #[arg(long, value_name = "PORT", default_value_t = 2101)]
+    port_base: u16,
+    /// Restarts allowed within --restart-window-secs; one more and the supervisor gives up.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_restarts: u32,
+    /// The restart budget's window, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    restart_window_secs: u64,
+    /// After SIGINT or SIGTERM, how long the processes have to end cleanly before they are
+    /// killed, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    stop_grace_secs: u64,
+    /// Serve predictions over HTTP from this process, following OUT/snapshots (see `pooch
+    /// run --help`). After the run completes, serving goes on until SIGINT or SIGTERM.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
+    http: Option<std::net::SocketAddr>,
+    /// With --http, exit once the run completes.
+    #[arg(long, requires = "http")]
+    exit_after_input: bool,
+    /// `pooch run`'s arguments (`--pipeline SPEC --out DIR ...`), then `--` and timely's
+    /// flags other than -n, -p and -h (`-w N`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "RUN ARGS"
+    )]
+    run: Vec<String>,
+}
+
+/// `pooch run`'s arguments on their own, to check those `pooch cluster` passes on.
+#[derive(Parser)]
+#[command(name = "pooch run")]
+struct RunOnly {
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +205,22 @@ struct RunArgs {
     /// For testing backpressure: training pauses this long at every epoch.
     #[arg(long, value_name = "MS", hide = true)]
     debug_slow_training_ms: Option<u64>,
+    /// In a cluster (-n > 1): abort when the other processes have not all joined within
+    /// SECS, naming the missing one and its address.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    peer_timeout: u64,
+    /// In a cluster: a process heard nothing from for SECS is stopped or hung, and ends the
+    /// run (status 1, naming it). A dead process is seen at once.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    hang_timeout: u64,
+    /// Number versions from V instead of the snapshot store's next (`pooch cluster` passes
+    /// it, so that every attempt numbers alike).
+    #[arg(long, value_name = "V", hide = true)]
+    first_version: Option<u64>,
+    /// Write each complete epoch's feature changes to FILE, for a serving process outside the
+    /// run (`pooch cluster --http` passes it to process 0).
+    #[arg(long, value_name = "FILE", hide = true)]
+    serving_feed: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -216,6 +287,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Models(command) => models_command(command),
         Command::Report(args) => report_command(args),
+        Command::Cluster(args) => cluster_command(args),
         Command::Generate(Generate::Sniffable {
             out,
             seed,
@@ -285,6 +357,12 @@ fn run_command(args: RunArgs) -> ExitCode {
         ..pooch::serve::http::HttpConfig::default()
     });
     options.serve_after_input = !args.exit_after_input;
+    options.cluster = pooch::cluster::ClusterSettings {
+        peer_timeout: std::time::Duration::from_secs(args.peer_timeout),
+        hang_timeout: std::time::Duration::from_secs(args.hang_timeout),
+    };
+    options.first_version = args.first_version;
+    options.serving_feed = args.serving_feed;
     options.slow_training_per_epoch = args
         .debug_slow_training_ms
         .map(std::time::Duration::from_millis);
@@ -294,6 +372,10 @@ fn run_command(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
+        Err(error) if error.is_stop() => {
+            eprintln!("pooch run: {error}; nothing was read");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("pooch run: {error}");
             if error.is_usage() {
@@ -302,6 +384,175 @@ fn run_command(args: RunArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+fn cluster_command(args: ClusterArgs) -> ExitCode {
+    match cluster(args) {
+        Ok(code) => code,
+        Err((message, code)) => {
+            eprintln!("pooch cluster: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// `pooch cluster`: checks the run's arguments, serves (with --http), supervises.
+fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
+    use pooch::cluster::supervise::{self, ClusterCounters, Outcome, SuperviseOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let usage = |message: String| (message, 2u8);
+    let split = args.run.iter().position(|arg| arg == "--");
+    let (run_args, timely_args) = match split {
+        Some(at) => (args.run[..at].to_vec(), args.run[at + 1..].to_vec()),
+        None => (args.run.clone(), Vec::new()),
+    };
+    if let Some(flag) = timely_args
+        .iter()
+        .find(|arg| ["-n", "-p", "-h"].iter().any(|f| arg.starts_with(f)))
+    {
+        return Err(usage(format!(
+            "timely flag `{flag}`: -n, -p and -h are the supervisor's (use -n and --hostfile)"
+        )));
+    }
+    // --http and --exit-after-input among the run's arguments are the supervisor's: it serves
+    let mut args = args;
+    let mut kept = Vec::with_capacity(run_args.len());
+    let mut taken = run_args.into_iter();
+    while let Some(arg) = taken.next() {
+        let value = if arg == "--http" {
+            Some(taken.next().unwrap_or_default())
+        } else {
+            arg.strip_prefix("--http=").map(str::to_owned)
+        };
+        if let Some(value) = value {
+            args.http =
+                Some(parse_http_addr(&value).map_err(|error| usage(format!("--http: {error}")))?);
+        } else if arg == "--exit-after-input" {
+            args.exit_after_input = true;
+        } else {
+            kept.push(arg);
+        }
+    }
+    let run_args = kept;
+    let checked = RunOnly::try_parse_from(
+        std::iter::once("pooch run".to_owned())
+            .chain(run_args.iter().cloned())
+            .chain(std::iter::once("--".to_owned()))
+            .chain(timely_args.iter().cloned()),
+    )
+    .map_err(|error| usage(format!("the run's arguments: {error}")))?
+    .run;
+    let processes = args.processes as usize;
+    let addresses = match &args.hostfile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| usage(format!("{}: {error}", path.display())))?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if lines.len() < processes {
+                return Err(usage(format!(
+                    "{}: {} addresses for -n {processes}",
+                    path.display(),
+                    lines.len()
+                )));
+            }
+            lines[..processes].to_vec()
+        }
+        None => supervise::loopback_addresses(processes, args.port_base),
+    };
+    let spec = pooch::spec::load(&checked.pipeline, checked.data.as_deref())
+        .map_err(|error| usage(error.to_string()))?;
+    // every attempt numbers versions from where the store was before the first
+    let store = pooch::publish::SnapshotStore::open(
+        checked.out.join("snapshots"),
+        checked.retain_snapshots as usize,
+    )
+    .map_err(|error| (format!("snapshot store: {error}"), 1))?;
+    let first_version = store
+        .next_version(&spec.plan.model.name)
+        .map_err(|error| (format!("snapshot store: {error}"), 1))?;
+    let mut child_args = run_args;
+    child_args.extend(["--first-version".to_owned(), first_version.to_string()]);
+    let program =
+        std::env::current_exe().map_err(|error| (format!("cannot find pooch: {error}"), 1))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|error| (format!("cannot listen for signal {signal}: {error}"), 1))?;
+    }
+    let counters = Arc::new(ClusterCounters::default());
+    let endpoint = match args.http {
+        Some(addr) => {
+            let http = pooch::serve::http::HttpConfig {
+                addr,
+                ..pooch::serve::http::HttpConfig::default()
+            };
+            let endpoint = pooch::cluster::serve::ClusterEndpoint::start(
+                &spec,
+                &checked.out,
+                checked.retain_snapshots as usize,
+                http,
+                Arc::clone(&counters),
+            )
+            .map_err(|error| (error.to_string(), if error.is_usage() { 2 } else { 1 }))?;
+            Some(endpoint)
+        }
+        None => None,
+    };
+    // process 0 feeds the supervisor's serving state the feature changes
+    let first_process_args = match &endpoint {
+        Some(_) => vec![
+            "--serving-feed".to_owned(),
+            pooch::cluster::serve::feed_path(&checked.out)
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        None => Vec::new(),
+    };
+    let options = SuperviseOptions {
+        program,
+        processes,
+        addresses,
+        run_args: child_args,
+        first_process_args,
+        timely_args,
+        out: checked.out.clone(),
+        max_restarts: args.max_restarts,
+        restart_window: std::time::Duration::from_secs(args.restart_window_secs),
+        stop_grace: std::time::Duration::from_secs(args.stop_grace_secs),
+    };
+    let outcome = supervise::supervise(&options, &counters, &stop);
+    if let Some(endpoint) = endpoint {
+        if matches!(outcome, Ok(Outcome::Completed)) && !args.exit_after_input {
+            eprintln!(
+                "pooch cluster: the run is complete; still serving on http://{} until SIGINT or SIGTERM",
+                endpoint.local_addr()
+            );
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        endpoint.shutdown();
+    }
+    match outcome {
+        Ok(Outcome::Completed) | Ok(Outcome::Stopped) => Ok(ExitCode::SUCCESS),
+        Ok(Outcome::GaveUp) => Err((
+            format!(
+                "gave up: more than {} restarts within {} s (see {})",
+                args.max_restarts,
+                args.restart_window_secs,
+                checked.out.join("cluster.log").display()
+            ),
+            1,
+        )),
+        Err(error) => Err((error.to_string(), 1)),
     }
 }
 

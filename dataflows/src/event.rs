@@ -108,6 +108,10 @@ pub struct LabelRequest {
     pub as_of: Time,
     /// The count found, once looked up.
     pub count: i64,
+    /// When the example's fact entered the graph (its timestamp there): a checkpoint keeps
+    /// the requests of facts before its cut, and a graph resumed from it makes the others
+    /// again from the facts it is given.
+    pub fact_at: Time,
 }
 
 /// The answer to one query.

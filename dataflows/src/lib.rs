@@ -47,6 +47,7 @@
 //! the readers close an epoch when their input has moved past it, and a training round is
 //! merged at each epoch's close.
 
+pub mod checkpoint;
 pub mod collect;
 pub mod error;
 pub mod event;
@@ -62,10 +63,12 @@ pub mod transform;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::operators::{Concat, Enter, Leave};
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::checkpoint::{Checkpointing, Part};
 use crate::error::Errors;
 use crate::event::{Answer, Event, LabelRequest, Query};
 use crate::fact::{Fact, Symbol, Time};
@@ -125,19 +128,111 @@ pub fn build<'scope>(
     queries: VecCollection<'scope, Time, Query>,
     ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
 ) -> Graph<'scope> {
+    let checkpointing = Checkpointing::off();
+    build_with(
+        plan,
+        settings,
+        &checkpointing,
+        facts,
+        corrections,
+        queries,
+        ends,
+    )
+}
+
+/// [`build`], resuming from the state `checkpointing` holds, and keeping what its next
+/// checkpoints need when it exports (see [`checkpoint`]).
+///
+/// A graph that resumes from a cut `T` expects its inputs to give nothing before `T`.
+pub fn build_with<'scope>(
+    plan: &Rc<Plan>,
+    settings: Settings,
+    checkpointing: &Rc<Checkpointing>,
+    facts: VecCollection<'scope, Time, Fact>,
+    corrections: VecCollection<'scope, Time, collect::Correction>,
+    queries: VecCollection<'scope, Time, Query>,
+    ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
+) -> Graph<'scope> {
     let scope = facts.scope();
+    checkpointing.set_layout(scope.index(), scope.peers());
+    let cut = checkpointing.resumed_at();
+    // what was given before the cut comes back just before it
+    let (facts, corrections) = match cut {
+        Some(cut) => {
+            let at = checkpoint::before(cut);
+            let restored = checkpointing
+                .resume_with(|state| {
+                    let facts = std::mem::take(&mut state.facts);
+                    let corrections = std::mem::take(&mut state.corrections);
+                    let facts_ahead = std::mem::take(&mut state.facts_ahead);
+                    let corrections_ahead = std::mem::take(&mut state.corrections_ahead);
+                    (facts, corrections, facts_ahead, corrections_ahead)
+                })
+                .unwrap_or_default();
+            // what was given ahead of the cut is given again at its own time
+            let old_facts = restored.0.into_iter().map(|(fact, diff)| (fact, at, diff));
+            let old_facts = old_facts.chain(restored.2);
+            let old_corrections = restored.1.into_iter().map(|(c, diff)| (c, at, diff));
+            let old_corrections = old_corrections.chain(restored.3);
+            let old_facts = checkpoint::resumed(&facts, old_facts.collect());
+            let old_corrections = checkpoint::resumed(&facts, old_corrections.collect());
+            (facts.concat(old_facts), corrections.concat(old_corrections))
+        }
+        None => (facts, corrections),
+    };
+    checkpoint::keep_consolidated(
+        &facts,
+        checkpointing,
+        Part::Facts,
+        "Checkpoint: facts",
+        |state, (before, after)| (state.facts, state.facts_ahead) = (before, after),
+    );
+    checkpoint::keep_consolidated(
+        &corrections,
+        checkpointing,
+        Part::Corrections,
+        "Checkpoint: corrections",
+        |state, (before, after)| (state.corrections, state.corrections_ahead) = (before, after),
+    );
     let collected = collect_region(scope, plan, facts, corrections, queries);
-    let transformed = transform_region(scope, plan, &collected.sources);
-    let example_facts = &collected.sources[usize::from(plan.examples.source)];
+    // examples, labels and the exact regression learn from what follows the cut only
+    let example_facts = after(&collected.sources[usize::from(plan.examples.source)], cut);
+    let transformed = transform_region(
+        scope,
+        plan,
+        &collected.sources,
+        &example_facts,
+        checkpointing,
+    );
+    // the versions in the serving window at the cut are served again, but not published again
+    let live = checkpointing
+        .resume_with(|state| state.trainer.as_ref().map(|trainer| trainer.live.clone()))
+        .flatten();
     let learned = learn_region(
         scope,
         plan,
         settings,
-        example_facts,
+        &example_facts,
         transformed.clone(),
         ends,
+        checkpointing,
     );
-    let models = publish_region(scope, learned.versions.clone());
+    let served = match live {
+        Some(live) if !live.is_empty() => {
+            let at = checkpoint::before(cut.unwrap_or(0));
+            let model = hashing::symbol(plan.model.name.as_bytes());
+            let live = live
+                .into_iter()
+                .map(|version| ((model, Arc::new(version)), at, 1))
+                .collect();
+            learned
+                .versions
+                .clone()
+                .concat(checkpoint::resumed(&learned.versions, live))
+        }
+        _ => learned.versions.clone(),
+    };
+    let models = publish_region(scope, served);
     let answers = serve_region(scope, plan, collected.queries, &transformed.store, &models);
     Graph {
         answers,
@@ -147,6 +242,22 @@ pub fn build<'scope>(
         exact: learned.exact,
         store: transformed.store,
         errors: transformed.errors,
+    }
+}
+
+/// The updates of `collection` at or after `cut`, when there is one: a resumed graph's
+/// updates before it are the state it resumed from.
+fn after<'scope, D: differential_dataflow::Data>(
+    collection: &VecCollection<'scope, Time, D>,
+    cut: Option<Time>,
+) -> VecCollection<'scope, Time, D> {
+    match cut {
+        Some(cut) => collection
+            .inner
+            .clone()
+            .filter(move |(_, time, _)| *time >= cut)
+            .as_collection(),
+        None => collection.clone(),
     }
 }
 
@@ -199,34 +310,49 @@ fn transform_region<'scope>(
     scope: Scope<'scope, Time>,
     plan: &Rc<Plan>,
     sources: &[VecCollection<'scope, Time, Fact>],
+    example_facts: &VecCollection<'scope, Time, Fact>,
+    checkpointing: &Rc<Checkpointing>,
 ) -> Transformed<'scope> {
+    let cut = checkpointing.resumed_at();
     scope.region_named("Transform", |region| {
         let sources: Vec<_> = sources
             .iter()
             .map(|source| source.clone().enter_region(region))
             .collect();
         let (store, store_errors) = features::feature_store(plan, &sources);
-        let example_facts = sources[usize::from(plan.examples.source)].clone();
+        // the errors of facts before a cut were found before it
+        let store_errors = after(&store_errors, cut);
+        let example_facts = example_facts.clone().enter_region(region);
         let (events, example_errors) = examples::example_events(plan, example_facts.clone());
         let examples =
             examples::with_features(plan, events.clone(), &store, |time| time, "examples");
-        // one record out of the lookups per example in, or the join amplifies
-        let join_counts = evaluate::count_records(events.inner, "Count: examples in", |count| {
-            evaluate::JoinCounts {
+        // one record out of the lookups per example in, or the join amplifies; examples are
+        // counted when their facts are given, so those given ahead of a cut resumed from
+        // were counted before it
+        let given = checkpoint::sent_from(events.inner, cut);
+        let join_counts =
+            evaluate::count_records(given, "Count: examples in", |count| evaluate::JoinCounts {
                 examples_in: count,
                 lookup_outputs: 0,
-            }
-        })
-        .concat(evaluate::count_records(
-            examples.inner.clone(),
-            "Count: lookup outputs",
-            |count| evaluate::JoinCounts {
-                examples_in: 0,
-                lookup_outputs: count,
-            },
-        ));
+            })
+            .concat(evaluate::count_records(
+                examples.inner.clone(),
+                "Count: lookup outputs",
+                |count| evaluate::JoinCounts {
+                    examples_in: 0,
+                    lookup_outputs: count,
+                },
+            ));
         let (labels, label_errors) = match labels::label_requests(plan, example_facts) {
-            Some((requests, errors)) => (labels::labels(plan, requests, &store), errors),
+            Some((requests, errors)) => {
+                // the requests pending at the cut, due at their own times
+                let pending = checkpointing
+                    .resume_with(|state| std::mem::take(&mut state.labels))
+                    .unwrap_or_default();
+                let requests = requests.concat(checkpoint::resumed(&examples, pending));
+                checkpoint::keep_pending_labels(&requests, checkpointing);
+                (labels::labels(plan, requests, &store), errors)
+            }
             None => (collect::empty(&examples), collect::empty(&examples)),
         };
         let errors = store_errors.concat(example_errors).concat(label_errors);
@@ -255,19 +381,31 @@ fn learn_region<'scope>(
     example_facts: &VecCollection<'scope, Time, Fact>,
     transformed: Transformed<'scope>,
     ends: StreamVec<'scope, Time, learn::train::EndOfReading>,
+    checkpointing: &Rc<Checkpointing>,
 ) -> Learned<'scope> {
     scope.region_named("Learn", |region| {
         let examples = transformed.examples.enter_region(region);
         let labels = transformed.labels.enter_region(region);
         let ends = ends.enter(region);
-        let trained = learn::train::train(plan, settings.first_version, examples, labels, ends);
+        let trained = learn::train::train(
+            plan,
+            settings.first_version,
+            examples,
+            labels,
+            ends,
+            checkpointing,
+        );
         let join_counts = transformed.join_counts.enter(region);
-        let epochs = evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs);
+        let epochs =
+            evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs, checkpointing);
         // the exact regression reads the example facts themselves, retractions included
-        let exact = plan
-            .exact
-            .as_ref()
-            .and_then(|_| learn::exact::exact(plan, example_facts.clone().enter_region(region)));
+        let exact = plan.exact.as_ref().and_then(|_| {
+            learn::exact::exact(
+                plan,
+                example_facts.clone().enter_region(region),
+                checkpointing,
+            )
+        });
         Learned {
             versions: trained.versions.leave_region(scope),
             epochs: epochs.leave(scope),

@@ -76,7 +76,8 @@ fn run_graph(ops: &[Op], workers: usize) -> Vec<ExactReport> {
     }
     let per_worker = support::replay(&updates, TICK, workers, |facts| {
         let plan = Rc::new(plan());
-        dataflows::learn::exact::exact(&plan, facts).expect("an exact plan")
+        let checkpointing = dataflows::checkpoint::Checkpointing::off();
+        dataflows::learn::exact::exact(&plan, facts, &checkpointing).expect("an exact plan")
     });
     for (index, reports) in per_worker.iter().enumerate() {
         assert!(

@@ -183,6 +183,7 @@ fn oracle(ops: &[Op]) -> Vec<Out> {
             key: Some(id),
             as_of: due,
             count,
+            fact_at: enters,
         };
         expected.push(Out::Label(request, due, 1));
     }

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use dataflows::collect::Correction;
 use dataflows::event::Query;
@@ -20,7 +19,7 @@ use timely::worker::Worker;
 
 use crate::runtime::RunOptions;
 use crate::runtime::output::{DeadLetter, ReadProgress};
-use crate::runtime::serving_feed::attach_serving;
+use crate::runtime::serving_feed::{FeedWriter, attach_serving};
 use crate::runtime::sinks::{
     Outputs, SharedLeader, attach_exact_sink, attach_sinks, graph_error_letters,
 };
@@ -123,12 +122,15 @@ pub struct Graph {
 }
 
 /// Builds the worker's dataflow: the graph, the control channel between workers, the serving
-/// feed (with an HTTP endpoint) and the sinks.
+/// feed (when `serve_features`: some process serves over HTTP) and the sinks. Every worker
+/// must pass the same `serve_features`, or the processes build different graphs and wait on
+/// each other forever.
 pub fn build(
     worker: &mut Worker,
     plan: &Rc<Plan>,
     settings: dataflows::Settings,
     options: &RunOptions,
+    serve_features: bool,
     leader: &SharedLeader,
 ) -> Graph {
     let index = worker.index();
@@ -145,12 +147,25 @@ pub fn build(
         let ends = scope.input_from(&mut ends_input);
         let graph = dataflows::build(plan, settings, facts, corrections, queries, ends);
         drop(graph.models);
-        match &options.serving {
-            Some(serving) => {
-                let changes = dataflows::serve::changes::feature_changes(plan, graph.store);
-                attach_serving(Arc::clone(serving), index == 0, plan.tick_secs, changes);
-            }
-            None => drop(graph.store),
+        // every worker of every process builds the same graph: the feature changes flow
+        // wherever some process serves, though only worker 0 (on process 0) holds a state
+        if serve_features {
+            let changes = dataflows::serve::changes::feature_changes(plan, graph.store);
+            let serving = options.serving.clone().filter(|_| index == 0);
+            let feed = options
+                .serving_feed
+                .as_ref()
+                .filter(|_| index == 0)
+                .and_then(|path| {
+                    FeedWriter::create(path)
+                        .map_err(|error| {
+                            eprintln!("pooch: serving feed {}: {error}; no feed", path.display());
+                        })
+                        .ok()
+                });
+            attach_serving(serving, feed, plan.tick_secs, changes);
+        } else {
+            drop(graph.store);
         }
 
         // what workers tell each other: the latest time read, and a request to stop

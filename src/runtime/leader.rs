@@ -70,11 +70,18 @@ impl Leader {
             options.out.join("snapshots"),
             options.retain_snapshots.max(1),
         )?;
-        let next_version = store.next_version(&plan.model.name)?;
-        let snapshots = SnapshotWriter::spawn(store).map_err(|source| RunError::Thread {
-            name: "snapshot-writer",
-            source,
-        })?;
+        // a supervised cluster's restart numbers from its first attempt's first version, and
+        // leaves alone the versions an earlier attempt stored
+        let store_next = store.next_version(&plan.model.name)?;
+        let (next_version, stored_through) = match options.first_version {
+            Some(first) => (first, store_next.saturating_sub(1)),
+            None => (store_next, 0),
+        };
+        let snapshots =
+            SnapshotWriter::spawn(store, stored_through).map_err(|source| RunError::Thread {
+                name: "snapshot-writer",
+                source,
+            })?;
         let leader = Leader {
             files,
             live_answers: None,

@@ -23,12 +23,14 @@
 //! | `sinks` | the graph's outputs gathered at worker 0 and written |
 //! | `serving_feed` | complete epochs' feature changes folded into the serving state |
 //! | `snapshot_writer` | the thread that makes published versions durable |
+//! | [`checkpoint`] | checkpoints on disk: format, manifest, retention, verification |
 //! | `progress` | the progress line on stderr |
 //! | [`output`] | the line files under `OUT/` |
 //! | `collector` | what worker 0 learns over a run |
 //! | [`summary`] | `summary.json`, typed |
 
 mod agree;
+pub mod checkpoint;
 mod collector;
 mod endpoint;
 mod feed;
@@ -99,6 +101,15 @@ pub struct RunOptions {
     pub http_bound: Option<std::sync::mpsc::Sender<std::net::SocketAddr>>,
     /// With `http`, keep serving after the input is read, until a signal.
     pub serve_after_input: bool,
+    /// For a cluster: how long to wait for the other processes, and when a silent one is
+    /// hung.
+    pub cluster: crate::cluster::ClusterSettings,
+    /// Number the versions from this one rather than from the snapshot store's next: every
+    /// attempt of a supervised cluster numbers them alike (`pooch cluster`).
+    pub first_version: Option<u64>,
+    /// Write each complete epoch's feature changes to this file (worker 0), for a serving
+    /// process outside the run (`pooch cluster --http`).
+    pub serving_feed: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -121,6 +132,9 @@ impl RunOptions {
             http: None,
             http_bound: None,
             serve_after_input: false,
+            cluster: crate::cluster::ClusterSettings::default(),
+            first_version: None,
+            serving_feed: None,
         }
     }
 }
@@ -178,9 +192,12 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
-    /// Timely could not start (bad flags, or the cluster could not connect).
+    /// Timely could not start (bad flags).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The processes of a cluster did not all join (or a signal stopped the wait).
+    #[error("cluster: {0}")]
+    Join(#[from] crate::cluster::connect::ConnectError),
     /// A worker failed.
     #[error("worker {worker}: {message}")]
     Worker {
@@ -192,6 +209,15 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Whether a signal stopped the run before it started (while the processes joined):
+    /// nothing was read, and nothing failed.
+    pub fn is_stop(&self) -> bool {
+        matches!(
+            self,
+            RunError::Join(crate::cluster::connect::ConnectError::Stopped)
+        )
+    }
+
     /// Whether the error is the caller's to fix (flags, spec, inputs, configuration) rather
     /// than a failure while running.
     pub fn is_usage(&self) -> bool {
@@ -203,6 +229,7 @@ impl RunError {
             | RunError::Http(_)
             | RunError::Signal { .. }
             | RunError::Cluster(_) => true,
+            RunError::Join(error) => error.is_usage(),
             RunError::Output(_)
             | RunError::Snapshot(_)
             | RunError::Thread { .. }

@@ -19,6 +19,15 @@ pub struct SnapshotReport {
     pub skipped: u64,
     /// Versions written to the store.
     pub written: u64,
+    /// Versions not written because the store already held them: a restarted attempt of a
+    /// supervised cluster replays versions an earlier attempt stored (the same ones, the run
+    /// being deterministic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_stored: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// A version to write, and what the store records beside it.
@@ -32,12 +41,13 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Starts the thread writing into `store`.
-    pub fn spawn(store: SnapshotStore) -> Result<Self, std::io::Error> {
+    /// Starts the thread writing into `store` the versions after `stored_through` (0 for
+    /// all: the versions up to it are on disk already).
+    pub fn spawn(store: SnapshotStore, stored_through: u64) -> Result<Self, std::io::Error> {
         let (sender, receiver) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("snapshot-writer".into())
-            .spawn(move || write_newest(store, receiver))?;
+            .spawn(move || write_newest(store, stored_through, receiver))?;
         Ok(SnapshotWriter {
             sender: Some(sender),
             thread: Some(thread),
@@ -67,9 +77,17 @@ impl SnapshotWriter {
 
 /// The thread's loop. When versions arrive faster than they can be made durable, it writes
 /// the newest that has arrived and skips the ones in between.
-fn write_newest(mut store: SnapshotStore, receiver: Receiver<Job>) -> SnapshotReport {
+fn write_newest(
+    mut store: SnapshotStore,
+    stored_through: u64,
+    receiver: Receiver<Job>,
+) -> SnapshotReport {
     let mut report = SnapshotReport::default();
     while let Ok(mut newest) = receiver.recv() {
+        if newest.0.version <= stored_through {
+            report.already_stored += 1;
+            continue;
+        }
         while let Ok(newer) = receiver.try_recv() {
             report.skipped += 1;
             newest = newer;

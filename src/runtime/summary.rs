@@ -388,6 +388,7 @@ mod tests {
                 errors: vec!["disk full".into()],
                 skipped: 1,
                 written: 671,
+                already_stored: 0,
             },
             sources: BTreeMap::from([(
                 "posts".into(),

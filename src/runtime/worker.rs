@@ -64,13 +64,32 @@ impl Job {
 
 /// Runs every worker of this process, and returns worker 0's summary (on process 0).
 pub fn execute(config: timely::Config, job: &Arc<Job>) -> Result<Option<Summary>, RunError> {
-    let guards = timely::execute(config, {
-        let job = Arc::clone(job);
-        move |worker| worker_main(&job, worker)
-    })
+    // for a cluster: join the other processes, and watch them while the workers run
+    let communication =
+        crate::cluster::communication(config.communication, job.options.cluster, &job.stop)?;
+    let watch = communication.watch;
+    let guards = timely::execute::execute_from(
+        communication.builders,
+        communication.guard,
+        config.worker,
+        {
+            let job = Arc::clone(job);
+            move |worker| worker_main(&job, worker)
+        },
+    )
     .map_err(RunError::Cluster)?;
     let mut summary = None;
-    for (index, result) in guards.join().into_iter().enumerate() {
+    let results = guards.join();
+    // every worker is done: the peers may close without alarm (after a failure here, the
+    // watch stops without a goodbye, and the peers report this process lost)
+    if results.iter().all(|result| matches!(result, Ok(Ok(_)))) {
+        if let Some(watch) = watch {
+            watch.finish();
+        }
+    } else {
+        drop(watch);
+    }
+    for (index, result) in results.into_iter().enumerate() {
         match result {
             Ok(Ok(Some(report))) => summary = Some(report),
             Ok(Ok(None)) => {}
@@ -108,7 +127,11 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Summary>, RunErr
         .leader
         .as_ref()
         .map_or(0, |leader| leader.next_version);
-    let first_version = agree(worker, vec![next_version])[0].max(1);
+    // and whether any process serves: then every worker builds the serving feed
+    let serves = u64::from(job.options.serving.is_some() || job.options.serving_feed.is_some());
+    let agreed = agree(worker, vec![next_version, serves]);
+    let first_version = agreed[0].max(1);
+    let serve_features = agreed[1] == 1;
     let settings = dataflows::Settings { first_version };
     let leader = share.leader.map(|leader| Rc::new(RefCell::new(leader)));
 
@@ -118,7 +141,14 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Summary>, RunErr
         probe,
         learning,
         heard,
-    } = graph::build(worker, &plan, settings, &job.options, &leader);
+    } = graph::build(
+        worker,
+        &plan,
+        settings,
+        &job.options,
+        serve_features,
+        &leader,
+    );
 
     // read this worker's share of every file, merged by event time
     let reader = Reader::open(

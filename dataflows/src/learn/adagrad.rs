@@ -20,7 +20,7 @@ pub struct AdaGradHyper {
 }
 
 /// The learner's state: weights and per-coordinate sums of squared gradients.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaGrad {
     /// One weight per coordinate.
     pub weights: Vec<f32>,

@@ -5,6 +5,7 @@
 //! from a fine histogram of logits, so its memory stays fixed however long the stream runs.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -13,6 +14,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::{Checkpointing, Part};
 use crate::fact::Time;
 use crate::learn::logistic::log_loss;
 use crate::learn::train::Outcome;
@@ -201,7 +203,7 @@ pub fn auc(scored: &mut [(f64, bool)]) -> Option<f64> {
 ///
 /// Each insertion updates the number of (positive, negative) pairs ordered correctly, using
 /// Fenwick trees over the buckets, so reading the AUC costs nothing however long the stream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogitHistogram {
     positives: Fenwick,
     negatives: Fenwick,
@@ -258,7 +260,7 @@ impl LogitHistogram {
 }
 
 /// A Fenwick (binary indexed) tree of counts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Fenwick {
     tree: Vec<u64>,
     total: u64,
@@ -323,7 +325,7 @@ impl EpochSeries {
 }
 
 /// One series over the whole stream.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct RunningSeries {
     loss_sum: f64,
     examples: u64,
@@ -351,8 +353,8 @@ impl RunningSeries {
 }
 
 /// Running totals over the whole stream.
-#[derive(Clone, Debug, Default)]
-struct Running {
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Running {
     scores: Scores,
     model: RunningSeries,
     online: RunningSeries,
@@ -426,7 +428,15 @@ pub fn evaluate<'scope>(
     outcomes: StreamVec<'scope, Time, Outcome>,
     join_counts: StreamVec<'scope, Time, JoinCounts>,
     tick_secs: u64,
+    checkpointing: &Rc<Checkpointing>,
 ) -> StreamVec<'scope, Time, EpochMetrics> {
+    if checkpointing.exporting() {
+        checkpointing.expect(Part::Evaluator);
+    }
+    let resumed = checkpointing
+        .resume_with(|state| state.evaluator.take())
+        .flatten();
+    let checkpointing = Rc::clone(checkpointing);
     outcomes.binary_frontier::<_, CapacityContainerBuilder<Vec<EpochMetrics>>, _, _, _, _>(
         join_counts,
         Exchange::new(|_: &Outcome| 0),
@@ -434,7 +444,7 @@ pub fn evaluate<'scope>(
         "Evaluate",
         move |_, _| {
             let mut epochs: BTreeMap<u64, PendingEpoch> = BTreeMap::new();
-            let mut running = Running::default();
+            let mut running = resumed.unwrap_or_default();
             move |(outcomes, outcomes_frontier), (counts, counts_frontier), output| {
                 outcomes.for_each_stamp(|capability, data| {
                     let Some(time) = capability.least().copied() else {
@@ -480,6 +490,18 @@ pub fn evaluate<'scope>(
                         running: running.scores.clone(),
                     };
                     output.session(&capability).give(metrics);
+                }
+                // at a cut every epoch before it is closed
+                if let Some(cut) = checkpointing.wants(Part::Evaluator)
+                    && !outcomes_frontier.less_than(&cut)
+                    && !counts_frontier.less_than(&cut)
+                    && epochs
+                        .keys()
+                        .next()
+                        .is_none_or(|&epoch| epoch >= cut / tick_secs)
+                {
+                    let state = running.clone();
+                    checkpointing.deposit(Part::Evaluator, |worker| worker.evaluator = Some(state));
                 }
             }
         },

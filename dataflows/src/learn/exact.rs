@@ -16,6 +16,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::{Checkpointing, Part};
 use crate::fact::{Fact, Time};
 use crate::learn::ridge::{EpochDelta, ExactReport, FixedRow, Ridge};
 use crate::plan::Plan;
@@ -26,6 +27,7 @@ use crate::plan::Plan;
 pub fn exact<'scope>(
     plan: &Rc<Plan>,
     examples: VecCollection<'scope, Time, Fact>,
+    checkpointing: &Rc<Checkpointing>,
 ) -> Option<StreamVec<'scope, Time, ExactReport>> {
     let exact = plan.exact.clone()?;
     let tick_secs = plan.tick_secs;
@@ -64,13 +66,20 @@ pub fn exact<'scope>(
             },
         );
 
+    if checkpointing.exporting() {
+        checkpointing.expect(Part::Exact);
+    }
+    let resumed = checkpointing
+        .resume_with(|state| state.exact.take())
+        .flatten();
+    let checkpointing = Rc::clone(checkpointing);
     // worker 0 adds the workers' sums, scores the new examples, and solves
     let reports = deltas.unary_frontier::<CapacityContainerBuilder<Vec<ExactReport>>, _, _, _>(
         Exchange::new(|_: &EpochDelta| 0),
         "Exact: solve",
         move |_, _| {
             let mut epochs: BTreeMap<u64, (Capability<Time>, EpochDelta)> = BTreeMap::new();
-            let mut ridge = Ridge::new(&exact);
+            let mut ridge = resumed.unwrap_or_else(|| Ridge::new(&exact));
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     // sums are sent under a capability, so their stamp has a least time
@@ -95,6 +104,17 @@ pub fn exact<'scope>(
                 close_ready(&mut epochs, frontier, tick_secs, |capability, delta| {
                     output.session(&capability).give(ridge.close_epoch(delta));
                 });
+                // at a cut every epoch before it is closed
+                if let Some(cut) = checkpointing.wants(Part::Exact)
+                    && !frontier.less_than(&cut)
+                    && epochs
+                        .keys()
+                        .next()
+                        .is_none_or(|&epoch| epoch >= cut / tick_secs)
+                {
+                    let state = ridge.clone();
+                    checkpointing.deposit(Part::Exact, |worker| worker.exact = Some(state));
+                }
             }
         },
     );

@@ -32,7 +32,7 @@ pub struct FtrlHyper {
 }
 
 /// The learner's state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ftrl {
     /// One weight per coordinate, always the closed form of `z` and `n`.
     pub weights: Vec<f32>,

@@ -80,7 +80,7 @@ pub struct MergedCoordinate {
 }
 
 /// A learner of any kind.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Optimizer {
     /// AdaGrad.
     AdaGrad(AdaGrad),

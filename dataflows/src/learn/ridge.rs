@@ -312,7 +312,7 @@ impl EpochDelta {
 }
 
 /// The learner: the exact totals, the current weights, and the running score.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ridge {
     l2: f64,
     totals: Moments,

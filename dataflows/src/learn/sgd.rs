@@ -44,7 +44,7 @@ pub struct SgdHyper {
 }
 
 /// The learner's state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sgd {
     /// One weight per coordinate.
     pub weights: Vec<f32>,

@@ -32,6 +32,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::progress::Antichain;
 
+use crate::checkpoint::{Checkpointing, Part};
 use crate::event::{Event, LabelRequest, partition_key};
 use crate::fact::{Symbol, Time};
 use crate::hashing::symbol;
@@ -139,6 +140,7 @@ pub fn train<'scope>(
     examples: VecCollection<'scope, Time, Event>,
     labels: VecCollection<'scope, Time, LabelRequest>,
     ends: StreamVec<'scope, Time, EndOfReading>,
+    checkpointing: &Rc<Checkpointing>,
 ) -> Trained<'scope> {
     let scope = examples.scope();
     let (feedback, merged) = scope.feedback::<Vec<Merged>>(1);
@@ -173,13 +175,33 @@ pub fn train<'scope>(
 
     let worker = scope.index() as u32;
     let mut trainer = Trainer::new(Rc::clone(plan), worker, scope.peers(), first_version);
+    let resumed_merges = checkpointing
+        .resume_with(|state| state.trainer.take())
+        .flatten()
+        .map(|state| {
+            trainer
+                .restore(state)
+                .expect("a checkpoint's trainer state is checked against the plan before use")
+        })
+        .unwrap_or_default();
+    if checkpointing.exporting() {
+        checkpointing.expect(Part::Trainer);
+    }
+    let checkpointing = Rc::clone(checkpointing);
     builder.build(move |mut capabilities| {
-        // keep the capability of the rounds output; the others are taken from inputs
+        // keep the capability of the rounds output; the others are taken from inputs, but
+        // for the versions of merged rounds a checkpoint holds
+        let versions_capability = capabilities.pop();
         capabilities.truncate(1);
         let mut round_capability = capabilities.pop();
         let mut round_epoch: Option<u64> = None;
         let mut work: BTreeMap<Time, Work> = BTreeMap::new();
         let mut merges: BTreeMap<Time, (Capability<Time>, Vec<Merged>)> = BTreeMap::new();
+        if let Some(capability) = versions_capability {
+            for (time, messages) in resumed_merges {
+                merges.insert(time, (capability.delayed(&time), messages));
+            }
+        }
 
         move |frontiers| {
             let mut rounds_session = rounds_out.activate();
@@ -292,6 +314,27 @@ pub fn train<'scope>(
                     }
                 }
             }
+
+            // At a cut every example and label before it is processed, the round before it is
+            // closed, and its merge has arrived (the merged input has passed the cut) but is
+            // not applied: that merge is applied at the cut, before the cut's examples.
+            if let Some(cut) = checkpointing.wants(Part::Trainer) {
+                let data_done = frontiers[..2]
+                    .iter()
+                    .all(|frontier| !frontier.less_than(&cut));
+                let merges_in = !frontiers[2].less_equal(&cut);
+                let round_closed =
+                    round_epoch.is_none_or(|epoch| trainer.plan.epoch_start(epoch) >= cut);
+                let work_done = work.keys().next().is_none_or(|&time| time >= cut);
+                if data_done && merges_in && round_closed && work_done {
+                    let pending = merges
+                        .iter()
+                        .map(|(&time, (_, messages))| (time, messages.clone()))
+                        .collect();
+                    let state = trainer.export(pending);
+                    checkpointing.deposit(Part::Trainer, |worker| worker.trainer = Some(state));
+                }
+            }
         }
     });
 
@@ -320,12 +363,61 @@ impl Work {
 }
 
 /// An example scored and waiting for its label.
-struct Awaiting {
-    features: Features,
-    probability: f64,
-    online_probability: f64,
-    truth: Option<f64>,
-    event_time: Time,
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// The example's id.
+    pub id: u64,
+    /// Its partition key, which routes its label (see [`partition_key`]).
+    pub entity: u64,
+    /// What it was scored on.
+    pub features: Features,
+    /// The servable model's probability, and the replica's.
+    pub probability: f64,
+    /// The replica's probability.
+    pub online_probability: f64,
+    /// The ground-truth probability, for generated data.
+    pub truth: Option<f64>,
+    /// When it happened.
+    pub event_time: Time,
+}
+
+impl Awaiting {
+    /// The worker its label reaches, at `peers` workers (timely's exchange by the key).
+    pub fn routes_to(&self, peers: usize) -> usize {
+        (self.entity % peers.max(1) as u64) as usize
+    }
+}
+
+/// A trainer's state at a cut, for a checkpoint (see [`crate::checkpoint`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// The last merged model.
+    pub base: Optimizer,
+    /// The base plus this worker's updates in the open round.
+    pub replica: Optimizer,
+    /// The open round's updates per coordinate, ascending by coordinate's first touch.
+    pub round_updates: Vec<(u32, u32)>,
+    /// The open round's loss sum.
+    pub round_loss: f64,
+    /// The open round's examples.
+    pub round_examples: u64,
+    /// Examples scored and waiting for their labels, by id.
+    pub awaiting: Vec<Awaiting>,
+    /// Coordinates the base has ever changed, ascending.
+    pub changed: Vec<u32>,
+    /// The number of the last version published.
+    pub version: u64,
+    /// The versions in the serving window, oldest first.
+    pub live: Vec<ModelVersion>,
+    /// Merged rounds that had arrived and were still to apply, by time.
+    pub pending_merges: Vec<(Time, Vec<Merged>)>,
+}
+
+impl TrainerState {
+    /// Whether the open round has nothing in it yet, as at every cut.
+    pub fn round_is_closed(&self) -> bool {
+        self.round_updates.is_empty() && self.round_examples == 0
+    }
 }
 
 /// One worker's learner state.
@@ -377,6 +469,65 @@ impl Trainer {
         }
     }
 
+    /// The trainer's state, with the merged rounds still to apply.
+    fn export(&self, pending_merges: Vec<(Time, Vec<Merged>)>) -> TrainerState {
+        let mut awaiting: Vec<Awaiting> = self.awaiting.values().cloned().collect();
+        awaiting.sort_by_key(|awaiting| awaiting.id);
+        TrainerState {
+            base: self.base.clone(),
+            replica: self.replica.clone(),
+            round_updates: self
+                .touched
+                .iter()
+                .map(|&coordinate| (coordinate, self.updates[coordinate as usize]))
+                .collect(),
+            round_loss: self.round_loss,
+            round_examples: self.round_examples,
+            awaiting,
+            changed: self.changed.clone(),
+            version: self.version,
+            live: self
+                .live
+                .iter()
+                .map(|version| (**version).clone())
+                .collect(),
+            pending_merges,
+        }
+    }
+
+    /// Takes on a state exported by [`Trainer::export`], returning its pending merges; an
+    /// error when the state is of another model's shape.
+    fn restore(&mut self, state: TrainerState) -> Result<Vec<(Time, Vec<Merged>)>, String> {
+        let size = self.base.weights().len();
+        if state.base.weights().len() != size
+            || state.replica.weights().len() != size
+            || std::mem::discriminant(&state.base) != std::mem::discriminant(&self.base)
+        {
+            return Err("the trainer's state is of another model".to_owned());
+        }
+        self.base = state.base;
+        self.replica = state.replica;
+        self.touched.clear();
+        self.updates.iter_mut().for_each(|count| *count = 0);
+        for (coordinate, count) in state.round_updates {
+            if let Some(slot) = self.updates.get_mut(coordinate as usize) {
+                *slot = count;
+                self.touched.push(coordinate);
+            }
+        }
+        self.round_loss = state.round_loss;
+        self.round_examples = state.round_examples;
+        self.awaiting = state
+            .awaiting
+            .into_iter()
+            .map(|awaiting| (awaiting.id, awaiting))
+            .collect();
+        self.changed = state.changed;
+        self.version = state.version;
+        self.live = state.live.into_iter().map(Arc::new).collect();
+        Ok(state.pending_merges)
+    }
+
     /// Scores the examples of one time with the base, learns from those with labels, and
     /// learns from the labels due at that time. Both are visited in id order, so that every
     /// layout visits them alike.
@@ -409,6 +560,8 @@ impl Trainer {
                     self.awaiting.insert(
                         event.id,
                         Awaiting {
+                            id: event.id,
+                            entity: partition_key(&self.plan, event.id, &event.row),
                             features,
                             probability,
                             online_probability,

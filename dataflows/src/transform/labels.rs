@@ -49,6 +49,7 @@ pub fn label_requests<'scope>(
                     key: key.ok(),
                     as_of: due,
                     count: 0,
+                    fact_at: time,
                 };
                 requests.push((request, due, 1));
             }

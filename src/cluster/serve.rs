@@ -1,0 +1,244 @@
+//! Serving contained from the dataflow's failures: under `pooch cluster --http`, the
+//! supervisor process serves, not a worker process.
+//!
+//! It follows what the dataflow makes durable, the snapshot store (`OUT/snapshots`): every
+//! [`FOLLOW_INTERVAL`] it looks for a version newer than the newest it has, loads the newest
+//! one that verifies, and hands it to its serving state, whose supervisor decides what serves
+//! (`OUT/decisions.jsonl`, pins and rollbacks from `pooch models` or HTTP) as in a single run.
+//! While the workers die and restart, nothing here changes: `/readyz` stays ready once a
+//! version is loaded, and answers go on naming the version they used. A restarted attempt
+//! replays from the start and writes the same versions again, so the newest on disk only ever
+//! moves forward.
+//!
+//! The features come the same way: process 0 writes each complete epoch's feature changes to
+//! a feed file ([`feed_path`]), and the supervisor folds in each epoch newer than the last it
+//! has. A restarted attempt makes the file anew and replays the epochs it has from the start
+//! (the same changes: the run is deterministic), which are skipped until it gets past them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::cluster::supervise::ClusterCounters;
+use crate::publish::SnapshotStore;
+use crate::runtime::RunError;
+use crate::serve::http::{ApiError, Backend, HttpConfig, HttpServer, Prediction};
+use crate::serve::serving::ServingState;
+use crate::serve::supervisor::{DecisionLog, Supervisor};
+use crate::spec::Spec;
+
+/// How often the store is looked at for new versions (and the control file for commands).
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The feature feed a supervised run's process 0 writes, `OUT/serving-feed.jsonl`.
+pub fn feed_path(out: &std::path::Path) -> std::path::PathBuf {
+    out.join("serving-feed.jsonl")
+}
+
+/// Where the supervisor is in the feed file.
+struct FeedFollower {
+    path: std::path::PathBuf,
+    /// The file being read (its inode): a restart makes a new one.
+    inode: Option<u64>,
+    /// Bytes consumed, up to the last complete line.
+    offset: u64,
+    /// The newest epoch folded in.
+    applied: Option<u64>,
+}
+
+impl FeedFollower {
+    /// Folds in the complete epochs written since the last call.
+    fn follow(&mut self, serving: &ServingState) {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let Ok(meta) = file.metadata() else { return };
+        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
+            // a new attempt's feed: read it from its start, skipping epochs already folded in
+            self.inode = Some(meta.ino());
+            self.offset = 0;
+        }
+        if meta.len() == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut text = String::new();
+        if file.read_to_string(&mut text).is_err() {
+            return;
+        }
+        // only complete lines: the writer may be in the middle of one
+        let Some(end) = text.rfind('\n') else { return };
+        for line in text[..end].lines() {
+            let Ok(entry) = serde_json::from_str::<FeedLine>(line) else {
+                continue;
+            };
+            if self.applied.is_none_or(|applied| entry.epoch > applied) {
+                serving.apply_epoch(entry.epoch, &entry.changes);
+                self.applied = Some(entry.epoch);
+            }
+        }
+        self.offset += end as u64 + 1;
+    }
+}
+
+/// A line of the feed file.
+#[derive(serde::Deserialize)]
+struct FeedLine {
+    epoch: u64,
+    changes: Vec<((u64, u32), (i64, i64))>,
+}
+
+/// The serving state and the cluster's counters, behind one HTTP endpoint.
+struct ClusterBackend {
+    serving: Arc<ServingState>,
+    counters: Arc<ClusterCounters>,
+}
+
+impl Backend for ClusterBackend {
+    fn predict(&self, query: &Json) -> Result<Prediction, ApiError> {
+        Backend::predict(&*self.serving, query)
+    }
+
+    fn models(&self) -> Json {
+        Backend::models(&*self.serving)
+    }
+
+    fn pin(&self, model: &str, version: u64) -> Result<Json, ApiError> {
+        Backend::pin(&*self.serving, model, version)
+    }
+
+    fn unpin(&self, model: &str) -> Result<Json, ApiError> {
+        Backend::unpin(&*self.serving, model)
+    }
+
+    fn rollback(&self, model: &str) -> Result<Json, ApiError> {
+        Backend::rollback(&*self.serving, model)
+    }
+
+    fn ready(&self) -> bool {
+        Backend::ready(&*self.serving)
+    }
+
+    fn metrics(&self, out: &mut String) {
+        Backend::metrics(&*self.serving, out);
+        self.counters.metrics_text(out);
+    }
+}
+
+/// The supervisor's endpoint: the server, and the thread that follows the store.
+pub struct ClusterEndpoint {
+    server: HttpServer,
+    done: Arc<AtomicBool>,
+    follower: Option<JoinHandle<()>>,
+}
+
+impl ClusterEndpoint {
+    /// Sets up the serving state over `OUT/snapshots` (the newest good version serves at
+    /// once), listens, and starts following the store.
+    pub fn start(
+        spec: &Spec,
+        out: &std::path::Path,
+        retain: usize,
+        http: HttpConfig,
+        counters: Arc<ClusterCounters>,
+    ) -> Result<Self, RunError> {
+        let plan = &spec.plan;
+        let store_dir = out.join("snapshots");
+        let supervisor = Supervisor::new(plan.model.name.clone(), spec.supervisor.clone())?;
+        let serving = Arc::new(ServingState::with_supervisor(plan.clone(), supervisor));
+        let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))?;
+        serving.attach_store(store_dir.clone(), log)?;
+        let store = SnapshotStore::open(&store_dir, retain.max(1))?;
+        // a feed left by an earlier run is not this run's: its first attempt writes anew
+        match std::fs::remove_file(feed_path(out)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(RunError::Output(crate::runtime::output::OutputError {
+                    path: feed_path(out),
+                    source,
+                }));
+            }
+        }
+        let mut newest = 0;
+        follow(&store, &plan.model.name, &serving, &mut newest);
+        let backend = ClusterBackend {
+            serving: Arc::clone(&serving),
+            counters,
+        };
+        let server = crate::serve::http::spawn(http, Arc::new(backend)).map_err(RunError::Http)?;
+        eprintln!(
+            "pooch cluster: serving on http://{} (from {}, through the workers' failures)",
+            server.local_addr(),
+            store_dir.display()
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let follower = {
+            let (done, model) = (Arc::clone(&done), plan.model.name.clone());
+            let mut feed = FeedFollower {
+                path: feed_path(out),
+                inode: None,
+                offset: 0,
+                applied: None,
+            };
+            std::thread::Builder::new()
+                .name("pooch:follow-store".into())
+                .spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(FOLLOW_INTERVAL);
+                        follow(&store, &model, &serving, &mut newest);
+                        feed.follow(&serving);
+                        serving.poll_control();
+                    }
+                })
+                .map_err(|source| RunError::Thread {
+                    name: "follow-store",
+                    source,
+                })?
+        };
+        Ok(ClusterEndpoint {
+            server,
+            done,
+            follower: Some(follower),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stops following and listening.
+    pub fn shutdown(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(follower) = self.follower.take() {
+            let _ = follower.join();
+        }
+        self.server.shutdown();
+    }
+}
+
+/// Publishes the newest good version in the store if it is newer than `newest`.
+fn follow(store: &SnapshotStore, model: &str, serving: &ServingState, newest: &mut u64) {
+    let listed = match store.list(model) {
+        Ok(listed) => listed,
+        // a store not written yet, or a passing error: the next look may succeed
+        Err(_) => return,
+    };
+    if listed.last().is_none_or(|last| last.version <= *newest) {
+        return;
+    }
+    let Ok(found) = store.newest_good(model) else {
+        return;
+    };
+    if let Some(snapshot) = found.snapshot
+        && snapshot.model.version > *newest
+    {
+        *newest = snapshot.model.version;
+        serving.publish(Arc::new(snapshot.model));
+    }
+}

@@ -1,0 +1,450 @@
+//! `pooch cluster`: launches the processes of a run on this machine and supervises them.
+//!
+//! - It starts `pooch run` N times (`-n N -p i -h OUT/cluster.hosts`), and waits.
+//! - When a process dies (exits with a failure or is killed), it stops the others by PID
+//!   (SIGKILL: the attempt is lost anyway, and their own detection would take up to the hang
+//!   timeout) and starts the cluster again. A restart replays the input from the start: the
+//!   run is deterministic, so its results are those of a run never interrupted. Every attempt
+//!   numbers its versions from the same first version, so the answers name the same ones.
+//! - There is a restart budget: more than `max_restarts` restarts within `restart_window`,
+//!   and it gives up (status 1).
+//! - Every start, death, restart, stop, completion and give-up is a JSON line in
+//!   `OUT/cluster.log`, and a counter in [`ClusterCounters`] (the supervisor's `/metrics`).
+//! - A stop (SIGINT, SIGTERM) is passed to every process as SIGTERM, so the run ends cleanly
+//!   as a single run does; a process still running after `stop_grace` is killed.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// What `pooch cluster` needs to run the processes.
+#[derive(Clone, Debug)]
+pub struct SuperviseOptions {
+    /// The `pooch` binary.
+    pub program: PathBuf,
+    /// How many processes.
+    pub processes: usize,
+    /// The processes' addresses, one per process: from a hostfile, or loopback ports.
+    pub addresses: Vec<String>,
+    /// `pooch run`'s arguments before timely's flags.
+    pub run_args: Vec<String>,
+    /// More of them, for process 0 only.
+    pub first_process_args: Vec<String>,
+    /// Timely's flags for every process (`-w`), without `-n`, `-p` and `-h`.
+    pub timely_args: Vec<String>,
+    /// The run's output directory: the hostfile and the log go there.
+    pub out: PathBuf,
+    /// Restarts allowed within `restart_window`.
+    pub max_restarts: u32,
+    /// The window of the restart budget.
+    pub restart_window: Duration,
+    /// After a stop, how long the processes have to end before they are killed.
+    pub stop_grace: Duration,
+}
+
+/// How supervision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every process of an attempt exited with success.
+    Completed,
+    /// A signal stopped the cluster.
+    Stopped,
+    /// The restart budget ran out.
+    GaveUp,
+}
+
+/// Why the supervisor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// The log or the hostfile could not be written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A process could not be started.
+    #[error("cannot start process {process} ({program}): {source}")]
+    Spawn {
+        /// Its index.
+        process: usize,
+        /// The binary.
+        program: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The supervisor's counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    /// Processes started.
+    pub starts: AtomicU64,
+    /// Processes that died.
+    pub deaths: AtomicU64,
+    /// Cluster restarts.
+    pub restarts: AtomicU64,
+    /// Times the restart budget ran out.
+    pub give_ups: AtomicU64,
+    /// The attempt running now (1 for the first).
+    pub attempt: AtomicU64,
+}
+
+impl ClusterCounters {
+    /// The counters in Prometheus text format.
+    pub fn metrics_text(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for (name, help, value) in [
+            (
+                "pooch_cluster_process_starts_total",
+                "Processes the cluster supervisor started.",
+                &self.starts,
+            ),
+            (
+                "pooch_cluster_process_deaths_total",
+                "Processes that died under the cluster supervisor.",
+                &self.deaths,
+            ),
+            (
+                "pooch_cluster_restarts_total",
+                "Times the cluster supervisor restarted the cluster.",
+                &self.restarts,
+            ),
+            (
+                "pooch_cluster_give_ups_total",
+                "Times the cluster supervisor's restart budget ran out.",
+                &self.give_ups,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pooch_cluster_attempt The cluster's current attempt (1 for the first start)."
+        );
+        let _ = writeln!(out, "# TYPE pooch_cluster_attempt gauge");
+        let _ = writeln!(
+            out,
+            "pooch_cluster_attempt {}",
+            self.attempt.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// `127.0.0.1:BASE`, `127.0.0.1:BASE+1`, ...
+pub fn loopback_addresses(processes: usize, base_port: u16) -> Vec<String> {
+    (0..processes)
+        .map(|index| format!("127.0.0.1:{}", usize::from(base_port) + index))
+        .collect()
+}
+
+/// The log beside the outputs: one JSON line per event, stamped in unix milliseconds.
+struct EventLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl EventLog {
+    fn open(path: PathBuf) -> Result<Self, SuperviseError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| SuperviseError::File {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(EventLog { file, path })
+    }
+
+    fn event(&mut self, mut line: serde_json::Value) -> Result<(), SuperviseError> {
+        line["at_ms"] = json!(crate::clock::now_unix_ms());
+        let text = format!("{line}\n");
+        eprint!("pooch cluster: {text}");
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|source| SuperviseError::File {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// A process of the current attempt.
+struct Running {
+    index: usize,
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+/// Runs the cluster to completion, a stop, or the end of the restart budget.
+pub fn supervise(
+    options: &SuperviseOptions,
+    counters: &ClusterCounters,
+    stop: &AtomicBool,
+) -> Result<Outcome, SuperviseError> {
+    std::fs::create_dir_all(&options.out).map_err(|source| SuperviseError::File {
+        path: options.out.clone(),
+        source,
+    })?;
+    let hostfile = options.out.join("cluster.hosts");
+    let hosts: String = options
+        .addresses
+        .iter()
+        .map(|address| format!("{}\n", address.trim()))
+        .collect();
+    std::fs::write(&hostfile, hosts).map_err(|source| SuperviseError::File {
+        path: hostfile.clone(),
+        source,
+    })?;
+    let mut log = EventLog::open(options.out.join("cluster.log"))?;
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    let mut attempt = 1u64;
+    loop {
+        counters.attempt.store(attempt, Ordering::Relaxed);
+        let mut running = Vec::with_capacity(options.processes);
+        for index in 0..options.processes {
+            let child = spawn(options, &hostfile, index)?;
+            counters.starts.fetch_add(1, Ordering::Relaxed);
+            log.event(
+                json!({"event": "start", "attempt": attempt, "process": index, "pid": child.id()}),
+            )?;
+            running.push(Running {
+                index,
+                child,
+                exited: None,
+            });
+        }
+        match watch_attempt(&mut running, stop) {
+            AttemptEnd::Completed => {
+                log.event(json!({"event": "completed", "attempt": attempt}))?;
+                return Ok(Outcome::Completed);
+            }
+            AttemptEnd::Stop => {
+                log.event(json!({"event": "stopping", "attempt": attempt, "signal": "SIGTERM"}))?;
+                stop_all(&mut running, options.stop_grace, &mut log)?;
+                log.event(json!({"event": "stopped", "attempt": attempt}))?;
+                return Ok(Outcome::Stopped);
+            }
+            AttemptEnd::Death { index, status } => {
+                // the processes that ended with it (a survivor that saw it die, moments
+                // later) are reported too, before the rest are killed
+                std::thread::sleep(Duration::from_millis(100));
+                let mut dead = vec![(index, status)];
+                for process in running
+                    .iter_mut()
+                    .filter(|process| process.exited.is_none())
+                {
+                    if let Ok(Some(status)) = process.child.try_wait() {
+                        process.exited = Some(status);
+                        dead.push((process.index, status));
+                    }
+                }
+                for (index, status) in dead {
+                    counters.deaths.fetch_add(1, Ordering::Relaxed);
+                    let pid = running[index].child.id();
+                    log.event(json!({
+                        "event": "death", "attempt": attempt, "process": index, "pid": pid,
+                        "status": describe(status),
+                    }))?;
+                }
+                kill_all(&mut running, &mut log, attempt)?;
+            }
+        }
+        // the restart budget: at most `max_restarts` within the window
+        let now = Instant::now();
+        while restarts
+            .front()
+            .is_some_and(|&at| now.duration_since(at) > options.restart_window)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() >= options.max_restarts as usize {
+            counters.give_ups.fetch_add(1, Ordering::Relaxed);
+            log.event(json!({
+                "event": "give-up", "attempt": attempt,
+                "restarts_in_window": restarts.len(),
+                "max_restarts": options.max_restarts,
+                "window_secs": options.restart_window.as_secs(),
+            }))?;
+            return Ok(Outcome::GaveUp);
+        }
+        restarts.push_back(now);
+        counters.restarts.fetch_add(1, Ordering::Relaxed);
+        attempt += 1;
+        log.event(json!({
+            "event": "restart", "attempt": attempt,
+            "restarts_in_window": restarts.len(), "max_restarts": options.max_restarts,
+            "from": "the start of the input",
+        }))?;
+        if stop.load(Ordering::Relaxed) {
+            log.event(json!({"event": "stopped", "attempt": attempt}))?;
+            return Ok(Outcome::Stopped);
+        }
+    }
+}
+
+/// Starts process `index` of the cluster.
+fn spawn(
+    options: &SuperviseOptions,
+    hostfile: &Path,
+    index: usize,
+) -> Result<Child, SuperviseError> {
+    let mut command = Command::new(&options.program);
+    command.arg("run").args(&options.run_args);
+    if index == 0 {
+        command.args(&options.first_process_args);
+    }
+    command
+        .arg("--")
+        .args(&options.timely_args)
+        .args(["-n", &options.processes.to_string()])
+        .args(["-p", &index.to_string()])
+        .arg("-h")
+        .arg(hostfile)
+        .stdin(Stdio::null());
+    if index != 0 {
+        // process 0 prints the summary; the others have nothing to say on stdout
+        command.stdout(Stdio::null());
+    }
+    command.spawn().map_err(|source| SuperviseError::Spawn {
+        process: index,
+        program: options.program.clone(),
+        source,
+    })
+}
+
+/// How an attempt ended.
+enum AttemptEnd {
+    Completed,
+    Stop,
+    Death { index: usize, status: ExitStatus },
+}
+
+/// Waits for every process to exit well, one to die, or a stop.
+fn watch_attempt(running: &mut [Running], stop: &AtomicBool) -> AttemptEnd {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return AttemptEnd::Stop;
+        }
+        for process in running
+            .iter_mut()
+            .filter(|process| process.exited.is_none())
+        {
+            // an error here means the child is gone without a status: treat it as a death
+            let status = match process.child.try_wait() {
+                Ok(status) => status,
+                Err(_) => Some(failed_status()),
+            };
+            if let Some(status) = status {
+                process.exited = Some(status);
+                if !status.success() {
+                    return AttemptEnd::Death {
+                        index: process.index,
+                        status,
+                    };
+                }
+            }
+        }
+        if running.iter().all(|process| process.exited.is_some()) {
+            return AttemptEnd::Completed;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An exit status of 1, for a child whose status could not be read.
+fn failed_status() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(1 << 8)
+}
+
+/// `exit 1`, or `killed by signal 9`.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// Kills the processes still running (by PID), and reaps them.
+fn kill_all(
+    running: &mut [Running],
+    log: &mut EventLog,
+    attempt: u64,
+) -> Result<(), SuperviseError> {
+    for process in running
+        .iter_mut()
+        .filter(|process| process.exited.is_none())
+    {
+        let pid = process.child.id();
+        // SIGKILL ends a stopped (SIGSTOP) process too
+        let _ = process.child.kill();
+        let status = process.child.wait().ok();
+        process.exited = status;
+        log.event(json!({
+            "event": "killed", "attempt": attempt, "process": process.index, "pid": pid,
+            "why": "another process of the attempt died",
+        }))?;
+    }
+    Ok(())
+}
+
+/// Sends SIGTERM to every process still running, waits up to `grace`, then kills the rest.
+fn stop_all(
+    running: &mut [Running],
+    grace: Duration,
+    log: &mut EventLog,
+) -> Result<(), SuperviseError> {
+    for process in running.iter().filter(|process| process.exited.is_none()) {
+        if let Ok(pid) = libc::pid_t::try_from(process.child.id()) {
+            // SAFETY: kill(2) with a PID this supervisor spawned and has not reaped yet
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        let mut all = true;
+        for process in running
+            .iter_mut()
+            .filter(|process| process.exited.is_none())
+        {
+            match process.child.try_wait() {
+                Ok(Some(status)) => process.exited = Some(status),
+                Ok(None) => all = false,
+                Err(_) => process.exited = Some(failed_status()),
+            }
+        }
+        if all {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for process in running
+        .iter_mut()
+        .filter(|process| process.exited.is_none())
+    {
+        let pid = process.child.id();
+        let _ = process.child.kill();
+        process.exited = process.child.wait().ok();
+        log.event(json!({
+            "event": "killed", "process": process.index, "pid": pid,
+            "why": format!("still running {} s after SIGTERM", grace.as_secs()),
+        }))?;
+    }
+    Ok(())
+}
