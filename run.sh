@@ -49,6 +49,7 @@ main_job() {
         sleep 0.05
     done
     if [ -n "$address" ]; then
+        echo "== the console, while it runs: $address/"
         local query='{"dog": "dog-17", "hashtags": ["ball", "park"]}'
         echo "== while it runs: curl -s $address/v1/predict -d '$query'"
         if command -v curl > /dev/null; then
@@ -65,6 +66,8 @@ main_job() {
     cat data/sniffable/queries.jsonl
     echo "== their answers (out/sniffable/answers.jsonl; the true probabilities are in data/sniffable/truth.json)"
     sort out/sniffable/answers.jsonl
+    echo "== the report: learning curve, calibration, speed"
+    "$POOCH" report out/sniffable
 }
 
 run_tests() {
@@ -153,7 +156,7 @@ bench() {
 case "${1:-}" in
     "") main_job ;;
     test) run_tests ;;
-    bench) bench "${2:-}" ;;
+    bench) bench "${2:-}"; "$POOCH" report --bench target/bench-results ;;
     movielens) movielens ;;
     elec2) elec2 ;;
     quality) quality ;;

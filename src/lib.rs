@@ -10,6 +10,7 @@
 //! | [`runtime`] | running a pipeline: workers, feeding, agreement, outputs |
 //! | [`spec`] | reading a TOML spec into a plan |
 //! | [`generate`] | the data generators (Sniffable, Criteo-shaped) |
+//! | [`report`] | `pooch report`: SVG plots of runs and of benchmark results |
 //! | [`files`] | durable file writes, and I/O errors that name the path |
 //! | [`clock`] | the wall clock, for stamps |
 
@@ -19,6 +20,7 @@ pub mod collect;
 pub mod files;
 pub mod generate;
 pub mod publish;
+pub mod report;
 pub mod runtime;
 pub mod serve;
 pub mod spec;

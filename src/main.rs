@@ -46,6 +46,26 @@ enum Command {
     ///
     /// Example: pooch cluster -n 2 --http :8080 --pipeline pipelines/sniffable.toml --out out/c -- -w 2
     Cluster(ClusterArgs),
+    /// Write SVG plots of output directories and an HTML page showing them: the learning
+    /// curve (progressive logloss and AUC by epoch, truth beside), the calibration diagram and
+    /// facts and examples per second over the run; several directories, one curve each.
+    /// With --bench DIR, plots of the benchmarks' JSON results instead.
+    ///
+    /// Example: pooch report out/sniffable (writes out/sniffable/report/index.html)
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Output directories of `pooch run`, finished or running.
+    #[arg(value_name = "OUT", required_unless_present = "bench")]
+    outs: Vec<PathBuf>,
+    /// Where to write the plots [default: OUT/report of the first OUT, or DIR/plots with --bench].
+    #[arg(long, value_name = "DIR")]
+    to: Option<PathBuf>,
+    /// Plot the benchmark results in DIR (`./run.sh bench` writes target/bench-results/).
+    #[arg(long, value_name = "DIR", conflicts_with = "outs")]
+    bench: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -266,6 +286,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(args),
         Command::Models(command) => models_command(command),
+        Command::Report(args) => report_command(args),
         Command::Cluster(args) => cluster_command(args),
         Command::Generate(Generate::Sniffable {
             out,
@@ -560,6 +581,49 @@ fn models_command(command: Models) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+fn report_command(args: ReportArgs) -> ExitCode {
+    let failed = |error: pooch::report::ReportError| {
+        eprintln!("pooch report: {error}");
+        if error.is_usage() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    if let Some(dir) = args.bench {
+        let to = args.to.unwrap_or_else(|| dir.join("plots"));
+        return match pooch::report::bench::bench_report(&dir, &to) {
+            Ok(written) => {
+                for missing in &written.missing {
+                    eprintln!(
+                        "pooch report: no {missing} in {} (its benchmark has not run)",
+                        dir.display()
+                    );
+                }
+                for (name, reason) in &written.skipped {
+                    eprintln!("pooch report: left out {name}: {reason}");
+                }
+                println!(
+                    "benchmark plots ({} charts from {}) in {}",
+                    written.charts.len(),
+                    written.read.join(", "),
+                    written.page.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => failed(error),
+        };
+    }
+    let to = args.to.unwrap_or_else(|| args.outs[0].join("report"));
+    match pooch::report::report(&args.outs, &to) {
+        Ok(written) => {
+            println!("report in {}", written.page.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => failed(error),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Leader {
     pub features_hash: String,
     /// Makes published versions durable.
     pub snapshots: SnapshotWriter,
+    /// When the output files were created: metrics lines count their seconds from it.
+    pub started: Instant,
     /// The first output that failed; the run fails with it at the end.
     first_error: Option<OutputError>,
 }
@@ -95,6 +97,7 @@ impl Leader {
             spec_hash: spec.hash.clone(),
             features_hash: spec.features_hash.clone(),
             snapshots,
+            started: Instant::now(),
             first_error: None,
         };
         Ok((leader, queries))

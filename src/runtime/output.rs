@@ -156,16 +156,20 @@ impl OutputFiles {
         Self::line(&mut self.answers, &self.dir, "answers.jsonl", &line)
     }
 
-    /// Appends an epoch's metrics, with the model version serving and how reading stands.
+    /// Appends an epoch's metrics, with the model version serving, how reading stands and
+    /// the seconds since the outputs were created (the line's one field that depends on
+    /// timing, for plots of speed over the run).
     pub fn metrics(
         &mut self,
         metrics: &EpochMetrics,
         model_version: u64,
         reading: &Reading,
+        elapsed_secs: f64,
     ) -> Result<(), OutputError> {
         let mut line = serde_json::to_value(metrics).unwrap_or(Json::Null);
         if let Json::Object(object) = &mut line {
             object.insert("model_version".to_owned(), json!(model_version));
+            object.insert("elapsed_secs".to_owned(), json!(elapsed_secs));
             object.insert(
                 "reading".to_owned(),
                 serde_json::to_value(reading).unwrap_or(Json::Null),

@@ -25,9 +25,11 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::publish::SnapshotMeta;
 use crate::runtime::LiveAnswer;
+use crate::runtime::collector::Reading;
 use crate::runtime::feed::LIVE_BASE;
 use crate::runtime::leader::Leader;
 use crate::runtime::output::{DeadLetter, ReadProgress};
+use crate::serve::console::{DeadLetterNote, EpochPoint};
 use crate::serve::serving::ServingState;
 
 /// Worker 0's leader, shared by its sinks; `None` on the other workers.
@@ -61,7 +63,7 @@ pub fn attach_sinks(
     sink_answers(leader, outputs.answers);
     sink_metrics(leader, plan, outputs.epochs);
     sink_versions(leader, serving.clone(), outputs.versions);
-    sink_dead_letters(leader, outputs.dead);
+    sink_dead_letters(leader, serving.clone(), outputs.dead);
     sink_progress(leader, serving, outputs.progress);
 }
 
@@ -131,7 +133,13 @@ fn sink_metrics(leader: &SharedLeader, plan: &Rc<Plan>, epochs: StreamVec<'_, Ti
             for metrics in data.drain(..) {
                 let version = leader.collector.model_version();
                 let reading = leader.collector.reading(&sink_plan);
-                let result = leader.files.metrics(&metrics, version, &reading);
+                let elapsed_secs = leader.started.elapsed().as_secs_f64();
+                if let Some(serving) = &serving {
+                    serving.record_epoch(console_point(&metrics, version, &reading, elapsed_secs));
+                }
+                let result = leader
+                    .files
+                    .metrics(&metrics, version, &reading, elapsed_secs);
                 leader.record(result);
                 if metrics.epoch_scores.has_outcomes() {
                     leader.collector.epochs_with_examples += 1;
@@ -218,8 +226,43 @@ fn graph_error_letter(plan: &Plan, error: &GraphError) -> DeadLetter {
     }
 }
 
-/// Dead letters go to `dead-letter.jsonl`.
-fn sink_dead_letters(leader: &SharedLeader, dead: StreamVec<'_, Time, DeadLetter>) {
+/// An epoch's metrics as the console plots them.
+fn console_point(
+    metrics: &EpochMetrics,
+    model_version: u64,
+    reading: &Reading,
+    elapsed_secs: f64,
+) -> EpochPoint {
+    let (epoch, running) = (&metrics.epoch_scores, &metrics.running);
+    EpochPoint {
+        seq: 0,
+        epoch: metrics.epoch,
+        elapsed_secs,
+        examples: epoch.examples,
+        logloss: epoch.logloss,
+        auc: epoch.auc,
+        online_logloss: epoch.online_logloss,
+        online_auc: epoch.online_auc,
+        truth_logloss: epoch.truth_logloss,
+        truth_auc: epoch.truth_auc,
+        running_logloss: running.logloss,
+        running_auc: running.auc,
+        running_online_logloss: running.online_logloss,
+        running_truth_logloss: running.truth_logloss,
+        running_truth_auc: running.truth_auc,
+        running_examples: running.examples,
+        model_version,
+        frontier: reading.frontier,
+        facts: reading.sources.values().map(|counts| counts.facts).sum(),
+    }
+}
+
+/// Dead letters go to `dead-letter.jsonl`, and the latest to the console.
+fn sink_dead_letters(
+    leader: &SharedLeader,
+    serving: Option<Arc<ServingState>>,
+    dead: StreamVec<'_, Time, DeadLetter>,
+) {
     let sink_leader = leader.clone();
     dead.sink(
         Exchange::new(|_: &DeadLetter| 0u64),
@@ -230,6 +273,14 @@ fn sink_dead_letters(leader: &SharedLeader, dead: StreamVec<'_, Time, DeadLetter
                 let mut leader = leader.borrow_mut();
                 for letter in data.drain(..) {
                     leader.collector.dead_letters += 1;
+                    if let Some(serving) = &serving {
+                        serving.record_dead_letter(DeadLetterNote {
+                            source: letter.source.clone(),
+                            file: letter.file.clone(),
+                            line: letter.line,
+                            reason: letter.reason.clone(),
+                        });
+                    }
                     let result = leader.files.dead_letter(&letter);
                     leader.record(result);
                 }

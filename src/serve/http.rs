@@ -13,6 +13,9 @@
 //! | GET | `/metrics` | Prometheus text format 0.0.4 |
 //! | GET | `/healthz` | 200 while the process lives |
 //! | GET | `/readyz` | 200 once [`Backend::ready`], else 503 |
+//! | GET | `/` | the operator's console, an HTML page (see [`crate::serve::console`]) |
+//! | GET | `/console/{file}` | the console's scripts, styles and uPlot's licence |
+//! | GET | `/v1/console?since=N` | [`Backend::console`], with the predictions' latency histogram |
 //!
 //! Every error is `{"error": "..."}` with a 4xx or 5xx status; see [`HttpConfig`] for the limits.
 
@@ -63,6 +66,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Appends the backend's own Prometheus text-format metrics (facts read, dead letters,
     /// epoch, frontier lag, version served...).
     fn metrics(&self, out: &mut String);
+    /// Body of `GET /v1/console?since=N`, what the console polls: a JSON object with the
+    /// epochs recorded after number `since` (`epochs`, `last_seq`), counters and the latest
+    /// dead letters. A backend that records none answers with empty ones.
+    fn console(&self, since: u64) -> Value {
+        let _ = since;
+        json!({ "last_seq": 0, "epochs": [], "dead_letters": [], "counters": {} })
+    }
 }
 
 /// One answer to a query.
@@ -334,6 +344,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(console_asset))
+        .route("/console/{file}", get(console_asset))
+        .route("/v1/console", get(console_series))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run from the last added inwards: count and time, catch panics, then guard.
@@ -388,6 +401,9 @@ fn endpoint_label(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
+        "/" => "console",
+        "/v1/console" => "console",
+        _ if path.starts_with("/console/") => "console",
         _ if path.starts_with("/v1/models/") => match path.rsplit('/').next() {
             Some("pin") => "pin",
             Some("unpin") => "unpin",
@@ -644,6 +660,74 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// A file of the console, from the binary.
+async fn console_asset(request: Request) -> Response {
+    match crate::serve::console::asset(request.uri().path()) {
+        Some(asset) => (
+            [
+                (header::CONTENT_TYPE, asset.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            asset.body,
+        )
+            .into_response(),
+        None => not_found(request).await,
+    }
+}
+
+/// What the console polls: the backend's journal after `since`, and the latency histogram of
+/// predictions as cumulative bucket counts (`le` in seconds) with the total `count`.
+async fn console_series(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("");
+    let mut since = 0;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "since" {
+            match value.parse::<u64>() {
+                Ok(value) => since = value,
+                Err(_) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "query parameter `since` must be a non-negative integer, got {value:?}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let mut body = shared.backend.console(since);
+    let predict = shared.metrics.duration.with_label_values(&["predict"]);
+    let buckets = latency_buckets(&predict);
+    if let Value::Object(object) = &mut body {
+        object.insert("latency".into(), buckets);
+    }
+    axum::Json(body).into_response()
+}
+
+/// A histogram's cumulative buckets, count and sum, as JSON.
+fn latency_buckets(histogram: &prometheus::Histogram) -> Value {
+    use prometheus::core::Collector;
+    let families = histogram.collect();
+    let Some(metric) = families
+        .first()
+        .and_then(|family| family.get_metric().first())
+    else {
+        return json!({ "buckets": [], "count": 0, "sum": 0.0 });
+    };
+    let sampled = metric.get_histogram();
+    let buckets: Vec<Value> = sampled
+        .get_bucket()
+        .iter()
+        .map(|bucket| json!({ "le": bucket.upper_bound(), "count": bucket.cumulative_count() }))
+        .collect();
+    json!({
+        "buckets": buckets,
+        "count": sampled.get_sample_count(),
+        "sum": sampled.get_sample_sum(),
+    })
 }
 
 async fn not_found(request: Request) -> Response {

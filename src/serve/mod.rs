@@ -7,8 +7,10 @@
 //! | `supervision` | the versions the serving state holds, and applying the supervisor's decisions |
 //! | [`supervisor`] | the rules that pick the version that serves, their log, the control file |
 //! | [`http`] | the HTTP endpoint, over any [`http::Backend`] |
+//! | [`console`] | the operator's console at `/` of the endpoint, and the journal it polls |
 //! | [`models`] | the `pooch models` commands, on a snapshot store |
 
+pub mod console;
 pub mod http;
 pub mod models;
 pub mod serving;

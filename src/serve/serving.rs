@@ -23,6 +23,7 @@ use dataflows::transform::fill::fill_aggregates;
 use serde_json::{Value as Json, json};
 
 use crate::collect::queries;
+use crate::serve::console::{ConsoleJournal, DeadLetterNote, EpochPoint};
 use crate::serve::http::{ApiError, Backend, Prediction};
 use crate::serve::supervision::{Serve, Supervision};
 use crate::serve::supervisor::{
@@ -92,6 +93,8 @@ pub struct ServingState {
     features: RwLock<FeatureView>,
     serving: RwLock<Option<Arc<ModelVersion>>>,
     supervision: Mutex<Supervision>,
+    /// Recent epochs and dead letters, for the console.
+    console: Mutex<ConsoleJournal>,
     /// Counters for metrics.
     pub counters: ServingCounters,
 }
@@ -125,6 +128,7 @@ impl ServingState {
             features: RwLock::default(),
             serving: RwLock::default(),
             supervision: Mutex::new(supervision),
+            console: Mutex::default(),
             counters: ServingCounters::default(),
         }
     }
@@ -359,6 +363,52 @@ impl ServingState {
         json!({ "models": [supervision.models_json(serving)] })
     }
 
+    fn journal(&self) -> MutexGuard<'_, ConsoleJournal> {
+        self.console
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Records an epoch's progressive metrics for the console.
+    pub fn record_epoch(&self, point: EpochPoint) {
+        self.journal().record_epoch(point);
+    }
+
+    /// Records a dead letter for the console.
+    pub fn record_dead_letter(&self, note: DeadLetterNote) {
+        self.journal().record_dead_letter(note);
+    }
+
+    /// What the console polls: the epochs after `since`, the counters, the dead letters,
+    /// the model and what serves.
+    pub fn console_json(&self, since: u64) -> Json {
+        let mut answer = self.journal().json(since);
+        let counters = &self.counters;
+        let epoch = self.features_epoch();
+        let frontier = epoch.map_or(0, |epoch| self.plan.epoch_start(epoch.saturating_add(1)));
+        let max_time = counters.max_time_read.load(Ordering::Relaxed);
+        if let Json::Object(object) = &mut answer {
+            object.insert("pipeline".into(), json!(self.plan.name));
+            object.insert("model".into(), json!(self.plan.model.name));
+            object.insert(
+                "serving".into(),
+                json!(self.serving().map(|version| version.version)),
+            );
+            object.insert(
+                "counters".into(),
+                json!({
+                    "facts_read": counters.facts_read.load(Ordering::Relaxed),
+                    "dead_letters": counters.dead_letters.load(Ordering::Relaxed),
+                    "predictions": counters.predictions.load(Ordering::Relaxed),
+                    "features_epoch": epoch,
+                    "max_time_read": max_time,
+                    "frontier_lag_secs": max_time.saturating_sub(frontier),
+                }),
+            );
+        }
+        answer
+    }
+
     /// Prometheus text-format lines for the serving state.
     pub fn metrics_text(&self, out: &mut String) {
         use std::fmt::Write;
@@ -441,6 +491,10 @@ impl Backend for ServingState {
 
     fn metrics(&self, out: &mut String) {
         self.metrics_text(out);
+    }
+
+    fn console(&self, since: u64) -> Json {
+        self.console_json(since)
     }
 }
 

@@ -62,6 +62,59 @@ pub struct Scores {
     pub lookup_outputs: u64,
     /// `lookup_outputs / examples_in`: exactly 1 when each example is emitted once.
     pub join_output_per_example: Option<f64>,
+    /// The servable model's predictions against the labels, in bins of predicted probability:
+    /// a calibration diagram. Empty until an example is scored.
+    #[serde(default, skip_serializing_if = "Calibration::is_empty")]
+    pub calibration: Calibration,
+}
+
+/// Bins of equal width in predicted probability, each with its examples, the sum of their
+/// predicted probabilities and their positive labels: predicted against observed rate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Calibration {
+    /// `[examples, sum of predicted probabilities, positives]` per bin, lowest first;
+    /// [`CALIBRATION_BINS`] of them once any example is added.
+    pub bins: Vec<(u64, f64, u64)>,
+}
+
+/// Bins of a [`Calibration`]: tenths of probability.
+pub const CALIBRATION_BINS: usize = 10;
+
+impl Calibration {
+    /// Whether no example has been added.
+    pub fn is_empty(&self) -> bool {
+        self.bins.is_empty()
+    }
+
+    /// Adds one prediction and its label.
+    pub fn add(&mut self, probability: f64, label: bool) {
+        if self.bins.is_empty() {
+            self.bins = vec![(0, 0.0, 0); CALIBRATION_BINS];
+        }
+        let position = (probability * CALIBRATION_BINS as f64).floor();
+        // NaN casts to 0: a prediction that is not a number lands in the lowest bin
+        let bin = (position.max(0.0) as usize).min(CALIBRATION_BINS - 1);
+        let entry = &mut self.bins[bin];
+        entry.0 += 1;
+        entry.1 += probability;
+        entry.2 += u64::from(label);
+    }
+
+    /// Adds another calibration's counts.
+    pub fn merge(&mut self, other: &Calibration) {
+        if other.is_empty() {
+            return;
+        }
+        if self.bins.is_empty() {
+            self.bins = vec![(0, 0.0, 0); other.bins.len()];
+        }
+        for (mine, theirs) in self.bins.iter_mut().zip(&other.bins) {
+            mine.0 += theirs.0;
+            mine.1 += theirs.1;
+            mine.2 += theirs.2;
+        }
+    }
 }
 
 impl Scores {
@@ -329,6 +382,7 @@ fn score_epoch(mut outcomes: Vec<Outcome>, running: &mut Running) -> Scores {
             } => {
                 scores.examples += 1;
                 scores.positives += u64::from(label);
+                scores.calibration.add(probability, label);
                 model.push(probability, label);
                 online.push(online_probability, label);
                 if let Some(truth_probability) = truth_probability {
@@ -353,6 +407,7 @@ fn score_epoch(mut outcomes: Vec<Outcome>, running: &mut Running) -> Scores {
     total.unlabeled += scores.unlabeled;
     total.orphaned += scores.orphaned;
     total.beyond_input += scores.beyond_input;
+    total.calibration.merge(&scores.calibration);
     (total.logloss, total.auc) = running.model.scores();
     (total.online_logloss, total.online_auc) = running.online.scores();
     (total.truth_logloss, total.truth_auc) = running.truth.scores();
@@ -483,6 +538,24 @@ fn pending(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibration_bins_count_predictions_and_labels() {
+        let mut calibration = Calibration::default();
+        assert!(calibration.is_empty());
+        calibration.add(0.05, false);
+        calibration.add(0.95, true);
+        calibration.add(1.0, true);
+        calibration.add(0.12, true);
+        assert_eq!(calibration.bins.len(), CALIBRATION_BINS);
+        assert_eq!(calibration.bins[0], (1, 0.05, 0));
+        assert_eq!(calibration.bins[1], (1, 0.12, 1));
+        assert_eq!(calibration.bins[9], (2, 1.95, 2));
+        let mut total = Calibration::default();
+        total.merge(&calibration);
+        total.merge(&calibration);
+        assert_eq!(total.bins[9], (4, 3.9, 4));
+    }
 
     #[test]
     fn auc_counts_ties_as_half() {
