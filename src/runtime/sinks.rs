@@ -61,7 +61,7 @@ pub fn attach_sinks(
     outputs: Outputs<'_>,
 ) {
     sink_answers(leader, outputs.answers);
-    sink_metrics(leader, plan, outputs.epochs);
+    sink_metrics(leader, plan, serving.clone(), outputs.epochs);
     sink_versions(leader, serving.clone(), outputs.versions);
     sink_dead_letters(leader, serving.clone(), outputs.dead);
     sink_progress(leader, serving, outputs.progress);
@@ -121,9 +121,15 @@ fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
     );
 }
 
-/// Each epoch's metrics go to `metrics.jsonl` with how reading stands. (The supervisor
-/// takes its evidence from the published versions' rounds, split by scoring version.)
-fn sink_metrics(leader: &SharedLeader, plan: &Rc<Plan>, epochs: StreamVec<'_, Time, EpochMetrics>) {
+/// Each epoch's metrics go to `metrics.jsonl` with how reading stands, and to the console.
+/// (The supervisor takes its evidence from the published versions' rounds, split by scoring
+/// version.)
+fn sink_metrics(
+    leader: &SharedLeader,
+    plan: &Rc<Plan>,
+    serving: Option<Arc<ServingState>>,
+    epochs: StreamVec<'_, Time, EpochMetrics>,
+) {
     let sink_leader = leader.clone();
     let sink_plan = Rc::clone(plan);
     epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
