@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::cluster::supervise::ClusterCounters;
-use crate::publish::SnapshotStore;
+use crate::publish::{SnapshotStore, read};
 use crate::runtime::RunError;
 use crate::serve::http::{ApiError, Backend, HttpConfig, HttpServer, Prediction};
 use crate::serve::serving::ServingState;
@@ -222,23 +222,24 @@ impl ClusterEndpoint {
     }
 }
 
-/// Publishes the newest good version in the store if it is newer than `newest`.
+/// Publishes every good version in the store newer than `newest`, oldest first: each carries
+/// its round's evidence, split by the version that scored it, and the supervisor judges a
+/// version on the evidence of its own that later rounds bring, so skipping to the newest would
+/// leave every version a candidate. A file that does not load is passed over for good.
 fn follow(store: &SnapshotStore, model: &str, serving: &ServingState, newest: &mut u64) {
     let listed = match store.list(model) {
         Ok(listed) => listed,
         // a store not written yet, or a passing error: the next look may succeed
         Err(_) => return,
     };
-    if listed.last().is_none_or(|last| last.version <= *newest) {
-        return;
-    }
-    let Ok(found) = store.newest_good(model) else {
-        return;
-    };
-    if let Some(snapshot) = found.snapshot
-        && snapshot.model.version > *newest
-    {
-        *newest = snapshot.model.version;
-        serving.publish(Arc::new(snapshot.model));
+    let after = *newest;
+    for stored in listed.into_iter().filter(|stored| stored.version > after) {
+        *newest = stored.version;
+        if let Ok(snapshot) = read(&stored.path)
+            && snapshot.model.name == model
+            && snapshot.model.version == stored.version
+        {
+            serving.publish(Arc::new(snapshot.model));
+        }
     }
 }
