@@ -25,6 +25,7 @@ use serde_json::Value as Json;
 use crate::cluster::supervise::ClusterCounters;
 use crate::publish::{SnapshotStore, read};
 use crate::runtime::RunError;
+use crate::runtime::serving_setup::compatibility;
 use crate::serve::http::{ApiError, Backend, HttpConfig, HttpServer, Prediction};
 use crate::serve::serving::ServingState;
 use crate::serve::supervisor::{DecisionLog, Supervisor};
@@ -165,7 +166,7 @@ impl ClusterEndpoint {
             }
         }
         let mut newest = 0;
-        follow(&store, &plan.model.name, &serving, &mut newest);
+        follow(&store, spec, &serving, &mut newest);
         let backend = ClusterBackend {
             serving: Arc::clone(&serving),
             counters,
@@ -178,7 +179,7 @@ impl ClusterEndpoint {
         );
         let done = Arc::new(AtomicBool::new(false));
         let follower = {
-            let (done, model) = (Arc::clone(&done), plan.model.name.clone());
+            let (done, spec) = (Arc::clone(&done), spec.clone());
             let mut feed = FeedFollower {
                 path: feed_path(out),
                 inode: None,
@@ -190,7 +191,7 @@ impl ClusterEndpoint {
                 .spawn(move || {
                     while !done.load(Ordering::Relaxed) {
                         std::thread::sleep(FOLLOW_INTERVAL);
-                        follow(&store, &model, &serving, &mut newest);
+                        follow(&store, &spec, &serving, &mut newest);
                         feed.follow(&serving);
                         serving.poll_control();
                     }
@@ -225,8 +226,10 @@ impl ClusterEndpoint {
 /// Publishes every good version in the store newer than `newest`, oldest first: each carries
 /// its round's evidence, split by the version that scored it, and the supervisor judges a
 /// version on the evidence of its own that later rounds bring, so skipping to the newest would
-/// leave every version a candidate. A file that does not load is passed over for good.
-fn follow(store: &SnapshotStore, model: &str, serving: &ServingState, newest: &mut u64) {
+/// leave every version a candidate. A file that does not load, or was made for another spec's
+/// features, is passed over for good: it never serves.
+fn follow(store: &SnapshotStore, spec: &Spec, serving: &ServingState, newest: &mut u64) {
+    let model = spec.plan.model.name.as_str();
     let listed = match store.list(model) {
         Ok(listed) => listed,
         // a store not written yet, or a passing error: the next look may succeed
@@ -238,6 +241,7 @@ fn follow(store: &SnapshotStore, model: &str, serving: &ServingState, newest: &m
         if let Ok(snapshot) = read(&stored.path)
             && snapshot.model.name == model
             && snapshot.model.version == stored.version
+            && compatibility(&snapshot.meta, spec).is_ok()
         {
             serving.publish(Arc::new(snapshot.model));
         }

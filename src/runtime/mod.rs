@@ -39,7 +39,7 @@ mod leader;
 pub mod output;
 mod progress;
 mod serving_feed;
-mod serving_setup;
+pub(crate) mod serving_setup;
 mod sinks;
 mod snapshot_writer;
 pub mod summary;
