@@ -53,7 +53,12 @@ main_job() {
         local query='{"dog": "dog-17", "hashtags": ["ball", "park"]}'
         echo "== while it runs: curl -s $address/v1/predict -d '$query'"
         if command -v curl > /dev/null; then
-            sleep 1
+            # the supervisor serves a version once one has beaten the constant model on
+            # examples it scored itself; until then /v1/predict says why not (503)
+            for _ in $(seq 100); do
+                curl -sf --max-time 1 "$address/readyz" > /dev/null && break
+                sleep 0.1
+            done
             curl -s --max-time 2 "$address/v1/predict" -d "$query" || echo "(no answer: the run may have ended)"
             echo
         fi
