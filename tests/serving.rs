@@ -4,15 +4,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pooch::runtime::{RunOptions, Summary, run_until};
-use pooch::serve::http::HttpConfig;
 use serde_json::{Value as Json, json};
 
 pub mod support;
-use support::{generate, sniffable_spec};
+use support::{client, generate, serve_during, sniffable_spec};
 
 /// A run with the HTTP endpoint on a free port; `with` is called with its address while the
 /// run goes on, then the run is stopped and its summary returned.
@@ -27,35 +26,7 @@ fn serve<T: Send + 'static>(
     options.data_dir = Some(data.to_owned());
     options.timely_args = vec!["-w".into(), workers.to_string()];
     options.progress = false;
-    options.http = Some(HttpConfig {
-        addr: "127.0.0.1:0".parse().expect("an address"),
-        ..HttpConfig::default()
-    });
-    options.serve_after_input = true;
-    let (bound, address) = std::sync::mpsc::channel();
-    options.http_bound = Some(bound);
-    let stop = Arc::new(AtomicBool::new(false));
-    let run = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || run_until(options, None, stop))
-    };
-    let address = address
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the endpoint listens");
-    let result = with(format!("http://{address}"));
-    stop.store(true, Ordering::Relaxed);
-    let summary = run
-        .join()
-        .expect("the run thread")
-        .expect("the run succeeds");
-    (summary, result)
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("a client")
+    serve_during(options, with)
 }
 
 fn predict(client: &reqwest::blocking::Client, base: &str, body: &Json) -> (u16, Json) {

@@ -4,16 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pooch::runtime::{RunOptions, Summary, run_until};
-use pooch::serve::http::HttpConfig;
+use pooch::runtime::{RunOptions, Summary};
 use serde_json::{Value as Json, json};
 
 pub mod support;
-use support::{generate, pooch, sniffable_spec};
+use support::{client, generate, pooch, serve_during, sniffable_spec};
 
 /// A run with the HTTP endpoint on a free port, serving after its input is read; `with` is
 /// called with its address, then the run is stopped and its summary returned.
@@ -27,38 +24,10 @@ fn serve<T: Send + 'static>(
     options.data_dir = Some(data.to_owned());
     options.timely_args = vec!["-w".into(), "1".into()];
     options.progress = false;
-    options.http = Some(HttpConfig {
-        addr: "127.0.0.1:0".parse().expect("an address"),
-        ..HttpConfig::default()
-    });
-    options.serve_after_input = true;
     // the store keeps every version: a version promoted a label horizon after it was
     // published must still be on disk for the restart (retention does not yet spare it)
     options.retain_snapshots = 1000;
-    let (bound, address) = std::sync::mpsc::channel();
-    options.http_bound = Some(bound);
-    let stop = Arc::new(AtomicBool::new(false));
-    let run = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || run_until(options, None, stop))
-    };
-    let address = address
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the endpoint listens");
-    let result = with(format!("http://{address}"));
-    stop.store(true, Ordering::Relaxed);
-    let summary = run
-        .join()
-        .expect("the run thread")
-        .expect("the run succeeds");
-    (summary, result)
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("a client")
+    serve_during(options, with)
 }
 
 fn post(base: &str, path: &str, body: &Json) -> (u16, Json) {

@@ -207,3 +207,44 @@ bits = 10
         path
     }
 }
+
+/// Runs `options` with the HTTP endpoint on a free loopback port, serving after its input is
+/// read; `with` is called with the endpoint's address (`http://…`) while the run goes on, then
+/// the run is stopped and its summary returned with what `with` gave.
+pub fn serve_during<T: Send + 'static>(
+    mut options: pooch::runtime::RunOptions,
+    with: impl FnOnce(String) -> T + Send + 'static,
+) -> (Option<pooch::runtime::Summary>, T) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    options.http = Some(pooch::serve::http::HttpConfig {
+        addr: "127.0.0.1:0".parse().expect("an address"),
+        ..pooch::serve::http::HttpConfig::default()
+    });
+    options.serve_after_input = true;
+    let (bound, address) = std::sync::mpsc::channel();
+    options.http_bound = Some(bound);
+    let stop = Arc::new(AtomicBool::new(false));
+    let run = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || pooch::runtime::run_until(options, None, stop))
+    };
+    let address = address
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the endpoint listens");
+    let result = with(format!("http://{address}"));
+    stop.store(true, Ordering::Relaxed);
+    let summary = run
+        .join()
+        .expect("the run thread")
+        .expect("the run succeeds");
+    (summary, result)
+}
+
+/// An HTTP client that gives up on an answer after 10 s.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("a client")
+}
