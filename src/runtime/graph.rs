@@ -13,7 +13,7 @@ use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Input as _;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Concat, Inspect, Probe};
+use timely::dataflow::operators::{Concat, Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -179,13 +179,15 @@ pub fn build(
                 heard.stop |= control.stop;
             });
 
-        // `learning` follows training, which reading must not outrun; `probe` follows everything
+        // `learning` follows training, which reading must not outrun; `probe` follows everything,
+        // and what worker 0 writes alone is routed to it before the probe, so that a done probe
+        // leaves nothing in flight to a sink that the summary counts
         let epochs = match slow_training {
             Some(pause) => graph.epochs.inspect(move |_| std::thread::sleep(pause)),
             None => graph.epochs,
         };
         let (learning, epochs) = epochs.probe();
-        let (probe, answers) = graph.answers.probe();
+        let (probe, answers) = graph.answers.exchange(|_| 0).probe();
         let epochs = epochs.probe_with(&probe);
         let versions = graph
             .versions
@@ -196,8 +198,12 @@ pub fn build(
         let dead = scope
             .input_from(&mut dead_input)
             .concat(graph_error_letters(plan, graph.errors.inner))
+            .exchange(|_| 0)
             .probe_with(&probe);
-        let progress = scope.input_from(&mut progress_input).probe_with(&probe);
+        let progress = scope
+            .input_from(&mut progress_input)
+            .exchange(|_| 0)
+            .probe_with(&probe);
         let serving = options.serving.clone().filter(|_| index == 0);
         let outputs = Outputs {
             answers,

@@ -19,7 +19,7 @@ use dataflows::plan::Plan;
 use dataflows::publish::model::ModelVersion;
 use serde_json::Value as Json;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 
@@ -73,52 +73,49 @@ pub fn attach_sinks(
 fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
     let sink_leader = leader.clone();
     let mut waiting: BTreeMap<Time, Vec<Answer>> = BTreeMap::new();
-    answers.sink(
-        Exchange::new(|_: &Answer| 0u64),
-        "Sink: answers",
-        move |(input, frontier)| {
-            let Some(leader) = &sink_leader else {
-                input.for_each(|_, _| {});
-                return;
-            };
-            let mut leader = leader.borrow_mut();
-            input.for_each_stamp(|stamp, data| {
-                let time = stamp.least().copied().unwrap_or(0);
-                for container in data {
-                    for answer in container.drain(..) {
-                        if answer.query >= LIVE_BASE {
-                            if let Some(sender) = &leader.live_answers {
-                                // an asker that has gone away no longer wants its answer
-                                let _ = sender.send(LiveAnswer {
-                                    id: answer.query - LIVE_BASE,
-                                    answer,
-                                });
-                            }
-                        } else {
-                            waiting.entry(time).or_default().push(answer);
+    // routed to worker 0 before the probe (graph.rs)
+    answers.sink(Pipeline, "Sink: answers", move |(input, frontier)| {
+        let Some(leader) = &sink_leader else {
+            input.for_each(|_, _| {});
+            return;
+        };
+        let mut leader = leader.borrow_mut();
+        input.for_each_stamp(|stamp, data| {
+            let time = stamp.least().copied().unwrap_or(0);
+            for container in data {
+                for answer in container.drain(..) {
+                    if answer.query >= LIVE_BASE {
+                        if let Some(sender) = &leader.live_answers {
+                            // an asker that has gone away no longer wants its answer
+                            let _ = sender.send(LiveAnswer {
+                                id: answer.query - LIVE_BASE,
+                                answer,
+                            });
                         }
+                    } else {
+                        waiting.entry(time).or_default().push(answer);
                     }
                 }
-            });
-            while let Some(entry) = waiting.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let mut complete = entry.remove();
-                complete.sort_by_key(|answer| answer.query);
-                for answer in complete {
-                    let id = leader
-                        .query_ids
-                        .get(answer.query as usize)
-                        .cloned()
-                        .unwrap_or(Json::Null);
-                    leader.collector.answers += 1;
-                    let result = leader.files.answer(&answer, &id);
-                    leader.record(result);
-                }
             }
-        },
-    );
+        });
+        while let Some(entry) = waiting.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            let mut complete = entry.remove();
+            complete.sort_by_key(|answer| answer.query);
+            for answer in complete {
+                let id = leader
+                    .query_ids
+                    .get(answer.query as usize)
+                    .cloned()
+                    .unwrap_or(Json::Null);
+                leader.collector.answers += 1;
+                let result = leader.files.answer(&answer, &id);
+                leader.record(result);
+            }
+        }
+    });
 }
 
 /// Each epoch's metrics go to `metrics.jsonl` with how reading stands, and to the console.
@@ -270,29 +267,25 @@ fn sink_dead_letters(
     dead: StreamVec<'_, Time, DeadLetter>,
 ) {
     let sink_leader = leader.clone();
-    dead.sink(
-        Exchange::new(|_: &DeadLetter| 0u64),
-        "Sink: dead letters",
-        move |(input, _)| {
-            input.for_each(|_, data| {
-                let Some(leader) = &sink_leader else { return };
-                let mut leader = leader.borrow_mut();
-                for letter in data.drain(..) {
-                    leader.collector.dead_letters += 1;
-                    if let Some(serving) = &serving {
-                        serving.record_dead_letter(DeadLetterNote {
-                            source: letter.source.clone(),
-                            file: letter.file.clone(),
-                            line: letter.line,
-                            reason: letter.reason.clone(),
-                        });
-                    }
-                    let result = leader.files.dead_letter(&letter);
-                    leader.record(result);
+    dead.sink(Pipeline, "Sink: dead letters", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for letter in data.drain(..) {
+                leader.collector.dead_letters += 1;
+                if let Some(serving) = &serving {
+                    serving.record_dead_letter(DeadLetterNote {
+                        source: letter.source.clone(),
+                        file: letter.file.clone(),
+                        line: letter.line,
+                        reason: letter.reason.clone(),
+                    });
                 }
-            });
-        },
-    );
+                let result = leader.files.dead_letter(&letter);
+                leader.record(result);
+            }
+        });
+    });
 }
 
 /// The readers' counts go to the collector, and from it to the serving state's counters;
@@ -303,23 +296,19 @@ fn sink_progress(
     progress: StreamVec<'_, Time, ReadProgress>,
 ) {
     let sink_leader = leader.clone();
-    progress.sink(
-        Exchange::new(|_: &ReadProgress| 0u64),
-        "Sink: read progress",
-        move |(input, _)| {
-            input.for_each(|_, data| {
-                let Some(leader) = &sink_leader else { return };
-                let mut leader = leader.borrow_mut();
-                for read in data.drain(..) {
-                    leader.collector.record_progress(read);
-                }
-                if let Some(serving) = &serving {
-                    leader.collector.report_to(&serving.counters);
-                    serving.poll_control();
-                }
-            });
-        },
-    );
+    progress.sink(Pipeline, "Sink: read progress", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for read in data.drain(..) {
+                leader.collector.record_progress(read);
+            }
+            if let Some(serving) = &serving {
+                leader.collector.report_to(&serving.counters);
+                serving.poll_control();
+            }
+        });
+    });
 }
 
 /// Writes the exact regression's reports into the metrics, and keeps the latest for the summary.
