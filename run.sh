@@ -154,6 +154,7 @@ bench() {
     cargo bench --bench pipeline
     cargo bench --bench ingest
     cargo bench --bench http
+    cargo bench --bench flood
     cargo bench --bench learn
     cargo bench --bench side_by_side
 }

@@ -127,6 +127,9 @@ enum Models {
         /// Only this model.
         #[arg(long, value_name = "NAME")]
         model: Option<String>,
+        /// Mark the versions not made for this spec's features incompatible, with the reason.
+        #[arg(long, value_name = "SPEC")]
+        pipeline: Option<PathBuf>,
     },
     /// Serve this version until unpinned. It must be in the store, verify, and have finite
     /// weights.
@@ -559,7 +562,24 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
 fn models_command(command: Models) -> ExitCode {
     let now = pooch::clock::now_unix_ms();
     let outcome = match &command {
-        Models::List { store, model } => pooch::serve::models::list(store, model.as_deref()),
+        Models::List {
+            store,
+            model,
+            pipeline,
+        } => {
+            let spec = match pipeline
+                .as_deref()
+                .map(|path| pooch::spec::load(path, None))
+            {
+                None => None,
+                Some(Ok(spec)) => Some(spec),
+                Some(Err(error)) => {
+                    eprintln!("pooch models: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            pooch::serve::models::list(store, model.as_deref(), spec.as_ref())
+        }
         Models::Pin {
             store,
             model,

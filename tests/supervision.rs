@@ -24,8 +24,9 @@ fn serve<T: Send + 'static>(
     options.data_dir = Some(data.to_owned());
     options.timely_args = vec!["-w".into(), "1".into()];
     options.progress = false;
-    // the store keeps every version: a version promoted a label horizon after it was
-    // published must still be on disk for the restart (retention does not yet spare it)
+    // the store keeps every version, so that the restart test can fall back on any promoted
+    // one when the snapshot writer skipped the last choice (retention spares what the
+    // decisions name: tests/models_cli.rs)
     options.retain_snapshots = 1000;
     serve_during(options, with)
 }
@@ -310,14 +311,88 @@ fn a_snapshot_made_for_another_spec_never_serves_and_is_listed() {
         .expect("skipped")
         .clone();
     assert!(!skipped.is_empty(), "{listed}");
+    // the line served is the running spec's features hash; the skipped ones are of another
+    let line = pooch::spec::load(&sniffable_spec(), None)
+        .expect("the spec")
+        .features_hash;
+    assert_eq!(listed["models"][0]["line"], json!(line), "{listed}");
     for entry in &skipped {
         assert_eq!(entry["incompatible"], true, "{entry}");
+        let other = entry["line"].as_str().expect("the snapshot's line");
+        assert_ne!(other, line, "{entry}");
         assert!(
             entry["reason"]
                 .as_str()
                 .is_some_and(|reason| reason.contains("features hash")),
             "{entry}"
         );
+    }
+    // and `pooch models list`, given the spec, says the same of the files
+    let store = out.join("snapshots");
+    let listing = pooch(&[
+        "models",
+        "list",
+        "--store",
+        store.to_str().expect("UTF-8 path"),
+        "--pipeline",
+        sniffable_spec().to_str().expect("UTF-8 path"),
+    ]);
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let incompatible = listing
+        .lines()
+        .filter(|row| row.contains("incompatible with"))
+        .count();
+    assert_eq!(incompatible, skipped.len(), "{listing}");
+}
+
+#[test]
+fn a_declared_constant_fallback_answers_as_the_constant_model_with_no_version() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    generate(&data, 150, 2);
+    let out = dir.path().join("out");
+    // nothing is promotable, and the spec declares the constant model as the fallback
+    let spec = spec_with(
+        dir.path(),
+        "fallback.toml",
+        &[(
+            "keep_versions = 3",
+            "keep_versions = 3\nbaseline_margin = 0.99\nfallback = \"constant\"",
+        )],
+    );
+    let (_, (ready, single, batch)) = serve(&spec, &data, &out, |base| {
+        settle(&base);
+        let ready = client()
+            .get(format!("{base}/readyz"))
+            .send()
+            .expect("the server answers")
+            .status()
+            .as_u16();
+        let single = post(&base, "/v1/predict", &json!({"dog": "dog-1"}));
+        let batch = post(
+            &base,
+            "/v1/predict",
+            &json!({"queries": [{"dog": "dog-1"}, {"dog": "dog-2"}]}),
+        );
+        (ready, single, batch)
+    });
+    assert_eq!(ready, 200, "the fallback answers, so the endpoint is ready");
+    let (status, answer) = single;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model"], "constant", "{answer}");
+    assert_eq!(answer["version"], Json::Null, "{answer}");
+    // the running positive rate of the rounds seen, never exactly 0, 1 or the prior's 0.5
+    let probability = answer["probability"].as_f64().expect("a probability");
+    assert!(
+        probability > 0.0 && probability < 1.0 && probability != 0.5,
+        "{answer}"
+    );
+    let (status, batch) = batch;
+    assert_eq!(status, 200, "{batch}");
+    for answer in batch["predictions"].as_array().expect("predictions") {
+        assert_eq!(answer["model"], "constant", "{batch}");
+        assert_eq!(answer["probability"].as_f64(), Some(probability), "{batch}");
     }
 }
 

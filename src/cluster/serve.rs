@@ -151,6 +151,7 @@ impl ClusterEndpoint {
         let store_dir = out.join("snapshots");
         let supervisor = Supervisor::new(plan.model.name.clone(), spec.supervisor.clone())?;
         let serving = Arc::new(ServingState::with_supervisor(plan.clone(), supervisor));
+        serving.set_line(spec.features_hash.clone());
         let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))?;
         serving.attach_store(store_dir.clone(), log)?;
         let store = SnapshotStore::open(&store_dir, retain.max(1))?;
