@@ -14,6 +14,10 @@
 //! a feed file ([`feed_path`]), and the supervisor folds in each epoch newer than the last it
 //! has. A restarted attempt makes the file anew and replays the epochs it has from the start
 //! (the same changes: the run is deterministic), which are skipped until it gets past them.
+//!
+//! The same follower serves on its own as `pooch serve OUT` ([`ClusterEndpoint::start`]
+//! without counters): it only reads the output directory (and writes its own decisions
+//! file), so any number of them can follow one run, each answering alike.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +41,19 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// The feature feed a supervised run's process 0 writes, `OUT/serving-feed.jsonl`.
 pub fn feed_path(out: &std::path::Path) -> std::path::PathBuf {
     out.join("serving-feed.jsonl")
+}
+
+/// Removes a feed left by an earlier run in `out` (it is not this run's: the first attempt
+/// writes it anew), so that no follower folds in another run's features.
+pub fn clear_feed(out: &std::path::Path) -> Result<(), RunError> {
+    match std::fs::remove_file(feed_path(out)) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RunError::Output(crate::runtime::output::OutputError {
+            path: feed_path(out),
+            source,
+        })),
+    }
 }
 
 /// Where the supervisor is in the feed file.
@@ -96,7 +113,7 @@ struct FeedLine {
 /// The serving state and the cluster's counters, behind one HTTP endpoint.
 struct ClusterBackend {
     serving: Arc<ServingState>,
-    counters: Arc<ClusterCounters>,
+    counters: Option<Arc<ClusterCounters>>,
 }
 
 impl Backend for ClusterBackend {
@@ -126,7 +143,9 @@ impl Backend for ClusterBackend {
 
     fn metrics(&self, out: &mut String) {
         Backend::metrics(&*self.serving, out);
-        self.counters.metrics_text(out);
+        if let Some(counters) = &self.counters {
+            counters.metrics_text(out);
+        }
     }
 }
 
@@ -140,42 +159,41 @@ pub struct ClusterEndpoint {
 impl ClusterEndpoint {
     /// Sets up the serving state over `OUT/snapshots` (the newest good version serves at
     /// once), listens, and starts following the store.
+    ///
+    /// The supervisor's decisions go to `decisions`; `counters`, the cluster supervisor's,
+    /// are added to `/metrics` (`None` for `pooch serve`).
     pub fn start(
         spec: &Spec,
         out: &std::path::Path,
         retain: usize,
         http: HttpConfig,
-        counters: Arc<ClusterCounters>,
+        decisions: &std::path::Path,
+        counters: Option<Arc<ClusterCounters>>,
     ) -> Result<Self, RunError> {
         let plan = &spec.plan;
         let store_dir = out.join("snapshots");
         let supervisor = Supervisor::new(plan.model.name.clone(), spec.supervisor.clone())?;
         let serving = Arc::new(ServingState::with_supervisor(plan.clone(), supervisor));
-        let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))?;
+        let log = DecisionLog::open(decisions)?;
         serving.attach_store(store_dir.clone(), log)?;
         let store = SnapshotStore::open(&store_dir, retain.max(1))?;
-        // a feed left by an earlier run is not this run's: its first attempt writes anew
-        match std::fs::remove_file(feed_path(out)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(RunError::Output(crate::runtime::output::OutputError {
-                    path: feed_path(out),
-                    source,
-                }));
-            }
-        }
         let mut newest = 0;
         follow(&store, spec, &serving, &mut newest);
+        let backend_is_cluster = counters.is_some();
         let backend = ClusterBackend {
             serving: Arc::clone(&serving),
             counters,
         };
         let server = crate::serve::http::spawn(http, Arc::new(backend)).map_err(RunError::Http)?;
+        let who = if backend_is_cluster {
+            "pooch cluster"
+        } else {
+            "pooch serve"
+        };
         eprintln!(
-            "pooch cluster: serving on http://{} (from {}, through the workers' failures)",
+            "{who}: serving on http://{} (following {}, through the workers' failures)",
             server.local_addr(),
-            store_dir.display()
+            out.display()
         );
         let done = Arc::new(AtomicBool::new(false));
         let follower = {

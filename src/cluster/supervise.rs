@@ -6,6 +6,12 @@
 //!   timeout) and starts the cluster again. A restart replays the input from the start: the
 //!   run is deterministic, so its results are those of a run never interrupted. Every attempt
 //!   numbers its versions from the same first version, so the answers name the same ones.
+//! - Restarts and resume ([`StartFrom`]): nothing here removes or truncates anything in the
+//!   output directory. When `pooch run` resumes from `OUT/checkpoints` on its own (it knows
+//!   `--fresh`), the first attempt passes `--fresh` (a run starts clean, as it always has) and a
+//!   restart passes nothing that defeats the resume: it continues from the newest checkpoint
+//!   the manifest lists, numbering versions from the checkpoint's count, or from the start of
+//!   the input when there is none yet.
 //! - There is a restart budget: more than `max_restarts` restarts within `restart_window`,
 //!   and it gives up (status 1).
 //! - Every start, death, restart, stop, completion and give-up is a JSON line in
@@ -36,6 +42,12 @@ pub struct SuperviseOptions {
     pub run_args: Vec<String>,
     /// More of them, for process 0 only.
     pub first_process_args: Vec<String>,
+    /// The version an attempt from the start of the input numbers from (the store's next
+    /// before the first attempt), passed as `--first-version`.
+    pub first_version: u64,
+    /// Whether `pooch run` resumes from the newest checkpoint in its `--out` unless given
+    /// `--fresh` (the flag's presence says so).
+    pub run_resumes: bool,
     /// Timely's flags for every process (`-w`), without `-n`, `-p` and `-h`.
     pub timely_args: Vec<String>,
     /// The run's output directory: the hostfile and the log go there.
@@ -180,6 +192,68 @@ impl EventLog {
     }
 }
 
+/// Where an attempt's processes start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The start of the input, any checkpoint left from an earlier run removed (`--fresh`,
+    /// when the run resumes on its own): the first attempt.
+    Fresh,
+    /// The start of the input: a restart, with no checkpoint to resume from (or a run that
+    /// does not resume).
+    Input,
+    /// A restart resuming from the newest listed checkpoint, at its cut.
+    Checkpoint {
+        /// The checkpoint's cut.
+        cut: u64,
+    },
+}
+
+impl StartFrom {
+    /// Where attempt `attempt` (1 for the first) starts, given what is in `out`.
+    pub fn for_attempt(attempt: u64, run_resumes: bool, out: &Path) -> StartFrom {
+        if attempt == 1 {
+            return StartFrom::Fresh;
+        }
+        if !run_resumes {
+            return StartFrom::Input;
+        }
+        match newest_listed_cut(out) {
+            Some(cut) => StartFrom::Checkpoint { cut },
+            None => StartFrom::Input,
+        }
+    }
+
+    /// What `pooch run` is given for it: `--fresh` first (if the run knows it), and the first
+    /// version unless a checkpoint carries the numbering on.
+    pub fn run_args(self, run_resumes: bool, first_version: u64) -> Vec<String> {
+        let mut args = Vec::new();
+        if self == StartFrom::Fresh && run_resumes {
+            args.push("--fresh".to_owned());
+        }
+        if !matches!(self, StartFrom::Checkpoint { .. }) {
+            args.extend(["--first-version".to_owned(), first_version.to_string()]);
+        }
+        args
+    }
+
+    /// For the log.
+    pub fn describe(self) -> String {
+        match self {
+            StartFrom::Fresh => "the start of the input (a clean start)".to_owned(),
+            StartFrom::Input => "the start of the input".to_owned(),
+            StartFrom::Checkpoint { cut } => format!("the newest checkpoint (cut {cut})"),
+        }
+    }
+}
+
+/// The cut of the newest checkpoint `OUT/checkpoints/MANIFEST.json` lists, if any. The run
+/// itself verifies it (and falls back to an older one, or the start, if it does not).
+fn newest_listed_cut(out: &Path) -> Option<u64> {
+    use crate::runtime::checkpoint::{CheckpointStore, DEFAULT_RETAIN};
+    let store = CheckpointStore::open(out, DEFAULT_RETAIN).ok()?;
+    store.list().ok()?.last().map(|listed| listed.cut)
+}
+
 /// A process of the current attempt.
 struct Running {
     index: usize,
@@ -212,13 +286,16 @@ pub fn supervise(
     let mut attempt = 1u64;
     loop {
         counters.attempt.store(attempt, Ordering::Relaxed);
+        let from = StartFrom::for_attempt(attempt, options.run_resumes, &options.out);
+        let attempt_args = from.run_args(options.run_resumes, options.first_version);
         let mut running = Vec::with_capacity(options.processes);
         for index in 0..options.processes {
-            let child = spawn(options, &hostfile, index)?;
+            let child = spawn(options, &hostfile, index, &attempt_args)?;
             counters.starts.fetch_add(1, Ordering::Relaxed);
-            log.event(
-                json!({"event": "start", "attempt": attempt, "process": index, "pid": child.id()}),
-            )?;
+            log.event(json!({
+                "event": "start", "attempt": attempt, "process": index, "pid": child.id(),
+                "from": from.describe(),
+            }))?;
             running.push(Running {
                 index,
                 child,
@@ -285,7 +362,7 @@ pub fn supervise(
         log.event(json!({
             "event": "restart", "attempt": attempt,
             "restarts_in_window": restarts.len(), "max_restarts": options.max_restarts,
-            "from": "the start of the input",
+            "from": StartFrom::for_attempt(attempt, options.run_resumes, &options.out).describe(),
         }))?;
         if stop.load(Ordering::Relaxed) {
             log.event(json!({"event": "stopped", "attempt": attempt}))?;
@@ -299,9 +376,13 @@ fn spawn(
     options: &SuperviseOptions,
     hostfile: &Path,
     index: usize,
+    attempt_args: &[String],
 ) -> Result<Child, SuperviseError> {
     let mut command = Command::new(&options.program);
-    command.arg("run").args(&options.run_args);
+    command
+        .arg("run")
+        .args(&options.run_args)
+        .args(attempt_args);
     if index == 0 {
         command.args(&options.first_process_args);
     }
@@ -447,4 +528,67 @@ fn stop_all(
         }))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::checkpoint::{CheckpointStore, DEFAULT_RETAIN};
+
+    fn args(from: StartFrom, run_resumes: bool) -> Vec<String> {
+        from.run_args(run_resumes, 7)
+    }
+
+    #[test]
+    fn a_run_that_does_not_resume_starts_every_attempt_from_the_input_numbered_alike() {
+        let out = tempfile::tempdir().expect("temporary directory");
+        for attempt in [1, 2, 3] {
+            let from = StartFrom::for_attempt(attempt, false, out.path());
+            assert_eq!(args(from, false), ["--first-version", "7"]);
+        }
+    }
+
+    #[test]
+    fn the_first_attempt_is_fresh_and_a_restart_resumes_without_fresh() {
+        let out = tempfile::tempdir().expect("temporary directory");
+        let first = StartFrom::for_attempt(1, true, out.path());
+        assert_eq!(first, StartFrom::Fresh);
+        assert_eq!(args(first, true), ["--fresh", "--first-version", "7"]);
+        // a restart before any checkpoint: from the input, numbered as the first attempt
+        let early = StartFrom::for_attempt(2, true, out.path());
+        assert_eq!(early, StartFrom::Input);
+        assert_eq!(args(early, true), ["--first-version", "7"]);
+    }
+
+    #[test]
+    fn a_restart_with_a_listed_checkpoint_resumes_from_it_leaving_the_numbering_to_it() {
+        let out = tempfile::tempdir().expect("temporary directory");
+        let store = CheckpointStore::open(out.path(), DEFAULT_RETAIN).expect("store");
+        let manifest = serde_json::json!({
+            "format": crate::runtime::checkpoint::FORMAT_VERSION,
+            "checkpoints": [
+                {"file": "c0001.ckpt", "cut": 100, "bytes": 1, "checksum": "0"},
+                {"file": "c0002.ckpt", "cut": 200, "bytes": 1, "checksum": "0"},
+            ],
+        });
+        std::fs::write(
+            store.dir().join(crate::runtime::checkpoint::MANIFEST),
+            manifest.to_string(),
+        )
+        .expect("manifest");
+        assert_eq!(store.list().expect("listed").len(), 2);
+        let restart = StartFrom::for_attempt(2, true, out.path());
+        assert_eq!(restart, StartFrom::Checkpoint { cut: 200 });
+        assert!(args(restart, true).is_empty());
+        // the first attempt of a run is clean whatever an earlier run left
+        assert_eq!(
+            StartFrom::for_attempt(1, true, out.path()),
+            StartFrom::Fresh
+        );
+        // a run that does not resume ignores the checkpoints
+        assert_eq!(
+            StartFrom::for_attempt(2, false, out.path()),
+            StartFrom::Input
+        );
+    }
 }
