@@ -90,7 +90,8 @@ impl Cluster {
         let mut child = Command::new(POOCH)
             .args(["cluster", "-n", "2", "--port-base"])
             .arg(free_port_base().to_string())
-            .args(["--http", ":0", "--exit-after-input", "--pipeline"])
+            // serving goes on after the run completes, until SIGTERM: the load may outlast it
+            .args(["--http", ":0", "--pipeline"])
             .arg(root().join("pipelines/sniffable.toml"))
             .arg("--data")
             .arg(&data)
@@ -156,24 +157,28 @@ impl Cluster {
             .and_then(|event| event["pid"].as_i64())
             .expect("process 1's pid");
         let feed = self.out.join("serving-feed.jsonl");
-        let inode_before = std::fs::metadata(&feed).map(|meta| meta.ino()).ok();
+        let before = std::fs::metadata(&feed)
+            .map(|meta| (meta.ino(), meta.len()))
+            .ok();
         let killed_at = now_ms();
         // SAFETY: kill(2) on a process of the cluster this benchmark started
         unsafe {
             libc::kill(libc::pid_t::try_from(pid).expect("a pid"), libc::SIGKILL);
         }
         let started = Instant::now();
-        let mut ingesting_at = None;
+        // the restarted process 0 makes the feed anew (the inode number may be reused: it is
+        // new once it is shorter than before, or another file), then writes a complete epoch
+        let (mut renewed, mut ingesting_at) = (false, None);
         while started.elapsed() < Duration::from_secs(120) {
-            // a new attempt's feed (a new file) with a complete epoch in it
-            if let Ok(meta) = std::fs::metadata(&feed)
-                && Some(meta.ino()) != inode_before
-                && std::fs::read_to_string(&feed).is_ok_and(|text| text.contains('\n'))
-            {
-                ingesting_at = Some(now_ms());
-                break;
+            if let Ok(meta) = std::fs::metadata(&feed) {
+                renewed |=
+                    before.is_none_or(|(inode, len)| meta.ino() != inode || meta.len() < len);
+                if renewed && std::fs::read_to_string(&feed).is_ok_and(|text| text.contains('\n')) {
+                    ingesting_at = Some(now_ms());
+                    break;
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         let since = |at: Option<u64>| at.map(|at| at.saturating_sub(killed_at));
         let first_at = |kind: &str| {
@@ -193,8 +198,23 @@ impl Cluster {
         })
     }
 
-    /// Waits for the run to complete; the versions the supervisor promoted.
+    /// Waits for the run to complete, stops the supervisor; the versions it promoted.
     fn finish(mut self) -> BTreeSet<u64> {
+        let started = Instant::now();
+        while self.events("completed").is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "the run did not complete"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: kill(2) on the supervisor this benchmark started and has not reaped
+        unsafe {
+            libc::kill(
+                libc::pid_t::try_from(self.child.id()).expect("a pid"),
+                libc::SIGTERM,
+            );
+        }
         let status = self.child.wait().expect("pooch cluster");
         assert!(status.success(), "pooch cluster failed: {status}");
         std::fs::read_to_string(self.out.join("decisions.jsonl"))

@@ -479,6 +479,51 @@ fn under_pooch_cluster_a_killed_process_is_restarted_and_the_run_ends_as_if_unin
 }
 
 #[test]
+fn under_pooch_cluster_a_stopped_process_is_detected_within_30_s_and_the_cluster_restarted() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let out = dir.path().join("out");
+    // the default hang timeout (10 s)
+    let mut cluster = Process::start(&mut supervised(&data, &out, &[]));
+    let pid = started_pid(&out, 1);
+    wait_for_versions(&out);
+    // SAFETY: kill(2) on a process of the cluster this test started
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    while events(&out, "restart").is_empty() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "no restart within 30 s of a SIGSTOP:\n{}",
+            cluster.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // process 0 saw it silent and ended; the supervisor killed the stopped one
+    let deaths = events(&out, "death");
+    assert!(
+        deaths.iter().any(|death| death["process"] == 0),
+        "{deaths:?}"
+    );
+    let killed = events(&out, "killed");
+    assert!(
+        killed
+            .iter()
+            .any(|kill| kill["process"] == 1 && kill["pid"] == pid),
+        "{killed:?}"
+    );
+    assert!(
+        cluster.stderr().contains("is not responding"),
+        "{}",
+        cluster.stderr()
+    );
+    let (status, _) = cluster.wait_within(Duration::from_secs(120), "pooch cluster");
+    assert!(status.success(), "{}", cluster.stderr());
+    assert_eq!(events(&out, "completed").len(), 1);
+}
+
+#[test]
 fn pooch_cluster_gives_up_when_the_restart_budget_is_spent() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = small_data(dir.path());

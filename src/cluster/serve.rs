@@ -56,11 +56,17 @@ pub fn clear_feed(out: &std::path::Path) -> Result<(), RunError> {
     }
 }
 
+/// How many of a feed file's first bytes tell one file from another with the same inode
+/// number (a file removed and made anew may get its number back).
+const FEED_PREFIX_BYTES: usize = 256;
+
 /// Where the supervisor is in the feed file.
 struct FeedFollower {
     path: std::path::PathBuf,
     /// The file being read (its inode): a restart makes a new one.
     inode: Option<u64>,
+    /// The file's first bytes (up to [`FEED_PREFIX_BYTES`]) when it was last read.
+    prefix: Vec<u8>,
     /// Bytes consumed, up to the last complete line.
     offset: u64,
     /// The newest epoch folded in.
@@ -76,11 +82,21 @@ impl FeedFollower {
             return;
         };
         let Ok(meta) = file.metadata() else { return };
-        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
+        let mut prefix = vec![0; FEED_PREFIX_BYTES.min(usize::try_from(meta.len()).unwrap_or(0))];
+        if file.read_exact(&mut prefix).is_err() {
+            return;
+        }
+        let shared = prefix.len().min(self.prefix.len());
+        if self.inode != Some(meta.ino())
+            || meta.len() < self.offset
+            || prefix[..shared] != self.prefix[..shared]
+        {
             // a new attempt's feed: read it from its start, skipping epochs already folded in
+            // (a resumed attempt's starts after the checkpoint: its first bytes differ)
             self.inode = Some(meta.ino());
             self.offset = 0;
         }
+        self.prefix = prefix;
         if meta.len() == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
             return;
         }
@@ -201,6 +217,7 @@ impl ClusterEndpoint {
             let mut feed = FeedFollower {
                 path: feed_path(out),
                 inode: None,
+                prefix: Vec::new(),
                 offset: 0,
                 applied: None,
             };
