@@ -48,8 +48,8 @@ enum Command {
     Cluster(ClusterArgs),
     /// Serve predictions over HTTP by following a run's output directory: the versions it
     /// stores (OUT/snapshots) and the feature changes it feeds (OUT/serving-feed.jsonl, which
-    /// `pooch cluster` writes). Only reads OUT, so any number can follow one run; a client may
-    /// use any of them. Runs until SIGINT or SIGTERM.
+    /// `pooch cluster` writes). It changes none of the run's files, so any number can follow
+    /// one run; a client may use any of them. Runs until SIGINT or SIGTERM.
     ///
     /// Example: pooch serve out/c --pipeline pipelines/sniffable.toml --http :8081
     Serve(ServeArgs),
@@ -120,6 +120,11 @@ struct ClusterArgs {
     /// killed, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     stop_grace_secs: u64,
+    /// An attempt in which no epoch completes for SECS is stalled (its processes alive but
+    /// the dataflow making no progress): it is killed and the cluster restarted. 0: no
+    /// watchdog; off for a run that follows its input (--follow).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    stall_timeout: u64,
     /// Serve predictions over HTTP from this process, following OUT/snapshots (see `pooch
     /// run --help`). After the run completes, serving goes on until SIGINT or SIGTERM.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
@@ -567,6 +572,9 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
         max_restarts: args.max_restarts,
         restart_window: std::time::Duration::from_secs(args.restart_window_secs),
         stop_grace: std::time::Duration::from_secs(args.stop_grace_secs),
+        stall_timeout: (args.stall_timeout > 0 && !checked.follow)
+            .then(|| std::time::Duration::from_secs(args.stall_timeout)),
+        feed: pooch::cluster::serve::feed_path(&checked.out),
     };
     let outcome = supervise::supervise(&options, &counters, &stop);
     if let Some(endpoint) = endpoint {

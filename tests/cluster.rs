@@ -524,6 +524,43 @@ fn under_pooch_cluster_a_stopped_process_is_detected_within_30_s_and_the_cluster
 }
 
 #[test]
+fn under_pooch_cluster_a_stalled_attempt_is_killed_and_the_cluster_restarted() {
+    // every process stopped: alive, silent to no one, and no epoch completes
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let out = dir.path().join("out");
+    let mut cluster = Process::start(&mut supervised(&data, &out, &["--stall-timeout", "3"]));
+    let pids = [started_pid(&out, 0), started_pid(&out, 1)];
+    wait_for_versions(&out);
+    for pid in pids {
+        // SAFETY: kill(2) on a process of the cluster this test started
+        unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+        }
+    }
+    let stopped = Instant::now();
+    while events(&out, "restart").is_empty() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "no restart within 20 s of a stall:\n{}",
+            cluster.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let stalled = events(&out, "stalled");
+    assert_eq!(stalled.len(), 1, "{}", cluster.stderr());
+    assert_eq!(events(&out, "killed").len(), 2, "{}", cluster.stderr());
+    let (status, _) = cluster.wait_within(Duration::from_secs(120), "pooch cluster");
+    assert!(status.success(), "{}", cluster.stderr());
+    assert_eq!(events(&out, "completed").len(), 1);
+}
+
+#[test]
 fn pooch_cluster_gives_up_when_the_restart_budget_is_spent() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = small_data(dir.path());

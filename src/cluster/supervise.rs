@@ -12,6 +12,12 @@
 //!   restart passes nothing that defeats the resume: it continues from the newest checkpoint
 //!   the manifest lists, numbering versions from the checkpoint's count, or from the start of
 //!   the input when there is none yet.
+//! - A stall watchdog ([`StallWatch`]) covers what the processes' heartbeat cannot see: a
+//!   cluster whose processes are all alive but whose dataflow completes no epoch (every
+//!   process stopped or hung, a livelock, an operator that never returns). Process 0 writes
+//!   each complete epoch to the serving feed; when it has not changed for `stall_timeout`,
+//!   the attempt is stalled: its processes are killed and the cluster restarts. It is off for
+//!   a run that follows its input (`--follow`), which may wait for data as long as it likes.
 //! - There is a restart budget: more than `max_restarts` restarts within `restart_window`,
 //!   and it gives up (status 1).
 //! - Every start, death, restart, stop, completion and give-up is a JSON line in
@@ -58,6 +64,11 @@ pub struct SuperviseOptions {
     pub restart_window: Duration,
     /// After a stop, how long the processes have to end before they are killed.
     pub stop_grace: Duration,
+    /// An attempt whose process 0 completes no epoch (writes nothing to `feed`) for this long
+    /// is stalled; `None`: no watchdog.
+    pub stall_timeout: Option<Duration>,
+    /// The feed process 0 writes each complete epoch to (`--serving-feed`).
+    pub feed: PathBuf,
 }
 
 /// How supervision ended.
@@ -105,6 +116,8 @@ pub struct ClusterCounters {
     pub restarts: AtomicU64,
     /// Times the restart budget ran out.
     pub give_ups: AtomicU64,
+    /// Attempts ended by the stall watchdog.
+    pub stalls: AtomicU64,
     /// The attempt running now (1 for the first).
     pub attempt: AtomicU64,
 }
@@ -128,6 +141,11 @@ impl ClusterCounters {
                 "pooch_cluster_restarts_total",
                 "Times the cluster supervisor restarted the cluster.",
                 &self.restarts,
+            ),
+            (
+                "pooch_cluster_stalls_total",
+                "Attempts the cluster supervisor ended because no epoch completed for the stall timeout.",
+                &self.stalls,
             ),
             (
                 "pooch_cluster_give_ups_total",
@@ -302,7 +320,8 @@ pub fn supervise(
                 exited: None,
             });
         }
-        match watch_attempt(&mut running, stop) {
+        let mut stall = StallWatch::new(&options.feed, options.stall_timeout);
+        match watch_attempt(&mut running, stop, &mut stall) {
             AttemptEnd::Completed => {
                 log.event(json!({"event": "completed", "attempt": attempt}))?;
                 return Ok(Outcome::Completed);
@@ -312,6 +331,19 @@ pub fn supervise(
                 stop_all(&mut running, options.stop_grace, &mut log)?;
                 log.event(json!({"event": "stopped", "attempt": attempt}))?;
                 return Ok(Outcome::Stopped);
+            }
+            AttemptEnd::Stalled { silent } => {
+                counters.stalls.fetch_add(1, Ordering::Relaxed);
+                log.event(json!({
+                    "event": "stalled", "attempt": attempt,
+                    "silent_secs": silent.as_secs_f64(),
+                    "why": format!(
+                        "no epoch completed (nothing new in {}) for {:.1} s",
+                        options.feed.display(),
+                        silent.as_secs_f64()
+                    ),
+                }))?;
+                kill_all(&mut running, &mut log, attempt, "the attempt stalled")?;
             }
             AttemptEnd::Death { index, status } => {
                 // the processes that ended with it (a survivor that saw it die, moments
@@ -335,7 +367,12 @@ pub fn supervise(
                         "status": describe(status),
                     }))?;
                 }
-                kill_all(&mut running, &mut log, attempt)?;
+                kill_all(
+                    &mut running,
+                    &mut log,
+                    attempt,
+                    "another process of the attempt died",
+                )?;
             }
         }
         // the restart budget: at most `max_restarts` within the window
@@ -410,13 +447,57 @@ enum AttemptEnd {
     Completed,
     Stop,
     Death { index: usize, status: ExitStatus },
+    Stalled { silent: Duration },
 }
 
-/// Waits for every process to exit well, one to die, or a stop.
-fn watch_attempt(running: &mut [Running], stop: &AtomicBool) -> AttemptEnd {
+/// The stall watchdog: when the feed last changed (its inode or its length).
+pub struct StallWatch {
+    feed: PathBuf,
+    bound: Option<Duration>,
+    seen: Option<(u64, u64)>,
+    changed: Instant,
+}
+
+impl StallWatch {
+    /// Watches `feed` from now, with no bound for `None`.
+    pub fn new(feed: &Path, bound: Option<Duration>) -> Self {
+        StallWatch {
+            feed: feed.to_owned(),
+            bound,
+            seen: feed_state(feed),
+            changed: Instant::now(),
+        }
+    }
+
+    /// How long the feed has been unchanged, once that is the bound or more.
+    pub fn stalled(&mut self) -> Option<Duration> {
+        let bound = self.bound?;
+        let now = feed_state(&self.feed);
+        if now != self.seen {
+            self.seen = now;
+            self.changed = Instant::now();
+        }
+        let silent = self.changed.elapsed();
+        (silent >= bound).then_some(silent)
+    }
+}
+
+/// The feed's inode and length, if it is there.
+fn feed_state(feed: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(feed)
+        .ok()
+        .map(|meta| (meta.ino(), meta.len()))
+}
+
+/// Waits for every process to exit well, one to die, a stall, or a stop.
+fn watch_attempt(running: &mut [Running], stop: &AtomicBool, stall: &mut StallWatch) -> AttemptEnd {
     loop {
         if stop.load(Ordering::Relaxed) {
             return AttemptEnd::Stop;
+        }
+        if let Some(silent) = stall.stalled() {
+            return AttemptEnd::Stalled { silent };
         }
         for process in running
             .iter_mut()
@@ -465,6 +546,7 @@ fn kill_all(
     running: &mut [Running],
     log: &mut EventLog,
     attempt: u64,
+    why: &str,
 ) -> Result<(), SuperviseError> {
     for process in running
         .iter_mut()
@@ -477,7 +559,7 @@ fn kill_all(
         process.exited = status;
         log.event(json!({
             "event": "killed", "attempt": attempt, "process": process.index, "pid": pid,
-            "why": "another process of the attempt died",
+            "why": why,
         }))?;
     }
     Ok(())
@@ -537,6 +619,25 @@ mod tests {
 
     fn args(from: StartFrom, run_resumes: bool) -> Vec<String> {
         from.run_args(run_resumes, 7)
+    }
+
+    #[test]
+    fn the_stall_watch_fires_only_after_the_bound_without_a_change() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let feed = dir.path().join("serving-feed.jsonl");
+        let mut off = StallWatch::new(&feed, None);
+        let mut watch = StallWatch::new(&feed, Some(Duration::from_millis(300)));
+        std::thread::sleep(Duration::from_millis(200));
+        // a new file is progress
+        std::fs::write(&feed, "{}\n").expect("feed");
+        assert_eq!(watch.stalled(), None);
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(&feed, "{}\n{}\n").expect("feed");
+        assert_eq!(watch.stalled(), None);
+        std::thread::sleep(Duration::from_millis(350));
+        let silent = watch.stalled().expect("stalled");
+        assert!(silent >= Duration::from_millis(300), "{silent:?}");
+        assert_eq!(off.stalled(), None);
     }
 
     #[test]
