@@ -359,6 +359,23 @@ fn sigterm_to_either_process_drains_both_cleanly() {
     }
 }
 
+#[test]
+fn sigterm_again_while_draining_still_ends_both_cleanly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let (mut first, mut second, _) = following_pair(dir.path(), &data, &[]);
+    first.signal(libc::SIGTERM);
+    // both are draining now; more signals, to each, change nothing
+    std::thread::sleep(Duration::from_millis(50));
+    second.signal(libc::SIGTERM);
+    first.signal(libc::SIGTERM);
+    let (status, _) = first.wait_within(Duration::from_secs(30), "process 0");
+    assert!(status.success(), "{}", first.stderr());
+    let (status, _) = second.wait_within(Duration::from_secs(30), "process 1");
+    assert!(status.success(), "{}", second.stderr());
+    assert_eq!(summary(&dir.path().join("out"))["stopped_by_signal"], true);
+}
+
 /// `pooch cluster -n 2` over the small data, training slowed so that a run lasts seconds.
 fn supervised(data: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(POOCH);
