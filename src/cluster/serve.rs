@@ -74,17 +74,20 @@ struct FeedFollower {
 }
 
 impl FeedFollower {
-    /// Folds in the complete epochs written since the last call.
-    fn follow(&mut self, serving: &ServingState) {
+    /// Folds in the complete epochs written since the last call; returns them.
+    fn follow(&mut self, serving: &ServingState) -> Vec<u64> {
         use std::io::{Read, Seek, SeekFrom};
         use std::os::unix::fs::MetadataExt;
+        let mut folded = Vec::new();
         let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
+            return folded;
         };
-        let Ok(meta) = file.metadata() else { return };
+        let Ok(meta) = file.metadata() else {
+            return folded;
+        };
         let mut prefix = vec![0; FEED_PREFIX_BYTES.min(usize::try_from(meta.len()).unwrap_or(0))];
         if file.read_exact(&mut prefix).is_err() {
-            return;
+            return folded;
         }
         let shared = prefix.len().min(self.prefix.len());
         if self.inode != Some(meta.ino())
@@ -98,14 +101,16 @@ impl FeedFollower {
         }
         self.prefix = prefix;
         if meta.len() == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
+            return folded;
         }
         let mut text = String::new();
         if file.read_to_string(&mut text).is_err() {
-            return;
+            return folded;
         }
         // only complete lines: the writer may be in the middle of one
-        let Some(end) = text.rfind('\n') else { return };
+        let Some(end) = text.rfind('\n') else {
+            return folded;
+        };
         for line in text[..end].lines() {
             let Ok(entry) = serde_json::from_str::<FeedLine>(line) else {
                 continue;
@@ -113,9 +118,11 @@ impl FeedFollower {
             if self.applied.is_none_or(|applied| entry.epoch > applied) {
                 serving.apply_epoch(entry.epoch, &entry.changes);
                 self.applied = Some(entry.epoch);
+                folded.push(entry.epoch);
             }
         }
         self.offset += end as u64 + 1;
+        folded
     }
 }
 
@@ -227,7 +234,7 @@ impl ClusterEndpoint {
                     while !done.load(Ordering::Relaxed) {
                         std::thread::sleep(FOLLOW_INTERVAL);
                         follow(&store, &spec, &serving, &mut newest);
-                        feed.follow(&serving);
+                        let _ = feed.follow(&serving);
                         serving.poll_control();
                     }
                 })
@@ -280,5 +287,58 @@ fn follow(store: &SnapshotStore, spec: &Spec, serving: &ServingState, newest: &m
         {
             serving.publish(Arc::new(snapshot.model));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_line(epoch: u64) -> String {
+        // a change long enough that a few lines pass the compared first bytes
+        let changes: Vec<_> = (0..8u64).map(|key| ((key, 0u32), (1i64, 1i64))).collect();
+        format!(
+            "{}\n",
+            serde_json::json!({"epoch": epoch, "changes": changes})
+        )
+    }
+
+    fn feed_of(epochs: std::ops::Range<u64>) -> String {
+        epochs.map(feed_line).collect()
+    }
+
+    #[test]
+    fn a_feed_made_anew_is_read_from_its_start_even_with_the_same_inode() {
+        let spec = crate::spec::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/sniffable.toml"),
+            None,
+        )
+        .expect("the shipped spec");
+        let serving = ServingState::new(spec.plan.clone());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = feed_path(dir.path());
+        let mut feed = FeedFollower {
+            path: path.clone(),
+            inode: None,
+            prefix: Vec::new(),
+            offset: 0,
+            applied: None,
+        };
+        std::fs::write(&path, feed_of(0..3)).expect("feed");
+        assert_eq!(feed.follow(&serving), [0, 1, 2]);
+        // a partial line waits for its end
+        let mut grown = feed_of(0..4);
+        grown.push_str("{\"epoch\": 4");
+        std::fs::write(&path, &grown).expect("feed");
+        assert_eq!(feed.follow(&serving), [3]);
+        // an attempt replaying from the start: the epochs folded in already are skipped
+        std::fs::remove_file(&path).expect("removed");
+        std::fs::write(&path, feed_of(0..6)).expect("feed");
+        assert_eq!(feed.follow(&serving), [4, 5]);
+        // a resumed attempt's feed, rewritten in place (the same inode) and longer than what
+        // was read: its first bytes differ, so it is read from its start, no epoch lost
+        std::fs::write(&path, feed_of(6..16)).expect("feed");
+        assert_eq!(feed.follow(&serving), (6..16).collect::<Vec<_>>());
+        assert_eq!(serving.features_epoch(), Some(15));
     }
 }
