@@ -157,6 +157,7 @@ bench() {
     cargo bench --bench flood
     cargo bench --bench learn
     cargo bench --bench side_by_side
+    cargo bench --bench cluster_failover
 }
 
 case "${1:-}" in
