@@ -491,7 +491,7 @@ async fn trim_when_idle(shared: Arc<Shared>) {
 
 /// Reads a body of at most `max_body_bytes` within `body_timeout` and parses it as JSON.
 async fn read_json(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
-    parse_json(&read_body(shared, headers, body).await?)
+    parse_json(&read_body(shared, headers, body).await?).map_err(invalid_json)
 }
 
 /// Reads a body of at most `max_body_bytes` within `body_timeout`; an empty one is an error.
@@ -543,13 +543,16 @@ async fn read_body(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<B
 }
 
 /// Parses a body as JSON.
-fn parse_json(bytes: &[u8]) -> Result<Value, Response> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON in the request body: {error}"),
-        )
-    })
+fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// The 400 of a body that is not JSON.
+fn invalid_json(error: serde_json::Error) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("invalid JSON in the request body: {error}"),
+    )
 }
 
 /// Queries of a batch answered between two yields to the runtime.
@@ -587,16 +590,14 @@ async fn predict(
     // time: answered all at once, 512 batches in flight held 700 MB. A few are parsed and
     // answered at a time; the others wait with their bytes alone.
     let _large = if bytes.len() > LARGE_BODY_BYTES {
-        match shared.large_bodies.clone().acquire_owned().await {
-            Ok(permit) => Some(permit),
-            Err(_closed) => None,
-        }
+        // the semaphore is never closed
+        shared.large_bodies.clone().acquire_owned().await.ok()
     } else {
         None
     };
     let request = match parse_json(&bytes) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(error) => return invalid_json(error),
     };
     let Value::Object(fields) = &request else {
         return error_response(
