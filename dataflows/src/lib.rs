@@ -99,6 +99,19 @@ pub struct Graph<'scope> {
     /// The facts the graph could not use, with the reason, on the worker that found each: a
     /// fact without its key, a value that does not fit fixed point (see [`error`]).
     pub errors: Errors<'scope>,
+    /// What each challenger learned, in the order of [`Plan::challengers`]; empty for a
+    /// one-model plan.
+    pub challengers: Vec<Challenger<'scope>>,
+}
+
+/// What a challenger, a variant trained beside the champion, produces.
+pub struct Challenger<'scope> {
+    /// The challenger's name.
+    pub name: String,
+    /// Its progressive metrics of each epoch, at worker 0.
+    pub epochs: StreamVec<'scope, Time, EpochMetrics>,
+    /// Its versions, published and retracted as the champion's are; they are not served.
+    pub versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
 }
 
 /// How a run differs from others of the same plan.
@@ -242,6 +255,7 @@ pub fn build_with<'scope>(
         exact: learned.exact,
         store: transformed.store,
         errors: transformed.errors,
+        challengers: learned.challengers,
     }
 }
 
@@ -371,6 +385,7 @@ struct Learned<'scope> {
     versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
     epochs: StreamVec<'scope, Time, EpochMetrics>,
     exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
+    challengers: Vec<Challenger<'scope>>,
 }
 
 /// Learn: training with merge rounds, its progressive validation, and the exact regression.
@@ -387,17 +402,39 @@ fn learn_region<'scope>(
         let examples = transformed.examples.enter_region(region);
         let labels = transformed.labels.enter_region(region);
         let ends = ends.enter(region);
-        let trained = learn::train::train(
-            plan,
-            settings.first_version,
-            examples,
-            labels,
-            ends,
-            checkpointing,
-        );
         let join_counts = transformed.join_counts.enter(region);
-        let epochs =
-            evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs, checkpointing);
+        // every variant trains on the same examples and labels, each featurising its own
+        let mut variants = (0..=plan.challengers.len()).map(|variant| {
+            let variant_plan = match variant {
+                0 => Rc::clone(plan),
+                _ => Rc::new(plan.for_variant(variant)),
+            };
+            let trained = learn::train::train(
+                &variant_plan,
+                variant,
+                settings.first_version,
+                examples.clone(),
+                labels.clone(),
+                ends.clone(),
+                checkpointing,
+            );
+            let epochs = evaluate::evaluate(
+                variant,
+                trained.outcomes,
+                join_counts.clone(),
+                plan.tick_secs,
+                checkpointing,
+            );
+            (variant_plan.model.name.clone(), trained.versions, epochs)
+        });
+        let (_, champion_versions, epochs) = variants.next().expect("the champion");
+        let challengers = variants
+            .map(|(name, versions, epochs)| Challenger {
+                name,
+                versions: versions.leave_region(scope),
+                epochs: epochs.leave(scope),
+            })
+            .collect();
         // the exact regression reads the example facts themselves, retractions included
         let exact = plan.exact.as_ref().and_then(|_| {
             learn::exact::exact(
@@ -407,9 +444,10 @@ fn learn_region<'scope>(
             )
         });
         Learned {
-            versions: trained.versions.leave_region(scope),
+            versions: champion_versions.leave_region(scope),
             epochs: epochs.leave(scope),
             exact: exact.map(|reports| reports.leave(scope)),
+            challengers,
         }
     })
 }
