@@ -34,6 +34,17 @@ pub struct Collector {
     pub query_errors: u64,
     /// The exact regression's latest report.
     pub exact: Option<ExactReport>,
+    /// What each challenger did, by name.
+    pub challengers: BTreeMap<String, ChallengerRun>,
+}
+
+/// What worker 0 learns of one challenger over a run.
+#[derive(Clone, Debug, Default)]
+pub struct ChallengerRun {
+    /// Its latest epoch metrics.
+    pub last_epoch: Option<EpochMetrics>,
+    /// Its newest version.
+    pub model: Option<Arc<ModelVersion>>,
 }
 
 /// How reading stands, in every line of `metrics.jsonl`.

@@ -21,7 +21,8 @@ use crate::runtime::RunOptions;
 use crate::runtime::output::{DeadLetter, ReadProgress};
 use crate::runtime::serving_feed::{FeedWriter, attach_serving};
 use crate::runtime::sinks::{
-    Outputs, SharedLeader, attach_exact_sink, attach_sinks, graph_error_letters,
+    ChallengerOutputs, Outputs, SharedLeader, attach_challenger_sinks, attach_exact_sink,
+    attach_sinks, graph_error_letters,
 };
 
 /// What workers tell each other while reading.
@@ -213,6 +214,19 @@ pub fn build(
             progress,
         };
         attach_sinks(leader, plan, serving, outputs);
+        for challenger in graph.challengers {
+            let epochs = challenger
+                .epochs
+                .probe_with(&learning)
+                .probe_with(&probe);
+            let versions = challenger.versions.inner.probe_with(&probe);
+            let outputs = ChallengerOutputs {
+                name: challenger.name,
+                epochs,
+                versions,
+            };
+            attach_challenger_sinks(leader, outputs);
+        }
         if let Some(exact) = graph.exact {
             let exact = exact.probe_with(&learning).probe_with(&probe);
             attach_exact_sink(leader, plan, exact);

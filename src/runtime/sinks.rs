@@ -153,6 +153,64 @@ fn sink_metrics(
     });
 }
 
+/// A challenger's outputs, gathered at worker 0.
+pub struct ChallengerOutputs<'scope> {
+    /// The challenger's name.
+    pub name: String,
+    /// Its metrics of each epoch.
+    pub epochs: StreamVec<'scope, Time, EpochMetrics>,
+    /// Its published versions.
+    pub versions: StreamVec<'scope, Time, Published>,
+}
+
+/// A challenger's epoch metrics go to `metrics.jsonl`, in lines that name it, and its newest
+/// version to the collector, for the summary. Its versions are neither stored nor served.
+pub fn attach_challenger_sinks(leader: &SharedLeader, challenger: ChallengerOutputs<'_>) {
+    let ChallengerOutputs {
+        name,
+        epochs,
+        versions,
+    } = challenger;
+    let sink_leader = leader.clone();
+    let sink_name = name.clone();
+    versions.sink(Pipeline, "Sink: challenger versions", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            let run = leader
+                .collector
+                .challengers
+                .entry(sink_name.clone())
+                .or_default();
+            for ((_, version), _, diff) in data.drain(..) {
+                if diff > 0
+                    && run
+                        .model
+                        .as_ref()
+                        .is_none_or(|model| model.version < version.version)
+                {
+                    run.model = Some(version);
+                }
+            }
+        });
+    });
+    let sink_leader = leader.clone();
+    epochs.sink(Pipeline, "Sink: challenger metrics", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for metrics in data.drain(..) {
+                let run = leader.collector.challengers.entry(name.clone()).or_default();
+                let version = run.model.as_ref().map_or(0, |model| model.version);
+                let result = leader.files.challenger_metrics(&name, &metrics, version);
+                leader.record(result);
+                let run = leader.collector.challengers.entry(name.clone()).or_default();
+                run.last_epoch = Some(metrics);
+            }
+        });
+    });
+}
+
 /// Each new version goes to the snapshot writer, with the reading positions it was
 /// published at, and to the serving state.
 fn sink_versions(

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::{ExactModel, ExactReport};
 use dataflows::plan::Plan;
 use dataflows::publish::model::ModelVersion;
@@ -66,6 +67,9 @@ pub struct Summary {
     pub model: String,
     /// A digest of the last version's weights ([`model_digest`]).
     pub model_digest: Option<String>,
+    /// Every variant's figures by name, the champion's (the top-level figures) included.
+    #[serde(default)]
+    pub models: BTreeMap<String, VariantSummary>,
     /// The last version published.
     pub model_versions: u64,
     /// AUC of the workers' live replicas.
@@ -100,6 +104,62 @@ pub struct Summary {
     pub unlabeled: u64,
     /// Workers in the run, over every process.
     pub workers: usize,
+}
+
+/// One variant's figures over a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariantSummary {
+    /// Progressive AUC of its servable model.
+    pub auc: Option<f64>,
+    /// Whether it is the champion, whose versions serve.
+    pub champion: bool,
+    /// Progressive log loss of its servable model.
+    pub logloss: Option<f64>,
+    /// A digest of its last version's weights ([`model_digest`]).
+    pub model_digest: Option<String>,
+    /// AUC of its workers' live replicas.
+    pub online_auc: Option<f64>,
+    /// Log loss of its workers' live replicas.
+    pub online_logloss: Option<f64>,
+    /// The last version it published.
+    pub versions: u64,
+}
+
+impl VariantSummary {
+    /// The figures of a variant from its latest metrics and newest version.
+    fn of(champion: bool, metrics: Option<&EpochMetrics>, model: Option<&ModelVersion>) -> Self {
+        let running = metrics.map(|metrics| &metrics.running);
+        VariantSummary {
+            auc: running.and_then(|running| running.auc),
+            champion,
+            logloss: running.and_then(|running| running.logloss),
+            model_digest: model.map(model_digest),
+            online_auc: running.and_then(|running| running.online_auc),
+            online_logloss: running.and_then(|running| running.online_logloss),
+            versions: model.map_or(0, |model| model.version),
+        }
+    }
+}
+
+/// Every variant's figures: the champion's, and each challenger's.
+fn variant_summaries(collector: &Collector, plan: &Plan) -> BTreeMap<String, VariantSummary> {
+    let champion = VariantSummary::of(
+        true,
+        collector.last_epoch.as_ref(),
+        collector.model.as_deref(),
+    );
+    let challengers = plan.challengers.iter().map(|model| {
+        let run = collector.challengers.get(&model.name);
+        let summary = VariantSummary::of(
+            false,
+            run.and_then(|run| run.last_epoch.as_ref()),
+            run.and_then(|run| run.model.as_deref()),
+        );
+        (model.name.clone(), summary)
+    });
+    std::iter::once((plan.model.name.clone(), champion))
+        .chain(challengers)
+        .collect()
 }
 
 /// How reading one source went, over every worker.
@@ -232,6 +292,7 @@ impl Summary {
             max_read_ahead_epochs: end.max_read_ahead_epochs,
             model: plan.model.name.clone(),
             model_digest: collector.model.as_ref().map(|model| model_digest(model)),
+            models: variant_summaries(collector, plan),
             model_versions: collector.model.as_ref().map_or(0, |model| model.version),
             online_auc: running.online_auc,
             online_logloss: running.online_logloss,
@@ -376,6 +437,15 @@ mod tests {
             max_read_ahead_epochs: 24,
             model: "pooch-predictor".into(),
             model_digest: Some("24ef6be09381bcb0".into()),
+            models: BTreeMap::from([(
+                "pooch-predictor".into(),
+                VariantSummary {
+                    champion: true,
+                    logloss: Some(0.284),
+                    versions: 672,
+                    ..VariantSummary::default()
+                },
+            )]),
             model_versions: 672,
             online_auc: None,
             online_logloss: Some(0.28),
