@@ -47,6 +47,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::collect::Correction;
 use crate::event::LabelRequest;
 use crate::fact::{Fact, Time};
+use crate::learn::compare::CompareState;
 use crate::learn::evaluate::Running;
 use crate::learn::ridge::Ridge;
 use crate::learn::train::{Awaiting, TrainerState};
@@ -81,6 +82,9 @@ pub struct WorkerState {
     /// [`crate::plan::Plan::challengers`]; the champion's are `trainer` and `evaluator`.
     #[serde(default)]
     pub challengers: Vec<ChallengerState>,
+    /// The variants' paired comparisons and drift detectors (worker 0 holds them).
+    #[serde(default)]
+    pub compare: Option<CompareState>,
 }
 
 /// A challenger's share of a worker's state: its trainer, and (on worker 0) its evaluation.
@@ -185,6 +189,7 @@ impl WorkerState {
                     *out[0].evaluator_of(variant) = state.evaluator_of(variant).take();
                 }
                 out[0].exact = state.exact.take();
+                out[0].compare = state.compare.take();
             }
             for fact in state.facts {
                 out[position % peers].facts.push(fact);
@@ -243,6 +248,7 @@ pub(crate) enum Part {
     /// The evaluator of a variant.
     Evaluator(usize),
     Exact,
+    Compare,
 }
 
 /// A worker's checkpointing: the state it resumes from, if any, and the taking of its state

@@ -64,7 +64,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::operators::vec::Filter;
+use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::{Concat, Enter, Leave};
 use timely::dataflow::{Scope, StreamVec};
 
@@ -102,6 +102,10 @@ pub struct Graph<'scope> {
     /// What each challenger learned, in the order of [`Plan::challengers`]; empty for a
     /// one-model plan.
     pub challengers: Vec<Challenger<'scope>>,
+    /// Each challenger compared with the champion on the same examples, and the drifts
+    /// detected on every variant's loss, at the close of each epoch that had any, at worker 0
+    /// (see [`learn::compare`]).
+    pub variant_reports: StreamVec<'scope, Time, learn::compare::VariantReport>,
 }
 
 /// What a challenger, a variant trained beside the champion, produces.
@@ -256,6 +260,7 @@ pub fn build_with<'scope>(
         store: transformed.store,
         errors: transformed.errors,
         challengers: learned.challengers,
+        variant_reports: learned.variant_reports,
     }
 }
 
@@ -386,6 +391,7 @@ struct Learned<'scope> {
     epochs: StreamVec<'scope, Time, EpochMetrics>,
     exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
     challengers: Vec<Challenger<'scope>>,
+    variant_reports: StreamVec<'scope, Time, learn::compare::VariantReport>,
 }
 
 /// Learn: training with merge rounds, its progressive validation, and the exact regression.
@@ -418,6 +424,10 @@ fn learn_region<'scope>(
                 ends.clone(),
                 checkpointing,
             );
+            let tagged = trained
+                .outcomes
+                .clone()
+                .map(move |outcome| (variant, outcome));
             let epochs = evaluate::evaluate(
                 variant,
                 trained.outcomes,
@@ -425,16 +435,24 @@ fn learn_region<'scope>(
                 plan.tick_secs,
                 checkpointing,
             );
-            (variant_plan.model.name.clone(), trained.versions, epochs)
+            (variant_plan.model.name.clone(), trained.versions, epochs, tagged)
         });
-        let (_, champion_versions, epochs) = variants.next().expect("the champion");
-        let challengers = variants
-            .map(|(name, versions, epochs)| Challenger {
+        let (champion, champion_versions, epochs, mut tagged) =
+            variants.next().expect("the champion");
+        let mut names = vec![champion];
+        let mut challengers = Vec::new();
+        for (name, versions, epochs, outcomes) in variants {
+            names.push(name.clone());
+            tagged = tagged.concat(outcomes);
+            challengers.push(Challenger {
                 name,
                 versions: versions.leave_region(scope),
                 epochs: epochs.leave(scope),
-            })
-            .collect();
+            });
+        }
+        // every variant scored every example: compare them in pairs, and watch for drift
+        let variant_reports =
+            learn::compare::compare(names, tagged, plan.tick_secs, checkpointing);
         // the exact regression reads the example facts themselves, retractions included
         let exact = plan.exact.as_ref().and_then(|_| {
             learn::exact::exact(
@@ -448,6 +466,7 @@ fn learn_region<'scope>(
             epochs: epochs.leave(scope),
             exact: exact.map(|reports| reports.leave(scope)),
             challengers,
+            variant_reports: variant_reports.leave(scope),
         }
     })
 }

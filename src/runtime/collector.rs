@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dataflows::learn::compare::{DriftAlarm, PairedComparison};
 use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
 use dataflows::plan::Plan;
@@ -36,6 +37,10 @@ pub struct Collector {
     pub exact: Option<ExactReport>,
     /// What each challenger did, by name.
     pub challengers: BTreeMap<String, ChallengerRun>,
+    /// The latest comparison of each challenger with the champion.
+    pub comparisons: Vec<PairedComparison>,
+    /// Every drift detected, in order.
+    pub drifts: Vec<DriftAlarm>,
 }
 
 /// What worker 0 learns of one challenger over a run.

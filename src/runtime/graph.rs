@@ -22,7 +22,7 @@ use crate::runtime::output::{DeadLetter, ReadProgress};
 use crate::runtime::serving_feed::{FeedWriter, attach_serving};
 use crate::runtime::sinks::{
     ChallengerOutputs, Outputs, SharedLeader, attach_challenger_sinks, attach_exact_sink,
-    attach_sinks, graph_error_letters,
+    attach_sinks, attach_variant_report_sink, graph_error_letters,
 };
 
 /// What workers tell each other while reading.
@@ -206,6 +206,11 @@ pub fn build(
             .exchange(|_| 0)
             .probe_with(&probe);
         let serving = options.serving.clone().filter(|_| index == 0);
+        let reports = graph
+            .variant_reports
+            .probe_with(&learning)
+            .probe_with(&probe);
+        attach_variant_report_sink(leader, serving.clone(), reports);
         let outputs = Outputs {
             answers,
             epochs,

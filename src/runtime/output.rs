@@ -194,6 +194,16 @@ impl OutputFiles {
         Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
     }
 
+    /// Appends an epoch's comparison of the variants and its drifts, as a line of its own:
+    /// `{"epoch": e, "comparisons": [...], "drifts": [...]}`.
+    pub fn variant_report(
+        &mut self,
+        report: &dataflows::learn::compare::VariantReport,
+    ) -> Result<(), OutputError> {
+        let line = serde_json::to_value(report).unwrap_or(Json::Null);
+        Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
+    }
+
     /// Appends the exact regression's report of an epoch, as a line of its own:
     /// `{"epoch": e, "exact": {...}}`.
     pub fn exact(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use dataflows::error::GraphError;
 use dataflows::event::Answer;
 use dataflows::fact::{OFFSET_BITS, Time};
+use dataflows::learn::compare::VariantReport;
 use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
 use dataflows::plan::Plan;
@@ -206,6 +207,33 @@ pub fn attach_challenger_sinks(leader: &SharedLeader, challenger: ChallengerOutp
                 leader.record(result);
                 let run = leader.collector.challengers.entry(name.clone()).or_default();
                 run.last_epoch = Some(metrics);
+            }
+        });
+    });
+}
+
+/// The variants' comparisons and drifts go to `metrics.jsonl`, the collector (for the
+/// summary) and the serving state (for `GET /v1/models` and `/metrics`).
+pub fn attach_variant_report_sink(
+    leader: &SharedLeader,
+    serving: Option<Arc<ServingState>>,
+    reports: StreamVec<'_, Time, VariantReport>,
+) {
+    let sink_leader = leader.clone();
+    reports.sink(Pipeline, "Sink: variant reports", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for report in data.drain(..) {
+                if let Some(serving) = &serving {
+                    serving.record_variants(&report);
+                }
+                let result = leader.files.variant_report(&report);
+                leader.record(result);
+                if !report.comparisons.is_empty() {
+                    leader.collector.comparisons = report.comparisons;
+                }
+                leader.collector.drifts.extend(report.drifts);
             }
         });
     });

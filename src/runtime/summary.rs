@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use dataflows::learn::compare::PairedComparison;
 use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::{ExactModel, ExactReport};
 use dataflows::plan::Plan;
@@ -123,6 +124,12 @@ pub struct VariantSummary {
     pub online_logloss: Option<f64>,
     /// The last version it published.
     pub versions: u64,
+    /// A challenger against the champion over the last paired window.
+    #[serde(default)]
+    pub vs_champion: Option<PairedComparison>,
+    /// Drifts detected on its progressive loss.
+    #[serde(default)]
+    pub drifts: u64,
 }
 
 impl VariantSummary {
@@ -137,6 +144,8 @@ impl VariantSummary {
             online_auc: running.and_then(|running| running.online_auc),
             online_logloss: running.and_then(|running| running.online_logloss),
             versions: model.map_or(0, |model| model.version),
+            vs_champion: None,
+            drifts: 0,
         }
     }
 }
@@ -157,9 +166,21 @@ fn variant_summaries(collector: &Collector, plan: &Plan) -> BTreeMap<String, Var
         );
         (model.name.clone(), summary)
     });
-    std::iter::once((plan.model.name.clone(), champion))
-        .chain(challengers)
-        .collect()
+    let mut summaries: BTreeMap<String, VariantSummary> =
+        std::iter::once((plan.model.name.clone(), champion))
+            .chain(challengers)
+            .collect();
+    for comparison in &collector.comparisons {
+        if let Some(summary) = summaries.get_mut(&comparison.challenger) {
+            summary.vs_champion = Some(comparison.clone());
+        }
+    }
+    for drift in &collector.drifts {
+        if let Some(summary) = summaries.get_mut(&drift.model) {
+            summary.drifts = summary.drifts.max(drift.drifts);
+        }
+    }
+    summaries
 }
 
 /// How reading one source went, over every worker.
