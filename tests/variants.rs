@@ -133,3 +133,103 @@ fn a_spec_with_model_and_models_or_a_bad_feature_list_is_refused() {
         "`models[1].name`: another variant is called `pooch-predictor`",
     );
 }
+
+/// The drifts `metrics.jsonl` reports, as (variant, event time of the example that raised it).
+fn drifts(out: &Path) -> Vec<(String, u64)> {
+    json_lines(&out.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|line| line.get("drifts").and_then(Json::as_array).cloned())
+        .flatten()
+        .map(|drift| {
+            let model = drift["model"].as_str().expect("a model").to_owned();
+            (model, drift["event_time"].as_u64().expect("an event time"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_drift_is_detected_soon_after_it_happens_and_there_is_no_alarm_without_one() {
+    // (with 2,000 dogs over 8 days, the flip of day 4 raises no alarm: too few losses a day
+    // for ADWIN's bound; 5,000 dogs is the default population)
+    const DAY: u64 = 86_400;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let stationary = dir.path().join("stationary");
+    generate(&stationary, 5000, 10);
+    let drifting = dir.path().join("drifting");
+    check(&support::pooch(&[
+        "generate",
+        "sniffable",
+        "--out",
+        drifting.to_str().expect("utf-8"),
+        "--dogs",
+        "5000",
+        "--days",
+        "10",
+        "--drift-at",
+        "5",
+    ]));
+    let truth: Json = serde_json::from_str(
+        &std::fs::read_to_string(drifting.join("truth.json")).expect("truth.json"),
+    )
+    .expect("truth is JSON");
+    let drift_time = truth["drift"]["time"].as_u64().expect("the drift's time");
+
+    let out = dir.path().join("stationary-out");
+    run_on(&variants_spec(), &stationary, &out, "2");
+    assert_eq!(drifts(&out), vec![], "no alarm on a stationary stream");
+
+    let out = dir.path().join("drifting-out");
+    run_on(&variants_spec(), &drifting, &out, "2");
+    let found = drifts(&out);
+    for name in ["pooch-predictor", "ftrl", "richer"] {
+        let first = found
+            .iter()
+            .find(|(model, _)| model == name)
+            .map(|(_, time)| *time);
+        let Some(first) = first else {
+            panic!("{name}: no drift detected ({found:?})")
+        };
+        assert!(
+            (drift_time..drift_time + 2 * DAY).contains(&first),
+            "{name}: first drift at {first}, the drift at {drift_time}"
+        );
+    }
+    let summary = summary(&out);
+    assert!(summary["models"]["ftrl"]["drifts"].as_u64().unwrap_or(0) >= 1);
+}
+
+#[test]
+fn each_challenger_is_compared_with_the_champion_on_the_same_examples() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    generate(&data, 300, 4);
+    let out = dir.path().join("out");
+    let summary = run_on(&variants_spec(), &data, &out, "1");
+    let lines = json_lines(&out.join("metrics.jsonl"));
+    let last = lines
+        .iter()
+        .rev()
+        .find_map(|line| line.get("comparisons").and_then(Json::as_array).cloned())
+        .expect("comparison lines");
+    let challengers: Vec<&str> = last
+        .iter()
+        .map(|comparison| comparison["challenger"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(challengers, ["ftrl", "richer"]);
+    for comparison in &last {
+        let (low, mean, high) = (
+            comparison["low"].as_f64().expect("low"),
+            comparison["mean_difference"].as_f64().expect("mean"),
+            comparison["high"].as_f64().expect("high"),
+        );
+        assert!(low <= mean && mean <= high, "{comparison}");
+        assert_eq!(comparison["champion"], "pooch-predictor");
+        // every labelled example is scored by both, so the window holds them all (or is full)
+        let examples = summary["examples"].as_u64().expect("examples");
+        let pairs = comparison["window_pairs"].as_u64().expect("pairs");
+        assert_eq!(pairs, examples.min(5_000), "{comparison}");
+    }
+    let vs = &summary["models"]["ftrl"]["vs_champion"];
+    assert_eq!(vs["challenger"], "ftrl");
+    assert!(summary["models"]["pooch-predictor"]["vs_champion"].is_null());
+}
