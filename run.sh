@@ -156,6 +156,7 @@ bench() {
     cargo bench --bench http
     cargo bench --bench learn
     cargo bench --bench side_by_side
+    cargo bench --bench cluster_failover
 }
 
 case "${1:-}" in
