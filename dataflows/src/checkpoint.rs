@@ -120,7 +120,8 @@ impl WorkerState {
 
     fn challenger(&mut self, variant: usize) -> &mut ChallengerState {
         if self.challengers.len() < variant {
-            self.challengers.resize_with(variant, ChallengerState::default);
+            self.challengers
+                .resize_with(variant, ChallengerState::default);
         }
         &mut self.challengers[variant - 1]
     }

@@ -435,7 +435,12 @@ fn learn_region<'scope>(
                 plan.tick_secs,
                 checkpointing,
             );
-            (variant_plan.model.name.clone(), trained.versions, epochs, tagged)
+            (
+                variant_plan.model.name.clone(),
+                trained.versions,
+                epochs,
+                tagged,
+            )
         });
         let (champion, champion_versions, epochs, mut tagged) =
             variants.next().expect("the champion");
@@ -451,8 +456,7 @@ fn learn_region<'scope>(
             });
         }
         // every variant scored every example: compare them in pairs, and watch for drift
-        let variant_reports =
-            learn::compare::compare(names, tagged, plan.tick_secs, checkpointing);
+        let variant_reports = learn::compare::compare(names, tagged, plan.tick_secs, checkpointing);
         // the exact regression reads the example facts themselves, retractions included
         let exact = plan.exact.as_ref().and_then(|_| {
             learn::exact::exact(

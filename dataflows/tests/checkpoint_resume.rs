@@ -29,10 +29,10 @@ use dataflows::plan::*;
 use differential_dataflow::input::Input as _;
 use proptest::prelude::*;
 use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::capture::{Capture, Event};
 use timely::dataflow::operators::core::Input as _;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Concat;
 
 use support::{PlanBuilder, WORKERS, aggregate, field, seconds};
 

@@ -220,10 +220,7 @@ pub fn build(
         };
         attach_sinks(leader, plan, serving, outputs);
         for challenger in graph.challengers {
-            let epochs = challenger
-                .epochs
-                .probe_with(&learning)
-                .probe_with(&probe);
+            let epochs = challenger.epochs.probe_with(&learning).probe_with(&probe);
             let versions = challenger.versions.inner.probe_with(&probe);
             let outputs = ChallengerOutputs {
                 name: challenger.name,

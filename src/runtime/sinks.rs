@@ -201,11 +201,19 @@ pub fn attach_challenger_sinks(leader: &SharedLeader, challenger: ChallengerOutp
             let Some(leader) = &sink_leader else { return };
             let mut leader = leader.borrow_mut();
             for metrics in data.drain(..) {
-                let run = leader.collector.challengers.entry(name.clone()).or_default();
+                let run = leader
+                    .collector
+                    .challengers
+                    .entry(name.clone())
+                    .or_default();
                 let version = run.model.as_ref().map_or(0, |model| model.version);
                 let result = leader.files.challenger_metrics(&name, &metrics, version);
                 leader.record(result);
-                let run = leader.collector.challengers.entry(name.clone()).or_default();
+                let run = leader
+                    .collector
+                    .challengers
+                    .entry(name.clone())
+                    .or_default();
                 run.last_epoch = Some(metrics);
             }
         });

@@ -107,7 +107,10 @@ impl Checker<'_> {
         }
         let mut plans = Vec::with_capacity(sections.len());
         for (prefix, section) in sections {
-            if plans.iter().any(|plan: &ModelPlan| plan.name == section.name) {
+            if plans
+                .iter()
+                .any(|plan: &ModelPlan| plan.name == section.name)
+            {
                 return Err(self.invalid(
                     format!("{prefix}.name"),
                     format!("another variant is called `{}`", section.name),
@@ -262,7 +265,9 @@ impl Checker<'_> {
             _ => {
                 let power_t = non_negative("power_t", model.power_t.unwrap_or(SGD_POWER_T))?;
                 if power_t > 1.0 {
-                    return Err(self.invalid(format!("{prefix}.power_t"), "must be between 0 and 1"));
+                    return Err(
+                        self.invalid(format!("{prefix}.power_t"), "must be between 0 and 1")
+                    );
                 }
                 OptimizerPlan::Sgd(SgdHyper {
                     learning_rate: positive(

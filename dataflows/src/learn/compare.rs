@@ -175,7 +175,11 @@ impl CompareState {
 
     /// Feeds every variant's losses to its detector, by event time then id; the increases
     /// detected.
-    fn watch(&mut self, names: &[String], losses: &[BTreeMap<u64, (Time, f64)>]) -> Vec<DriftAlarm> {
+    fn watch(
+        &mut self,
+        names: &[String],
+        losses: &[BTreeMap<u64, (Time, f64)>],
+    ) -> Vec<DriftAlarm> {
         let mut alarms = Vec::new();
         for (variant, losses) in losses.iter().enumerate() {
             let mut ordered: Vec<(Time, u64, f64)> = losses
@@ -411,7 +415,10 @@ mod tests {
             let probability = if id < 2_000 { 0.6 } else { 0.9 };
             outcomes.push((0, evaluated(id, id * 60, probability, true)));
         }
-        assert!(state.epoch(0, &names, outcomes).is_none(), "no drift on a fall");
+        assert!(
+            state.epoch(0, &names, outcomes).is_none(),
+            "no drift on a fall"
+        );
         let outcomes = (4_000..6_000u64)
             .map(|id| (0, evaluated(id, id * 60, 0.3, true)))
             .collect();
