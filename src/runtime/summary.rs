@@ -68,11 +68,11 @@ pub struct Summary {
     pub model: String,
     /// A digest of the last version's weights ([`model_digest`]).
     pub model_digest: Option<String>,
+    /// The last version published.
+    pub model_versions: u64,
     /// Every variant's figures by name, the champion's (the top-level figures) included.
     #[serde(default)]
     pub models: BTreeMap<String, VariantSummary>,
-    /// The last version published.
-    pub model_versions: u64,
     /// AUC of the workers' live replicas.
     pub online_auc: Option<f64>,
     /// Log loss of the workers' live replicas.
@@ -114,6 +114,9 @@ pub struct VariantSummary {
     pub auc: Option<f64>,
     /// Whether it is the champion, whose versions serve.
     pub champion: bool,
+    /// Drifts detected on its progressive loss.
+    #[serde(default)]
+    pub drifts: u64,
     /// Progressive log loss of its servable model.
     pub logloss: Option<f64>,
     /// A digest of its last version's weights ([`model_digest`]).
@@ -127,9 +130,6 @@ pub struct VariantSummary {
     /// A challenger against the champion over the last paired window.
     #[serde(default)]
     pub vs_champion: Option<PairedComparison>,
-    /// Drifts detected on its progressive loss.
-    #[serde(default)]
-    pub drifts: u64,
 }
 
 impl VariantSummary {
