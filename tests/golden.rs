@@ -34,6 +34,8 @@ const LAYOUT: &[&str] = &[
     "auc",
     "logloss",
     "model_digest",
+    // every variant's figures, as the champion's top-level ones
+    "models",
     "online_auc",
     "online_logloss",
     "workers",

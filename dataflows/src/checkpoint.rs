@@ -47,9 +47,10 @@ use timely::dataflow::operators::generic::Operator;
 use crate::collect::Correction;
 use crate::event::LabelRequest;
 use crate::fact::{Fact, Time};
+use crate::learn::compare::CompareState;
 use crate::learn::evaluate::Running;
 use crate::learn::ridge::Ridge;
-use crate::learn::train::TrainerState;
+use crate::learn::train::{Awaiting, TrainerState};
 
 /// One worker's share of the graph's state at a cut.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,53 @@ pub struct WorkerState {
     pub evaluator: Option<Running>,
     /// The exact regression's learner (worker 0 holds it).
     pub exact: Option<Ridge>,
+    /// The challengers' trainers and evaluators, in the order of
+    /// [`crate::plan::Plan::challengers`]; the champion's are `trainer` and `evaluator`.
+    #[serde(default)]
+    pub challengers: Vec<ChallengerState>,
+    /// The variants' paired comparisons and drift detectors (worker 0 holds them).
+    #[serde(default)]
+    pub compare: Option<CompareState>,
+}
+
+/// A challenger's share of a worker's state: its trainer, and (on worker 0) its evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChallengerState {
+    /// The challenger's trainer.
+    pub trainer: Option<TrainerState>,
+    /// Its progressive evaluation's running totals.
+    pub evaluator: Option<Running>,
+}
+
+impl WorkerState {
+    /// The trainer state of variant `variant` (0: the champion).
+    pub(crate) fn trainer_of(&mut self, variant: usize) -> &mut Option<TrainerState> {
+        match variant {
+            0 => &mut self.trainer,
+            _ => &mut self.challenger(variant).trainer,
+        }
+    }
+
+    /// The evaluation totals of variant `variant` (0: the champion).
+    pub(crate) fn evaluator_of(&mut self, variant: usize) -> &mut Option<Running> {
+        match variant {
+            0 => &mut self.evaluator,
+            _ => &mut self.challenger(variant).evaluator,
+        }
+    }
+
+    /// How many variants the state has room for: the champion and its challengers.
+    fn variants(&self) -> usize {
+        1 + self.challengers.len()
+    }
+
+    fn challenger(&mut self, variant: usize) -> &mut ChallengerState {
+        if self.challengers.len() < variant {
+            self.challengers
+                .resize_with(variant, ChallengerState::default);
+        }
+        &mut self.challengers[variant - 1]
+    }
 }
 
 impl WorkerState {
@@ -120,10 +168,30 @@ impl WorkerState {
                 ..WorkerState::default()
             })
             .collect();
-        let mut awaiting = Vec::new();
-        let mut model: Option<TrainerState> = None;
+        let variants = states.iter().map(WorkerState::variants).max().unwrap_or(1);
+        let mut awaiting: Vec<Vec<Awaiting>> = vec![Vec::new(); variants];
+        let mut models: Vec<Option<TrainerState>> = vec![None; variants];
         let mut position = 0usize;
-        for state in states {
+        for mut state in states {
+            for variant in 0..variants {
+                if let Some(mut trainer) = state.trainer_of(variant).take() {
+                    if !trainer.round_is_closed() {
+                        return Err(format!(
+                            "worker {}'s training round is open at the cut",
+                            state.worker
+                        ));
+                    }
+                    awaiting[variant].append(&mut trainer.awaiting);
+                    models[variant].get_or_insert(trainer);
+                }
+            }
+            if state.worker == 0 {
+                for variant in 0..variants {
+                    *out[0].evaluator_of(variant) = state.evaluator_of(variant).take();
+                }
+                out[0].exact = state.exact.take();
+                out[0].compare = state.compare.take();
+            }
             for fact in state.facts {
                 out[position % peers].facts.push(fact);
                 position += 1;
@@ -144,22 +212,6 @@ impl WorkerState {
                 out[position % peers].labels.push(label);
                 position += 1;
             }
-            if let Some(mut trainer) = state.trainer {
-                if !trainer.round_is_closed() {
-                    return Err(format!(
-                        "worker {}'s training round is open at the cut",
-                        state.worker
-                    ));
-                }
-                awaiting.append(&mut trainer.awaiting);
-                if model.is_none() {
-                    model = Some(trainer);
-                }
-            }
-            if state.worker == 0 {
-                out[0].evaluator = state.evaluator;
-                out[0].exact = state.exact;
-            }
         }
         for state in &mut out {
             state.facts.sort();
@@ -168,7 +220,8 @@ impl WorkerState {
             state.corrections_ahead.sort();
             state.labels.sort();
         }
-        if let Some(model) = model {
+        for (variant, (model, awaiting)) in models.into_iter().zip(awaiting).enumerate() {
+            let Some(model) = model else { continue };
             for (worker, state) in out.iter_mut().enumerate() {
                 let mut trainer = model.clone();
                 // the worker that will receive an example's label is the one its entity routes to
@@ -178,7 +231,7 @@ impl WorkerState {
                     .cloned()
                     .collect();
                 trainer.awaiting.sort_by_key(|awaiting| awaiting.id);
-                state.trainer = Some(trainer);
+                *state.trainer_of(variant) = Some(trainer);
             }
         }
         Ok(out)
@@ -191,9 +244,12 @@ pub(crate) enum Part {
     Facts,
     Corrections,
     Labels,
-    Trainer,
-    Evaluator,
+    /// The trainer of a variant (0: the champion).
+    Trainer(usize),
+    /// The evaluator of a variant.
+    Evaluator(usize),
     Exact,
+    Compare,
 }
 
 /// A worker's checkpointing: the state it resumes from, if any, and the taking of its state

@@ -64,7 +64,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::operators::vec::Filter;
+use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::{Concat, Enter, Leave};
 use timely::dataflow::{Scope, StreamVec};
 
@@ -99,6 +99,23 @@ pub struct Graph<'scope> {
     /// The facts the graph could not use, with the reason, on the worker that found each: a
     /// fact without its key, a value that does not fit fixed point (see [`error`]).
     pub errors: Errors<'scope>,
+    /// What each challenger learned, in the order of [`Plan::challengers`]; empty for a
+    /// one-model plan.
+    pub challengers: Vec<Challenger<'scope>>,
+    /// Each challenger compared with the champion on the same examples, and the drifts
+    /// detected on every variant's loss, at the close of each epoch that had any, at worker 0
+    /// (see [`learn::compare`]).
+    pub variant_reports: StreamVec<'scope, Time, learn::compare::VariantReport>,
+}
+
+/// What a challenger, a variant trained beside the champion, produces.
+pub struct Challenger<'scope> {
+    /// The challenger's name.
+    pub name: String,
+    /// Its progressive metrics of each epoch, at worker 0.
+    pub epochs: StreamVec<'scope, Time, EpochMetrics>,
+    /// Its versions, published and retracted as the champion's are; they are not served.
+    pub versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
 }
 
 /// How a run differs from others of the same plan.
@@ -242,6 +259,8 @@ pub fn build_with<'scope>(
         exact: learned.exact,
         store: transformed.store,
         errors: transformed.errors,
+        challengers: learned.challengers,
+        variant_reports: learned.variant_reports,
     }
 }
 
@@ -371,6 +390,8 @@ struct Learned<'scope> {
     versions: VecCollection<'scope, Time, (Symbol, Arc<ModelVersion>)>,
     epochs: StreamVec<'scope, Time, EpochMetrics>,
     exact: Option<StreamVec<'scope, Time, learn::ridge::ExactReport>>,
+    challengers: Vec<Challenger<'scope>>,
+    variant_reports: StreamVec<'scope, Time, learn::compare::VariantReport>,
 }
 
 /// Learn: training with merge rounds, its progressive validation, and the exact regression.
@@ -387,17 +408,55 @@ fn learn_region<'scope>(
         let examples = transformed.examples.enter_region(region);
         let labels = transformed.labels.enter_region(region);
         let ends = ends.enter(region);
-        let trained = learn::train::train(
-            plan,
-            settings.first_version,
-            examples,
-            labels,
-            ends,
-            checkpointing,
-        );
         let join_counts = transformed.join_counts.enter(region);
-        let epochs =
-            evaluate::evaluate(trained.outcomes, join_counts, plan.tick_secs, checkpointing);
+        // every variant trains on the same examples and labels, each featurising its own
+        let mut variants = (0..=plan.challengers.len()).map(|variant| {
+            let variant_plan = match variant {
+                0 => Rc::clone(plan),
+                _ => Rc::new(plan.for_variant(variant)),
+            };
+            let trained = learn::train::train(
+                &variant_plan,
+                variant,
+                settings.first_version,
+                examples.clone(),
+                labels.clone(),
+                ends.clone(),
+                checkpointing,
+            );
+            let tagged = trained
+                .outcomes
+                .clone()
+                .map(move |outcome| (variant, outcome));
+            let epochs = evaluate::evaluate(
+                variant,
+                trained.outcomes,
+                join_counts.clone(),
+                plan.tick_secs,
+                checkpointing,
+            );
+            (
+                variant_plan.model.name.clone(),
+                trained.versions,
+                epochs,
+                tagged,
+            )
+        });
+        let (champion, champion_versions, epochs, mut tagged) =
+            variants.next().expect("the champion");
+        let mut names = vec![champion];
+        let mut challengers = Vec::new();
+        for (name, versions, epochs, outcomes) in variants {
+            names.push(name.clone());
+            tagged = tagged.concat(outcomes);
+            challengers.push(Challenger {
+                name,
+                versions: versions.leave_region(scope),
+                epochs: epochs.leave(scope),
+            });
+        }
+        // every variant scored every example: compare them in pairs, and watch for drift
+        let variant_reports = learn::compare::compare(names, tagged, plan.tick_secs, checkpointing);
         // the exact regression reads the example facts themselves, retractions included
         let exact = plan.exact.as_ref().and_then(|_| {
             learn::exact::exact(
@@ -407,9 +466,11 @@ fn learn_region<'scope>(
             )
         });
         Learned {
-            versions: trained.versions.leave_region(scope),
+            versions: champion_versions.leave_region(scope),
             epochs: epochs.leave(scope),
             exact: exact.map(|reports| reports.leave(scope)),
+            challengers,
+            variant_reports: variant_reports.leave(scope),
         }
     })
 }

@@ -25,8 +25,13 @@ pub struct Plan {
     pub features: Vec<FeaturePlan>,
     /// Aggregates maintained over sources, looked up by features and labels.
     pub aggregates: Vec<AggregatePlan>,
-    /// The learner.
+    /// The learner: the champion, whose versions are served and whose figures are the run's.
     pub model: ModelPlan,
+    /// Other variants of the learner, trained beside the champion in the same graph on the
+    /// same examples and features (each on its own subset, with its own bits); empty for a
+    /// one-model spec.
+    #[serde(default)]
+    pub challengers: Vec<ModelPlan>,
     /// How published models are served.
     pub serving: ServingPlan,
     /// An exact ridge regression learned beside the model, if the spec asks for one.
@@ -43,6 +48,25 @@ impl Plan {
     /// The first second of an epoch.
     pub fn epoch_start(&self, epoch: u64) -> Time {
         epoch.saturating_mul(self.tick_secs)
+    }
+
+    /// Every variant of the learner, the champion first.
+    pub fn variants(&self) -> impl Iterator<Item = &ModelPlan> {
+        std::iter::once(&self.model).chain(&self.challengers)
+    }
+
+    /// The plan as variant `index` of [`Plan::variants`] sees it: that variant is its model,
+    /// and it has no challengers. Variant 0 is the champion.
+    pub fn for_variant(&self, index: usize) -> Plan {
+        let model = match index {
+            0 => self.model.clone(),
+            _ => self.challengers[index - 1].clone(),
+        };
+        Plan {
+            model,
+            challengers: Vec::new(),
+            ..self.clone()
+        }
     }
 
     /// The source examples are drawn from.
@@ -481,6 +505,20 @@ pub struct ModelPlan {
     pub optimizer: OptimizerPlan,
     /// How the weights of coordinates that several workers changed in a round are merged.
     pub merge: WeightMerge,
+    /// Indexes into [`Plan::features`] of the features this model reads, ascending; `None`
+    /// for all of them. A cross reads its crossed features' levels whether or not they are
+    /// in the list.
+    #[serde(default)]
+    pub features: Option<Vec<usize>>,
+}
+
+impl ModelPlan {
+    /// Whether the model reads feature `index` of the plan.
+    pub fn reads(&self, index: usize) -> bool {
+        self.features
+            .as_ref()
+            .is_none_or(|features| features.binary_search(&index).is_ok())
+    }
 }
 
 /// How published models are served.

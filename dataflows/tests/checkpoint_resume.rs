@@ -29,8 +29,10 @@ use dataflows::plan::*;
 use differential_dataflow::input::Input as _;
 use proptest::prelude::*;
 use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::capture::{Capture, Event};
 use timely::dataflow::operators::core::Input as _;
+use timely::dataflow::operators::vec::Map;
 
 use support::{PlanBuilder, WORKERS, aggregate, field, seconds};
 
@@ -114,14 +116,30 @@ fn plan() -> Plan {
             transform: Transform::Identity,
         });
     }
-    builder
+    let mut plan = builder
         .feature(FeaturePlan {
             name: "dog".into(),
             namespace: symbol(b"dog"),
             kind: FeatureKind::Categorical { field: 1 },
             transform: Transform::Identity,
         })
-        .build()
+        .build();
+    // a challenger beside the champion: another learner on part of the features
+    plan.challengers = vec![ModelPlan {
+        name: "challenger".into(),
+        bits: 10,
+        optimizer: dataflows::learn::optimizer::OptimizerPlan::Ftrl(
+            dataflows::learn::ftrl::FtrlHyper {
+                alpha: 0.3,
+                beta: 1.0,
+                l1: 0.0,
+                l2: 0.0,
+            },
+        ),
+        merge: dataflows::learn::optimizer::WeightMerge::Average,
+        features: Some(vec![0, 4]),
+    }];
+    plan
 }
 
 /// What enters the graph.
@@ -418,15 +436,28 @@ fn run(updates: &[(Input, Time, isize)], workers: usize, how: Run) -> (Outputs, 
                 );
                 let store = graph.store.as_collection(|key, _| *key).inner.capture();
                 drop(graph.models);
+                // the challenger's epochs and versions beside the champion's, and the
+                // comparisons beside the exact reports
+                let mut epochs = graph.epochs;
+                let mut versions = graph.versions.inner;
+                for challenger in graph.challengers {
+                    epochs = epochs.concat(challenger.epochs);
+                    versions = versions.concat(challenger.versions.inner);
+                }
+                let reports = graph
+                    .exact
+                    .expect("an exact plan")
+                    .map(|report| format!("{report:?}"))
+                    .concat(graph.variant_reports.map(|report| format!("{report:?}")));
                 (
                     facts_input,
                     corrections_input,
                     queries_input,
                     (
                         graph.answers.capture(),
-                        graph.epochs.capture(),
-                        graph.versions.inner.capture(),
-                        graph.exact.expect("an exact plan").capture(),
+                        epochs.capture(),
+                        versions.capture(),
+                        reports.capture(),
                         graph.errors.inner.capture(),
                         store,
                     ),

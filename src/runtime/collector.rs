@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dataflows::learn::compare::{DriftAlarm, PairedComparison};
 use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
 use dataflows::plan::Plan;
@@ -34,6 +35,21 @@ pub struct Collector {
     pub query_errors: u64,
     /// The exact regression's latest report.
     pub exact: Option<ExactReport>,
+    /// What each challenger did, by name.
+    pub challengers: BTreeMap<String, ChallengerRun>,
+    /// The latest comparison of each challenger with the champion.
+    pub comparisons: Vec<PairedComparison>,
+    /// Every drift detected, in order.
+    pub drifts: Vec<DriftAlarm>,
+}
+
+/// What worker 0 learns of one challenger over a run.
+#[derive(Clone, Debug, Default)]
+pub struct ChallengerRun {
+    /// Its latest epoch metrics.
+    pub last_epoch: Option<EpochMetrics>,
+    /// Its newest version.
+    pub model: Option<Arc<ModelVersion>>,
 }
 
 /// How reading stands, in every line of `metrics.jsonl`.

@@ -21,7 +21,8 @@ use crate::runtime::RunOptions;
 use crate::runtime::output::{DeadLetter, ReadProgress};
 use crate::runtime::serving_feed::{FeedWriter, attach_serving};
 use crate::runtime::sinks::{
-    Outputs, SharedLeader, attach_exact_sink, attach_sinks, graph_error_letters,
+    ChallengerOutputs, Outputs, SharedLeader, attach_challenger_sinks, attach_exact_sink,
+    attach_sinks, attach_variant_report_sink, graph_error_letters,
 };
 
 /// What workers tell each other while reading.
@@ -205,6 +206,11 @@ pub fn build(
             .exchange(|_| 0)
             .probe_with(&probe);
         let serving = options.serving.clone().filter(|_| index == 0);
+        let reports = graph
+            .variant_reports
+            .probe_with(&learning)
+            .probe_with(&probe);
+        attach_variant_report_sink(leader, serving.clone(), reports);
         let outputs = Outputs {
             answers,
             epochs,
@@ -213,6 +219,16 @@ pub fn build(
             progress,
         };
         attach_sinks(leader, plan, serving, outputs);
+        for challenger in graph.challengers {
+            let epochs = challenger.epochs.probe_with(&learning).probe_with(&probe);
+            let versions = challenger.versions.inner.probe_with(&probe);
+            let outputs = ChallengerOutputs {
+                name: challenger.name,
+                epochs,
+                versions,
+            };
+            attach_challenger_sinks(leader, outputs);
+        }
         if let Some(exact) = graph.exact {
             let exact = exact.probe_with(&learning).probe_with(&probe);
             attach_exact_sink(leader, plan, exact);

@@ -178,6 +178,32 @@ impl OutputFiles {
         Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
     }
 
+    /// Appends a challenger's metrics of an epoch, as a line of its own that names it:
+    /// `{"model": name, "epoch": e, "epoch_scores": {...}, "running": {...}, ...}`.
+    pub fn challenger_metrics(
+        &mut self,
+        model: &str,
+        metrics: &EpochMetrics,
+        model_version: u64,
+    ) -> Result<(), OutputError> {
+        let mut line = serde_json::to_value(metrics).unwrap_or(Json::Null);
+        if let Json::Object(object) = &mut line {
+            object.insert("model".to_owned(), json!(model));
+            object.insert("model_version".to_owned(), json!(model_version));
+        }
+        Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
+    }
+
+    /// Appends an epoch's comparison of the variants and its drifts, as a line of its own:
+    /// `{"epoch": e, "comparisons": [...], "drifts": [...]}`.
+    pub fn variant_report(
+        &mut self,
+        report: &dataflows::learn::compare::VariantReport,
+    ) -> Result<(), OutputError> {
+        let line = serde_json::to_value(report).unwrap_or(Json::Null);
+        Self::line(&mut self.metrics, &self.dir, "metrics.jsonl", &line)
+    }
+
     /// Appends the exact regression's report of an epoch, as a line of its own:
     /// `{"epoch": e, "exact": {...}}`.
     pub fn exact(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use dataflows::error::GraphError;
 use dataflows::event::Answer;
 use dataflows::fact::{OFFSET_BITS, Time};
+use dataflows::learn::compare::VariantReport;
 use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::ExactReport;
 use dataflows::plan::Plan;
@@ -148,6 +149,99 @@ fn sink_metrics(
                     leader.collector.epochs_with_examples += 1;
                 }
                 leader.collector.last_epoch = Some(metrics);
+            }
+        });
+    });
+}
+
+/// A challenger's outputs, gathered at worker 0.
+pub struct ChallengerOutputs<'scope> {
+    /// The challenger's name.
+    pub name: String,
+    /// Its metrics of each epoch.
+    pub epochs: StreamVec<'scope, Time, EpochMetrics>,
+    /// Its published versions.
+    pub versions: StreamVec<'scope, Time, Published>,
+}
+
+/// A challenger's epoch metrics go to `metrics.jsonl`, in lines that name it, and its newest
+/// version to the collector, for the summary. Its versions are neither stored nor served.
+pub fn attach_challenger_sinks(leader: &SharedLeader, challenger: ChallengerOutputs<'_>) {
+    let ChallengerOutputs {
+        name,
+        epochs,
+        versions,
+    } = challenger;
+    let sink_leader = leader.clone();
+    let sink_name = name.clone();
+    versions.sink(Pipeline, "Sink: challenger versions", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            let run = leader
+                .collector
+                .challengers
+                .entry(sink_name.clone())
+                .or_default();
+            for ((_, version), _, diff) in data.drain(..) {
+                if diff > 0
+                    && run
+                        .model
+                        .as_ref()
+                        .is_none_or(|model| model.version < version.version)
+                {
+                    run.model = Some(version);
+                }
+            }
+        });
+    });
+    let sink_leader = leader.clone();
+    epochs.sink(Pipeline, "Sink: challenger metrics", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for metrics in data.drain(..) {
+                let run = leader
+                    .collector
+                    .challengers
+                    .entry(name.clone())
+                    .or_default();
+                let version = run.model.as_ref().map_or(0, |model| model.version);
+                let result = leader.files.challenger_metrics(&name, &metrics, version);
+                leader.record(result);
+                let run = leader
+                    .collector
+                    .challengers
+                    .entry(name.clone())
+                    .or_default();
+                run.last_epoch = Some(metrics);
+            }
+        });
+    });
+}
+
+/// The variants' comparisons and drifts go to `metrics.jsonl`, the collector (for the
+/// summary) and the serving state (for `GET /v1/models` and `/metrics`).
+pub fn attach_variant_report_sink(
+    leader: &SharedLeader,
+    serving: Option<Arc<ServingState>>,
+    reports: StreamVec<'_, Time, VariantReport>,
+) {
+    let sink_leader = leader.clone();
+    reports.sink(Pipeline, "Sink: variant reports", move |(input, _)| {
+        input.for_each(|_, data| {
+            let Some(leader) = &sink_leader else { return };
+            let mut leader = leader.borrow_mut();
+            for report in data.drain(..) {
+                if let Some(serving) = &serving {
+                    serving.record_variants(&report);
+                }
+                let result = leader.files.variant_report(&report);
+                leader.record(result);
+                if !report.comparisons.is_empty() {
+                    leader.collector.comparisons = report.comparisons;
+                }
+                leader.collector.drifts.extend(report.drifts);
             }
         });
     });

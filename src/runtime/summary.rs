@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use dataflows::learn::compare::PairedComparison;
+use dataflows::learn::evaluate::EpochMetrics;
 use dataflows::learn::ridge::{ExactModel, ExactReport};
 use dataflows::plan::Plan;
 use dataflows::publish::model::ModelVersion;
@@ -68,6 +70,9 @@ pub struct Summary {
     pub model_digest: Option<String>,
     /// The last version published.
     pub model_versions: u64,
+    /// Every variant's figures by name, the champion's (the top-level figures) included.
+    #[serde(default)]
+    pub models: BTreeMap<String, VariantSummary>,
     /// AUC of the workers' live replicas.
     pub online_auc: Option<f64>,
     /// Log loss of the workers' live replicas.
@@ -100,6 +105,82 @@ pub struct Summary {
     pub unlabeled: u64,
     /// Workers in the run, over every process.
     pub workers: usize,
+}
+
+/// One variant's figures over a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariantSummary {
+    /// Progressive AUC of its servable model.
+    pub auc: Option<f64>,
+    /// Whether it is the champion, whose versions serve.
+    pub champion: bool,
+    /// Drifts detected on its progressive loss.
+    #[serde(default)]
+    pub drifts: u64,
+    /// Progressive log loss of its servable model.
+    pub logloss: Option<f64>,
+    /// A digest of its last version's weights ([`model_digest`]).
+    pub model_digest: Option<String>,
+    /// AUC of its workers' live replicas.
+    pub online_auc: Option<f64>,
+    /// Log loss of its workers' live replicas.
+    pub online_logloss: Option<f64>,
+    /// The last version it published.
+    pub versions: u64,
+    /// A challenger against the champion over the last paired window.
+    #[serde(default)]
+    pub vs_champion: Option<PairedComparison>,
+}
+
+impl VariantSummary {
+    /// The figures of a variant from its latest metrics and newest version.
+    fn of(champion: bool, metrics: Option<&EpochMetrics>, model: Option<&ModelVersion>) -> Self {
+        let running = metrics.map(|metrics| &metrics.running);
+        VariantSummary {
+            auc: running.and_then(|running| running.auc),
+            champion,
+            logloss: running.and_then(|running| running.logloss),
+            model_digest: model.map(model_digest),
+            online_auc: running.and_then(|running| running.online_auc),
+            online_logloss: running.and_then(|running| running.online_logloss),
+            versions: model.map_or(0, |model| model.version),
+            vs_champion: None,
+            drifts: 0,
+        }
+    }
+}
+
+/// Every variant's figures: the champion's, and each challenger's.
+fn variant_summaries(collector: &Collector, plan: &Plan) -> BTreeMap<String, VariantSummary> {
+    let champion = VariantSummary::of(
+        true,
+        collector.last_epoch.as_ref(),
+        collector.model.as_deref(),
+    );
+    let challengers = plan.challengers.iter().map(|model| {
+        let run = collector.challengers.get(&model.name);
+        let summary = VariantSummary::of(
+            false,
+            run.and_then(|run| run.last_epoch.as_ref()),
+            run.and_then(|run| run.model.as_deref()),
+        );
+        (model.name.clone(), summary)
+    });
+    let mut summaries: BTreeMap<String, VariantSummary> =
+        std::iter::once((plan.model.name.clone(), champion))
+            .chain(challengers)
+            .collect();
+    for comparison in &collector.comparisons {
+        if let Some(summary) = summaries.get_mut(&comparison.challenger) {
+            summary.vs_champion = Some(comparison.clone());
+        }
+    }
+    for drift in &collector.drifts {
+        if let Some(summary) = summaries.get_mut(&drift.model) {
+            summary.drifts = summary.drifts.max(drift.drifts);
+        }
+    }
+    summaries
 }
 
 /// How reading one source went, over every worker.
@@ -232,6 +313,7 @@ impl Summary {
             max_read_ahead_epochs: end.max_read_ahead_epochs,
             model: plan.model.name.clone(),
             model_digest: collector.model.as_ref().map(|model| model_digest(model)),
+            models: variant_summaries(collector, plan),
             model_versions: collector.model.as_ref().map_or(0, |model| model.version),
             online_auc: running.online_auc,
             online_logloss: running.online_logloss,
@@ -376,6 +458,15 @@ mod tests {
             max_read_ahead_epochs: 24,
             model: "pooch-predictor".into(),
             model_digest: Some("24ef6be09381bcb0".into()),
+            models: BTreeMap::from([(
+                "pooch-predictor".into(),
+                VariantSummary {
+                    champion: true,
+                    logloss: Some(0.284),
+                    versions: 672,
+                    ..VariantSummary::default()
+                },
+            )]),
             model_versions: 672,
             online_auc: None,
             online_logloss: Some(0.28),

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use dataflows::event::Event;
 use dataflows::fact::{Symbol, Time};
 use dataflows::fixed::Accum;
+use dataflows::learn::compare::{PairedComparison, VariantReport};
 use dataflows::plan::Plan;
 use dataflows::publish::model::ModelVersion;
 use dataflows::transform::featurize::featurize;
@@ -100,6 +101,17 @@ pub struct ServingState {
     console: Mutex<ConsoleJournal>,
     /// Counters for metrics.
     pub counters: ServingCounters,
+    /// The latest side-by-side comparison of the variants, and their drifts so far.
+    variants: Mutex<VariantBoard>,
+}
+
+/// What serving shows of the variants trained beside the champion.
+#[derive(Debug, Default)]
+struct VariantBoard {
+    /// Each challenger against the champion, as of the latest epoch reported.
+    comparisons: Vec<PairedComparison>,
+    /// Drifts detected so far, by variant.
+    drifts: std::collections::BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for ServingState {
@@ -133,7 +145,29 @@ impl ServingState {
             supervision: Mutex::new(supervision),
             console: Mutex::default(),
             counters: ServingCounters::default(),
+            variants: Mutex::default(),
         }
+    }
+
+    /// Records an epoch's comparison of the variants and the drifts detected in it, for
+    /// `GET /v1/models` and `/metrics`.
+    pub fn record_variants(&self, report: &VariantReport) {
+        let mut board = self
+            .variants
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if !report.comparisons.is_empty() {
+            board.comparisons = report.comparisons.clone();
+        }
+        for drift in &report.drifts {
+            board.drifts.insert(drift.model.clone(), drift.drifts);
+        }
+    }
+
+    fn variant_board(&self) -> MutexGuard<'_, VariantBoard> {
+        self.variants
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Writes decisions to `log`, takes commands from the control file of the snapshot store
@@ -395,7 +429,12 @@ impl ServingState {
             self.serve(serve);
         }
         let serving = self.serving().map(|version| version.version);
-        json!({ "models": [supervision.models_json(serving)] })
+        let board = self.variant_board();
+        json!({
+            "models": [supervision.models_json(serving)],
+            "comparisons": board.comparisons,
+            "drifts": board.drifts,
+        })
     }
 
     fn journal(&self) -> MutexGuard<'_, ConsoleJournal> {
@@ -496,6 +535,44 @@ impl ServingState {
             out,
             "# HELP pooch_model_version_served The model version serving.\n# TYPE pooch_model_version_served gauge\npooch_model_version_served{{model=\"{model}\"}} {serving}"
         );
+        self.variant_metrics(out);
+    }
+
+    /// The variants' paired comparisons and drift counts, in the exposition format.
+    fn variant_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let board = self.variant_board();
+        if !board.comparisons.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP pooch_variant_logloss_difference A challenger's mean log loss minus the champion's over the paired window, with its 95% interval (normal approximation).\n# TYPE pooch_variant_logloss_difference gauge"
+            );
+            for comparison in &board.comparisons {
+                let challenger = &comparison.challenger;
+                for (bound, value) in [
+                    ("mean", comparison.mean_difference),
+                    ("low", comparison.low),
+                    ("high", comparison.high),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "pooch_variant_logloss_difference{{challenger=\"{challenger}\",bound=\"{bound}\"}} {value}"
+                    );
+                }
+            }
+        }
+        if !board.drifts.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP pooch_variant_drifts_total Drifts detected on a variant's progressive loss.\n# TYPE pooch_variant_drifts_total counter"
+            );
+            for (model, drifts) in &board.drifts {
+                let _ = writeln!(
+                    out,
+                    "pooch_variant_drifts_total{{model=\"{model}\"}} {drifts}"
+                );
+            }
+        }
     }
 }
 

@@ -90,7 +90,9 @@ struct SpecFile {
     label: LabelSection,
     #[serde(default)]
     features: Vec<FeatureSection>,
-    model: ModelSection,
+    model: Option<ModelSection>,
+    #[serde(default)]
+    models: Vec<ModelSection>,
     #[serde(default)]
     serving: ServingSection,
     exact: Option<ExactSection>,
@@ -177,7 +179,7 @@ impl Checker<'_> {
         let mut aggregates = Vec::new();
         let features = self.features(file.features, &sources, examples.source, &mut aggregates)?;
         let label = self.label(&file.label, &mut sources, &examples, &mut aggregates)?;
-        let model = self.model(file.model)?;
+        let (model, challengers) = self.models(file.model, file.models, &features)?;
         let serving = self.serving(&file.serving)?;
         let exact = file
             .exact
@@ -192,6 +194,7 @@ impl Checker<'_> {
             features,
             aggregates,
             model,
+            challengers,
             serving,
             exact,
         })

@@ -1,11 +1,11 @@
-//! `[model]`: the logistic model, its size, and its optimizer (AdaGrad, FTRL-Proximal or
+//! `[model]` (or the variants of `[[models]]`): the logistic model, its size, and its optimizer (AdaGrad, FTRL-Proximal or
 //! Vowpal Wabbit's SGD) with the hyperparameters that optimizer takes and no others.
 
 use dataflows::learn::adagrad::AdaGradHyper;
 use dataflows::learn::ftrl::FtrlHyper;
 use dataflows::learn::optimizer::{OptimizerPlan, WeightMerge};
 use dataflows::learn::sgd::SgdHyper;
-use dataflows::plan::ModelPlan;
+use dataflows::plan::{FeaturePlan, ModelPlan};
 use serde::Deserialize;
 
 use super::{Checker, SpecError};
@@ -29,6 +29,10 @@ pub(super) struct ModelSection {
     adaptive: Option<bool>,
     normalized: Option<bool>,
     invariant: Option<bool>,
+    /// The names of the features the model reads; all of them when not given.
+    features: Option<Vec<String>>,
+    /// Whether this variant of `[[models]]` is the champion (by default the first is).
+    champion: Option<bool>,
 }
 
 impl ModelSection {
@@ -66,29 +70,126 @@ const SGD_LEARNING_RATE: f64 = 0.5;
 const SGD_POWER_T: f64 = 0.5;
 
 impl Checker<'_> {
-    /// `[model]`: a logistic model of `2^bits` weights and its optimizer.
-    pub(super) fn model(&self, section: ModelSection) -> Result<ModelPlan, SpecError> {
+    /// `[model]`, or the variants of `[[models]]`: the champion, then the challengers in the
+    /// spec's order. Exactly one of the two is given; variants' names are distinct, and at
+    /// most one is marked `champion` (by default the first is).
+    pub(super) fn models(
+        &self,
+        model: Option<ModelSection>,
+        models: Vec<ModelSection>,
+        features: &[FeaturePlan],
+    ) -> Result<(ModelPlan, Vec<ModelPlan>), SpecError> {
+        let sections: Vec<(String, ModelSection)> = match (model, models.is_empty()) {
+            (Some(section), true) => vec![("model".to_owned(), section)],
+            (None, false) => models
+                .into_iter()
+                .enumerate()
+                .map(|(index, section)| (format!("models[{index}]"), section))
+                .collect(),
+            (Some(_), false) => {
+                return Err(self.invalid("models", "give `[model]` or `[[models]]`, not both"));
+            }
+            (None, true) => {
+                return Err(self.invalid("model", "missing: give `[model]` or `[[models]]`"));
+            }
+        };
+        let champions: Vec<usize> = sections
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, section))| section.champion == Some(true))
+            .map(|(index, _)| index)
+            .collect();
+        if champions.len() > 1 {
+            return Err(self.invalid(
+                format!("{}.champion", sections[champions[1]].0),
+                "only one variant can be the champion",
+            ));
+        }
+        let mut plans = Vec::with_capacity(sections.len());
+        for (prefix, section) in sections {
+            if plans
+                .iter()
+                .any(|plan: &ModelPlan| plan.name == section.name)
+            {
+                return Err(self.invalid(
+                    format!("{prefix}.name"),
+                    format!("another variant is called `{}`", section.name),
+                ));
+            }
+            plans.push(self.model(&prefix, section, features)?);
+        }
+        let champion = champions.first().copied().unwrap_or(0);
+        let champion = plans.remove(champion);
+        Ok((champion, plans))
+    }
+
+    /// One model: a logistic model of `2^bits` weights, its optimizer, and the features it
+    /// reads.
+    fn model(
+        &self,
+        prefix: &str,
+        section: ModelSection,
+        features: &[FeaturePlan],
+    ) -> Result<ModelPlan, SpecError> {
         if section.kind != "logistic" {
             return Err(self.invalid(
-                "model.kind",
+                format!("{prefix}.kind"),
                 format!("unknown kind `{}` (kinds: logistic)", section.kind),
             ));
         }
         if !(4..=28).contains(&section.bits) {
-            return Err(self.invalid("model.bits", "must be between 4 and 28"));
+            return Err(self.invalid(format!("{prefix}.bits"), "must be between 4 and 28"));
         }
-        let (optimizer, merge) = self.optimizer(&section)?;
+        let (optimizer, merge) = self.optimizer(prefix, &section)?;
+        let read = section
+            .features
+            .as_ref()
+            .map(|names| self.read_features(prefix, names, features))
+            .transpose()?;
         Ok(ModelPlan {
             name: section.name,
             bits: section.bits,
             optimizer,
             merge,
+            features: read,
         })
+    }
+
+    /// The indexes of the features named, ascending; an unknown or repeated name is an error.
+    fn read_features(
+        &self,
+        prefix: &str,
+        names: &[String],
+        features: &[FeaturePlan],
+    ) -> Result<Vec<usize>, SpecError> {
+        let mut indexes = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(index) = features.iter().position(|feature| &feature.name == name) else {
+                let known: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
+                return Err(self.invalid(
+                    format!("{prefix}.features"),
+                    format!("unknown feature `{name}` (features: {})", known.join(", ")),
+                ));
+            };
+            if indexes.contains(&index) {
+                return Err(self.invalid(
+                    format!("{prefix}.features"),
+                    format!("`{name}` is listed twice"),
+                ));
+            }
+            indexes.push(index);
+        }
+        indexes.sort_unstable();
+        Ok(indexes)
     }
 
     /// The optimizer of `[model]` with its hyperparameters (defaults for those not given),
     /// and the merge rule. A hyperparameter of another optimizer is an error naming it.
-    fn optimizer(&self, model: &ModelSection) -> Result<(OptimizerPlan, WeightMerge), SpecError> {
+    fn optimizer(
+        &self,
+        prefix: &str,
+        model: &ModelSection,
+    ) -> Result<(OptimizerPlan, WeightMerge), SpecError> {
         let name = model.optimizer.as_deref().unwrap_or("adagrad");
         let applies: &[&str] = match name {
             "adagrad" => &["merge", "learning_rate", "l2"],
@@ -103,7 +204,7 @@ impl Checker<'_> {
             ],
             other => {
                 return Err(self.invalid(
-                    "model.optimizer",
+                    format!("{prefix}.optimizer"),
                     format!("unknown optimizer `{other}` (optimizers: adagrad, ftrl, sgd)"),
                 ));
             }
@@ -120,21 +221,21 @@ impl Checker<'_> {
                         applies.join(", ")
                     )
                 };
-                return Err(self.invalid(format!("model.{key}"), reason));
+                return Err(self.invalid(format!("{prefix}.{key}"), reason));
             }
         }
         let positive = |key: &str, value: f64| {
             if value.is_finite() && value > 0.0 {
                 Ok(value)
             } else {
-                Err(self.invalid(format!("model.{key}"), "must be a positive number"))
+                Err(self.invalid(format!("{prefix}.{key}"), "must be a positive number"))
             }
         };
         let non_negative = |key: &str, value: f64| {
             if value.is_finite() && value >= 0.0 {
                 Ok(value)
             } else {
-                Err(self.invalid(format!("model.{key}"), "must be zero or positive"))
+                Err(self.invalid(format!("{prefix}.{key}"), "must be zero or positive"))
             }
         };
         let merge = match model.merge.as_deref().unwrap_or("average") {
@@ -142,7 +243,7 @@ impl Checker<'_> {
             "sum" => WeightMerge::SumSteps,
             other => {
                 return Err(self.invalid(
-                    "model.merge",
+                    format!("{prefix}.merge"),
                     format!("unknown merge `{other}` (merges: average, sum)"),
                 ));
             }
@@ -164,7 +265,9 @@ impl Checker<'_> {
             _ => {
                 let power_t = non_negative("power_t", model.power_t.unwrap_or(SGD_POWER_T))?;
                 if power_t > 1.0 {
-                    return Err(self.invalid("model.power_t", "must be between 0 and 1"));
+                    return Err(
+                        self.invalid(format!("{prefix}.power_t"), "must be between 0 and 1")
+                    );
                 }
                 OptimizerPlan::Sgd(SgdHyper {
                     learning_rate: positive(

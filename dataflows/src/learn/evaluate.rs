@@ -425,16 +425,17 @@ fn outcome_key(outcome: &Outcome) -> (u8, u64) {
 
 /// Gathers outcomes and join counts at worker 0 and reports each epoch once it is complete.
 pub fn evaluate<'scope>(
+    variant: usize,
     outcomes: StreamVec<'scope, Time, Outcome>,
     join_counts: StreamVec<'scope, Time, JoinCounts>,
     tick_secs: u64,
     checkpointing: &Rc<Checkpointing>,
 ) -> StreamVec<'scope, Time, EpochMetrics> {
     if checkpointing.exporting() {
-        checkpointing.expect(Part::Evaluator);
+        checkpointing.expect(Part::Evaluator(variant));
     }
     let resumed = checkpointing
-        .resume_with(|state| state.evaluator.take())
+        .resume_with(|state| state.evaluator_of(variant).take())
         .flatten();
     let checkpointing = Rc::clone(checkpointing);
     outcomes.binary_frontier::<_, CapacityContainerBuilder<Vec<EpochMetrics>>, _, _, _, _>(
@@ -492,7 +493,7 @@ pub fn evaluate<'scope>(
                     output.session(&capability).give(metrics);
                 }
                 // at a cut every epoch before it is closed
-                if let Some(cut) = checkpointing.wants(Part::Evaluator)
+                if let Some(cut) = checkpointing.wants(Part::Evaluator(variant))
                     && !outcomes_frontier.less_than(&cut)
                     && !counts_frontier.less_than(&cut)
                     && epochs
@@ -501,7 +502,9 @@ pub fn evaluate<'scope>(
                         .is_none_or(|&epoch| epoch >= cut / tick_secs)
                 {
                     let state = running.clone();
-                    checkpointing.deposit(Part::Evaluator, |worker| worker.evaluator = Some(state));
+                    checkpointing.deposit(Part::Evaluator(variant), |worker| {
+                        *worker.evaluator_of(variant) = Some(state)
+                    });
                 }
             }
         },

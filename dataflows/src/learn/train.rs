@@ -134,8 +134,12 @@ pub struct Trained<'scope> {
 
 /// Trains the plan's model on examples (at their event time) and delayed labels (at the time
 /// they are due), across all workers, numbering published versions from `first_version`.
+///
+/// `variant` says which of the spec's variants the plan's model is (0: the champion), for the
+/// checkpoint's state and the operator's name.
 pub fn train<'scope>(
     plan: &Rc<Plan>,
+    variant: usize,
     first_version: u64,
     examples: VecCollection<'scope, Time, Event>,
     labels: VecCollection<'scope, Time, LabelRequest>,
@@ -145,7 +149,11 @@ pub fn train<'scope>(
     let scope = examples.scope();
     let (feedback, merged) = scope.feedback::<Vec<Merged>>(1);
 
-    let mut builder = OperatorBuilder::new("Train".to_owned(), scope);
+    let name = match variant {
+        0 => "Train".to_owned(),
+        _ => format!("Train: {}", plan.model.name),
+    };
+    let mut builder = OperatorBuilder::new(name, scope);
     let partition_plan = Rc::clone(plan);
     let by_entity = move |update: &(Event, Time, isize)| {
         partition_key(&partition_plan, update.0.id, &update.0.row)
@@ -176,7 +184,7 @@ pub fn train<'scope>(
     let worker = scope.index() as u32;
     let mut trainer = Trainer::new(Rc::clone(plan), worker, scope.peers(), first_version);
     let resumed_merges = checkpointing
-        .resume_with(|state| state.trainer.take())
+        .resume_with(|state| state.trainer_of(variant).take())
         .flatten()
         .map(|state| {
             trainer
@@ -185,7 +193,7 @@ pub fn train<'scope>(
         })
         .unwrap_or_default();
     if checkpointing.exporting() {
-        checkpointing.expect(Part::Trainer);
+        checkpointing.expect(Part::Trainer(variant));
     }
     let checkpointing = Rc::clone(checkpointing);
     builder.build(move |mut capabilities| {
@@ -318,7 +326,7 @@ pub fn train<'scope>(
             // At a cut every example and label before it is processed, the round before it is
             // closed, and its merge has arrived (the merged input has passed the cut) but is
             // not applied: that merge is applied at the cut, before the cut's examples.
-            if let Some(cut) = checkpointing.wants(Part::Trainer) {
+            if let Some(cut) = checkpointing.wants(Part::Trainer(variant)) {
                 let data_done = frontiers[..2]
                     .iter()
                     .all(|frontier| !frontier.less_than(&cut));
@@ -332,7 +340,9 @@ pub fn train<'scope>(
                         .map(|(&time, (_, messages))| (time, messages.clone()))
                         .collect();
                     let state = trainer.export(pending);
-                    checkpointing.deposit(Part::Trainer, |worker| worker.trainer = Some(state));
+                    checkpointing.deposit(Part::Trainer(variant), |worker| {
+                        *worker.trainer_of(variant) = Some(state)
+                    });
                 }
             }
         }

@@ -92,7 +92,8 @@ fn levels(plan: &Plan, event: &Event, feature: &FeaturePlan) -> Vec<u64> {
     }
 }
 
-/// The sparse feature vector of an event: the intercept, then every feature of the plan.
+/// The sparse feature vector of an event: the intercept, then every feature of the plan that
+/// the plan's model reads.
 ///
 /// Levels never seen in training have zero weight, so an unknown dog or a new hashtag moves
 /// the prediction by nothing rather than failing. A numeric value that is zero, not finite, or
@@ -101,7 +102,12 @@ fn levels(plan: &Plan, event: &Event, feature: &FeaturePlan) -> Vec<u64> {
 pub fn featurize(plan: &Plan, event: &Event) -> Features {
     let bits = plan.model.bits;
     let mut features = vec![(BIAS, 1.0)];
-    for feature in &plan.features {
+    let read = plan
+        .features
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| plan.model.reads(*index));
+    for (_, feature) in read {
         let namespace = feature.namespace;
         match &feature.kind {
             FeatureKind::Categorical { .. } | FeatureKind::HourOfDay => {
@@ -226,7 +232,9 @@ mod tests {
                     },
                 ),
                 merge: crate::learn::optimizer::WeightMerge::Average,
+                features: None,
             },
+            challengers: Vec::new(),
             serving: ServingPlan { keep_versions: 1 },
             exact: None,
         }
