@@ -70,9 +70,11 @@ pub struct Inputs {
     pub parts: InputHandleVec<Time, Part>,
 }
 
-/// A worker's part of the checkpoint at a cut; `None` from a worker that had read past the
-/// cut when it heard of it (the checkpoint is then not written).
-pub type Part = (Time, Option<WorkerCheckpoint>);
+/// A worker's part of the checkpoint at a cut: the cut, the worker, and its part; `None`
+/// says the worker declines every cut up to this one that it has not taken (it had closed
+/// the epochs past them when it heard of them, or has stopped reading): no checkpoint is
+/// written at such a cut.
+pub type Part = (Time, usize, Option<WorkerCheckpoint>);
 
 impl Inputs {
     /// The start of the open epoch: everything before it has been given to the graph.
@@ -89,7 +91,9 @@ impl Inputs {
         self.progress.advance_to(time);
         self.control.advance_to(time);
         self.ends.advance_to(time);
-        self.parts.advance_to(time);
+        if *self.parts.time() < time {
+            self.parts.advance_to(time);
+        }
         self.facts.flush();
         self.corrections.flush();
         self.queries.flush();
@@ -118,7 +122,10 @@ impl Inputs {
     /// Sends this worker's part of a checkpoint to worker 0.
     pub fn send_part(&mut self, part: Part) {
         self.parts.send(part);
-        self.parts.flush();
+        // the exchange to worker 0 holds what it is given until the time moves on: move it
+        // on at once (nothing downstream of the parts depends on their time)
+        let next = self.parts.time().saturating_add(1);
+        self.parts.advance_to(next);
     }
 
     /// Sends this worker's end of reading and closes every input but the queries, which it

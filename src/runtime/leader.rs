@@ -50,9 +50,8 @@ pub struct Leader {
     pub holding: Option<Time>,
     /// The dead letters held back.
     pub held: Vec<DeadLetter>,
-    /// The workers' parts of checkpoints: the cut, and the part (`None`: the worker had read
-    /// past the cut when it heard of it).
-    pub parts: Vec<(Time, Option<WorkerCheckpoint>)>,
+    /// The workers' parts of checkpoints, as they arrived (see [`crate::runtime::graph::Part`]).
+    pub parts: Vec<(Time, usize, Option<WorkerCheckpoint>)>,
 }
 
 /// How the workers' reading ended, for the summary.

@@ -224,6 +224,7 @@ fn worker_main(job: &Job, worker: &mut Worker) -> Result<Option<Summary>, RunErr
     let checkpoints = Checkpoints::new(job, &plan, checkpointing, index == 0)?;
     let mut reading = ReadLoop {
         job,
+        index,
         plan: &plan,
         leader: leader.as_deref(),
         reader,
@@ -373,6 +374,8 @@ fn failure_letter(failure: &crate::collect::read::FileFailure) -> DeadLetter {
 /// closed as reading moves past them, and no further ahead than training can follow.
 struct ReadLoop<'a> {
     job: &'a Job,
+    /// This worker's index.
+    index: usize,
     plan: &'a Plan,
     leader: Option<&'a RefCell<Leader>>,
     reader: Reader,
@@ -477,7 +480,11 @@ impl ReadLoop<'_> {
     /// Closes the epochs before `watermark`, tells the other workers, and waits while
     /// training is too far behind.
     fn close_epochs(&mut self, worker: &mut Worker, watermark: Time) {
-        if let Some(cut) = self.next_cut(watermark) {
+        if self.inputs.open() == 0 && self.checkpoints.enabled {
+            // the first close jumps to the first data: the cuts up to it are not taken here
+            self.inputs.send_part((watermark, self.index, None));
+        }
+        while let Some(cut) = self.next_cut(watermark) {
             self.checkpoint_at(worker, cut);
         }
         self.decline_missed_cut();
@@ -512,9 +519,9 @@ impl ReadLoop<'_> {
         self.announce_timed_cut(watermark);
     }
 
-    /// The cut to checkpoint at before closing the epochs up to `watermark`, if any: the
-    /// latest boundary of the epoch schedule up to it, or the cut worker 0 announced, that the
-    /// input has not passed yet. A run checkpoints only once it has read something.
+    /// The next cut to checkpoint at before closing the epochs up to `watermark`, if any: the
+    /// first boundary of the epoch schedule after the open epoch, or the cut worker 0
+    /// announced, whichever comes first. A run checkpoints only once it has closed an epoch.
     fn next_cut(&self, watermark: Time) -> Option<Time> {
         let open = self.inputs.open();
         if open == 0 {
@@ -524,9 +531,11 @@ impl ReadLoop<'_> {
             .checkpoints
             .every_epochs
             .saturating_mul(self.plan.tick_secs);
+        // the first boundary after the open epoch: every worker takes every boundary, however
+        // its watermark jumps
         let scheduled = (period > 0)
-            .then(|| watermark / period * period)
-            .filter(|cut| *cut > open);
+            .then(|| (open / period + 1).saturating_mul(period))
+            .filter(|cut| *cut <= watermark);
         let announced =
             self.heard.borrow().announced_cut.filter(|cut| {
                 *cut > open && *cut > self.checkpoints.done_through && *cut <= watermark
@@ -546,7 +555,7 @@ impl ReadLoop<'_> {
             && cut <= self.inputs.open()
         {
             self.checkpoints.done_through = cut;
-            self.inputs.send_part((cut, None));
+            self.inputs.send_part((cut, self.index, None));
         }
     }
 
@@ -603,7 +612,7 @@ impl ReadLoop<'_> {
             }
         };
         self.checkpoints.done_through = cut;
-        self.inputs.send_part((cut, part));
+        self.inputs.send_part((cut, self.index, part));
         if let Some(leader) = self.leader {
             self.checkpoints
                 .gather_and_write(worker, leader, &self.heard, cut, copying);
@@ -628,7 +637,7 @@ impl ReadLoop<'_> {
         self.feeder
             .insert_queries_before(Time::MAX, &mut self.inputs.queries);
         // this worker takes no more checkpoints
-        self.inputs.send_part((Time::MAX, None));
+        self.inputs.send_part((Time::MAX, self.index, None));
         self.checkpoints.finish();
         let stopping = ending == Ending::Stop;
         let report = EndOfReading {
@@ -653,9 +662,44 @@ impl ReadLoop<'_> {
     }
 }
 
+/// Where the parts of a checkpoint stand at worker 0.
+enum Gathered {
+    /// Every worker's part is in.
+    All,
+    /// Some worker declined the cut.
+    Declined,
+    /// Some worker has not sent its part yet.
+    Waiting,
+}
+
+/// Where the parts of the checkpoint at `cut` stand, among `parts` from `peers` workers.
+fn parts_at(parts: &[graph::Part], cut: Time, peers: usize) -> Gathered {
+    let mut taken = vec![false; peers];
+    let mut declined = vec![false; peers];
+    for (at, worker, part) in parts {
+        if *worker >= peers {
+            continue;
+        }
+        match part {
+            Some(_) if *at == cut => taken[*worker] = true,
+            None if *at >= cut => declined[*worker] = true,
+            _ => {}
+        }
+    }
+    if (0..peers).any(|index| declined[index] && !taken[index]) {
+        Gathered::Declined
+    } else if taken.iter().all(|taken| *taken) {
+        Gathered::All
+    } else {
+        Gathered::Waiting
+    }
+}
+
 /// A worker's checkpointing: when, and (worker 0) gathering the parts and writing them.
 struct Checkpoints {
     checkpointing: Rc<Checkpointing>,
+    /// Whether checkpoints are taken at all.
+    enabled: bool,
     /// A cut at every multiple of this many epochs (0: none).
     every_epochs: u64,
     /// Worker 0 announces a cut once this much time has passed since the last.
@@ -692,6 +736,7 @@ impl Checkpoints {
         };
         let _ = plan;
         Ok(Checkpoints {
+            enabled,
             done_through: checkpointing.resumed_at().unwrap_or(0),
             checkpointing,
             every_epochs: if enabled { options.every_epochs } else { 0 },
@@ -720,43 +765,40 @@ impl Checkpoints {
         copying: Instant,
     ) {
         self.peers_expected = worker.peers();
+        let mut debug_last = Instant::now();
         let complete = loop {
-            {
-                let leader = leader.borrow();
-                let ended = leader
-                    .parts
-                    .iter()
-                    .filter(|(at, _)| *at == Time::MAX)
-                    .count();
-                let here: Vec<bool> = leader
-                    .parts
-                    .iter()
-                    .filter(|(at, _)| *at == cut)
-                    .map(|(_, part)| part.is_some())
-                    .collect();
-                if here.len() + ended >= self.peers_expected {
-                    if ended > 0 || here.iter().any(|taken| !taken) {
-                        break false;
-                    }
-                    if leader.sinks_passed(cut) {
-                        break true;
-                    }
-                }
+            match parts_at(&leader.borrow().parts, cut, self.peers_expected) {
+                Gathered::Declined => break false,
+                Gathered::All if leader.borrow().sinks_passed(cut) => break true,
+                Gathered::All | Gathered::Waiting => {}
             }
             if heard.borrow().stop {
                 break false;
+            }
+            if std::env::var_os("POOCH_DEBUG_CKPT").is_some()
+                && debug_last.elapsed() > Duration::from_secs(2)
+            {
+                debug_last = Instant::now();
+                let l = leader.borrow();
+                eprintln!(
+                    "DEBUG cut {cut} parts {:?} sinks {:?}",
+                    l.parts
+                        .iter()
+                        .map(|(a, w, p)| (*a, *w, p.is_some()))
+                        .collect::<Vec<_>>(),
+                    l.sink_frontiers
+                );
             }
             worker.step();
         };
         let mut leader = leader.borrow_mut();
         let mut workers: Vec<WorkerCheckpoint> = Vec::new();
-        leader.parts.retain_mut(|(at, part)| {
+        // the parts of this cut are taken, and those of earlier cuts will never be
+        leader.parts.retain_mut(|(at, _, part)| {
             if *at == cut {
                 workers.extend(part.take());
-                false
-            } else {
-                true
             }
+            *at > cut
         });
         let lengths = if complete {
             match leader.files.lengths() {
@@ -785,6 +827,25 @@ impl Checkpoints {
             outputs,
             collector,
         };
+        if std::env::var_os("POOCH_DEBUG_CKPT").is_some() {
+            eprintln!(
+                "DEBUG write cut {cut} outputs {:?} workers {:?}",
+                checkpoint.outputs,
+                checkpoint
+                    .workers
+                    .iter()
+                    .map(|part| (
+                        part.state.worker,
+                        part.reader.worker,
+                        part.reader
+                            .files
+                            .iter()
+                            .map(|f| (f.share, f.position, f.ended, f.waiting.is_some()))
+                            .collect::<Vec<_>>()
+                    ))
+                    .collect::<Vec<_>>()
+            );
+        }
         let copied = copying.elapsed();
         self.finish();
         let written = Arc::clone(&self.written);
