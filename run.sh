@@ -154,8 +154,10 @@ bench() {
     cargo bench --bench pipeline
     cargo bench --bench ingest
     cargo bench --bench http
+    cargo bench --bench flood
     cargo bench --bench learn
     cargo bench --bench side_by_side
+    cargo bench --bench cluster_failover
 }
 
 case "${1:-}" in

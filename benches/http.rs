@@ -30,7 +30,7 @@ impl Backend for ConstantBackend {
         Ok(Prediction {
             probability: (hash % 10_000) as f64 / 10_000.0,
             model: "pooch".into(),
-            version: 7,
+            version: Some(7),
             features_epoch: Some(1234),
         })
     }

@@ -46,6 +46,13 @@ enum Command {
     ///
     /// Example: pooch cluster -n 2 --http :8080 --pipeline pipelines/sniffable.toml --out out/c -- -w 2
     Cluster(ClusterArgs),
+    /// Serve predictions over HTTP by following a run's output directory: the versions it
+    /// stores (OUT/snapshots) and the feature changes it feeds (OUT/serving-feed.jsonl, which
+    /// `pooch cluster` writes). It changes none of the run's files, so any number can follow
+    /// one run; a client may use any of them. Runs until SIGINT or SIGTERM.
+    ///
+    /// Example: pooch serve out/c --pipeline pipelines/sniffable.toml --http :8081
+    Serve(ServeArgs),
     /// Write SVG plots of output directories and an HTML page showing them: the learning
     /// curve (progressive logloss and AUC by epoch, truth beside), the calibration diagram and
     /// facts and examples per second over the run; several directories, one curve each.
@@ -66,6 +73,29 @@ struct ReportArgs {
     /// Plot the benchmark results in DIR (`./run.sh bench` writes target/bench-results/).
     #[arg(long, value_name = "DIR", conflicts_with = "outs")]
     bench: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The run's output directory.
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
+    /// The run's pipeline spec: the features and model served.
+    #[arg(long, value_name = "SPEC")]
+    pipeline: PathBuf,
+    /// Resolve the spec's relative source paths against DIR instead of its `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Where to listen (host:port; `:8081` for 127.0.0.1:8081).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
+    http: std::net::SocketAddr,
+    /// This server's supervisor decisions [default: OUT/replicas/PID.decisions.jsonl; the
+    /// run's own OUT/decisions.jsonl stays the cluster supervisor's].
+    #[arg(long, value_name = "FILE")]
+    decisions: Option<PathBuf>,
+    /// Versions held in memory.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    retain_snapshots: u64,
 }
 
 #[derive(Args)]
@@ -90,6 +120,11 @@ struct ClusterArgs {
     /// killed, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     stop_grace_secs: u64,
+    /// An attempt in which no epoch completes for SECS is stalled (its processes alive but
+    /// the dataflow making no progress): it is killed and the cluster restarted. 0: no
+    /// watchdog; off for a run that follows its input (--follow).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    stall_timeout: u64,
     /// Serve predictions over HTTP from this process, following OUT/snapshots (see `pooch
     /// run --help`). After the run completes, serving goes on until SIGINT or SIGTERM.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
@@ -127,6 +162,9 @@ enum Models {
         /// Only this model.
         #[arg(long, value_name = "NAME")]
         model: Option<String>,
+        /// Mark the versions not made for this spec's features incompatible, with the reason.
+        #[arg(long, value_name = "SPEC")]
+        pipeline: Option<PathBuf>,
     },
     /// Serve this version until unpinned. It must be in the store, verify, and have finite
     /// weights.
@@ -305,6 +343,7 @@ fn main() -> ExitCode {
         Command::Models(command) => models_command(command),
         Command::Report(args) => report_command(args),
         Command::Cluster(args) => cluster_command(args),
+        Command::Serve(args) => serve_command(args),
         Command::Generate(Generate::Sniffable {
             out,
             seed,
@@ -502,8 +541,15 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
     let first_version = store
         .next_version(&spec.plan.model.name)
         .map_err(|error| (format!("snapshot store: {error}"), 1))?;
-    let mut child_args = run_args;
-    child_args.extend(["--first-version".to_owned(), first_version.to_string()]);
+    // a run that knows `--fresh` resumes from its newest checkpoint unless given it; the
+    // supervisor gives it to the first attempt only
+    let run_resumes = <RunOnly as clap::CommandFactory>::command()
+        .get_arguments()
+        .any(|arg| arg.get_long() == Some("fresh"));
+    let child_args: Vec<String> = run_args
+        .into_iter()
+        .filter(|arg| arg != "--fresh")
+        .collect();
     let program =
         std::env::current_exe().map_err(|error| (format!("cannot find pooch: {error}"), 1))?;
 
@@ -513,6 +559,7 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
             .map_err(|error| (format!("cannot listen for signal {signal}: {error}"), 1))?;
     }
     let counters = Arc::new(ClusterCounters::default());
+    pooch::cluster::serve::clear_feed(&checked.out).map_err(|error| (error.to_string(), 1))?;
     let endpoint = match args.http {
         Some(addr) => {
             let http = pooch::serve::http::HttpConfig {
@@ -524,34 +571,38 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
                 &checked.out,
                 checked.retain_snapshots as usize,
                 http,
-                Arc::clone(&counters),
+                &checked.out.join("decisions.jsonl"),
+                Some(Arc::clone(&counters)),
             )
             .map_err(|error| (error.to_string(), if error.is_usage() { 2 } else { 1 }))?;
             Some(endpoint)
         }
         None => None,
     };
-    // process 0 feeds the supervisor's serving state the feature changes
-    let first_process_args = match &endpoint {
-        Some(_) => vec![
-            "--serving-feed".to_owned(),
-            pooch::cluster::serve::feed_path(&checked.out)
-                .to_string_lossy()
-                .into_owned(),
-        ],
-        None => Vec::new(),
-    };
+    // process 0 feeds the feature changes to the supervisor's serving state, and to any
+    // `pooch serve OUT` following the run
+    let first_process_args = vec![
+        "--serving-feed".to_owned(),
+        pooch::cluster::serve::feed_path(&checked.out)
+            .to_string_lossy()
+            .into_owned(),
+    ];
     let options = SuperviseOptions {
         program,
         processes,
         addresses,
         run_args: child_args,
         first_process_args,
+        first_version,
+        run_resumes,
         timely_args,
         out: checked.out.clone(),
         max_restarts: args.max_restarts,
         restart_window: std::time::Duration::from_secs(args.restart_window_secs),
         stop_grace: std::time::Duration::from_secs(args.stop_grace_secs),
+        stall_timeout: (args.stall_timeout > 0 && !checked.follow)
+            .then(|| std::time::Duration::from_secs(args.stall_timeout)),
+        feed: pooch::cluster::serve::feed_path(&checked.out),
     };
     let outcome = supervise::supervise(&options, &counters, &stop);
     if let Some(endpoint) = endpoint {
@@ -581,10 +632,82 @@ fn cluster(args: ClusterArgs) -> Result<ExitCode, (String, u8)> {
     }
 }
 
+fn serve_command(args: ServeArgs) -> ExitCode {
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, code)) => {
+            eprintln!("pooch serve: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// `pooch serve OUT`: follows the run's output directory and serves until a signal.
+fn serve(args: ServeArgs) -> Result<(), (String, u8)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !args.out.is_dir() {
+        return Err((
+            format!(
+                "{}: no such directory (the --out of a run, started first)",
+                args.out.display()
+            ),
+            2,
+        ));
+    }
+    let spec = pooch::spec::load(&args.pipeline, args.data.as_deref())
+        .map_err(|error| (error.to_string(), 2))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|error| (format!("cannot listen for signal {signal}: {error}"), 1))?;
+    }
+    let decisions = args.decisions.unwrap_or_else(|| {
+        args.out
+            .join("replicas")
+            .join(format!("{}.decisions.jsonl", std::process::id()))
+    });
+    let http = pooch::serve::http::HttpConfig {
+        addr: args.http,
+        ..pooch::serve::http::HttpConfig::default()
+    };
+    let endpoint = pooch::cluster::serve::ClusterEndpoint::start(
+        &spec,
+        &args.out,
+        args.retain_snapshots as usize,
+        http,
+        &decisions,
+        None,
+    )
+    .map_err(|error| (error.to_string(), if error.is_usage() { 2 } else { 1 }))?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    endpoint.shutdown();
+    Ok(())
+}
+
 fn models_command(command: Models) -> ExitCode {
     let now = pooch::clock::now_unix_ms();
     let outcome = match &command {
-        Models::List { store, model } => pooch::serve::models::list(store, model.as_deref()),
+        Models::List {
+            store,
+            model,
+            pipeline,
+        } => {
+            let spec = match pipeline
+                .as_deref()
+                .map(|path| pooch::spec::load(path, None))
+            {
+                None => None,
+                Some(Ok(spec)) => Some(spec),
+                Some(Err(error)) => {
+                    eprintln!("pooch models: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            pooch::serve::models::list(store, model.as_deref(), spec.as_ref())
+        }
         Models::Pin {
             store,
             model,

@@ -359,6 +359,23 @@ fn sigterm_to_either_process_drains_both_cleanly() {
     }
 }
 
+#[test]
+fn sigterm_again_while_draining_still_ends_both_cleanly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let (mut first, mut second, _) = following_pair(dir.path(), &data, &[]);
+    first.signal(libc::SIGTERM);
+    // both are draining now; more signals, to each, change nothing
+    std::thread::sleep(Duration::from_millis(50));
+    second.signal(libc::SIGTERM);
+    first.signal(libc::SIGTERM);
+    let (status, _) = first.wait_within(Duration::from_secs(30), "process 0");
+    assert!(status.success(), "{}", first.stderr());
+    let (status, _) = second.wait_within(Duration::from_secs(30), "process 1");
+    assert!(status.success(), "{}", second.stderr());
+    assert_eq!(summary(&dir.path().join("out"))["stopped_by_signal"], true);
+}
+
 /// `pooch cluster -n 2` over the small data, training slowed so that a run lasts seconds.
 fn supervised(data: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(POOCH);
@@ -479,6 +496,88 @@ fn under_pooch_cluster_a_killed_process_is_restarted_and_the_run_ends_as_if_unin
 }
 
 #[test]
+fn under_pooch_cluster_a_stopped_process_is_detected_within_30_s_and_the_cluster_restarted() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let out = dir.path().join("out");
+    // the default hang timeout (10 s)
+    let mut cluster = Process::start(&mut supervised(&data, &out, &[]));
+    let pid = started_pid(&out, 1);
+    wait_for_versions(&out);
+    // SAFETY: kill(2) on a process of the cluster this test started
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    while events(&out, "restart").is_empty() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "no restart within 30 s of a SIGSTOP:\n{}",
+            cluster.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // process 0 saw it silent and ended; the supervisor killed the stopped one
+    let deaths = events(&out, "death");
+    assert!(
+        deaths.iter().any(|death| death["process"] == 0),
+        "{deaths:?}"
+    );
+    let killed = events(&out, "killed");
+    assert!(
+        killed
+            .iter()
+            .any(|kill| kill["process"] == 1 && kill["pid"] == pid),
+        "{killed:?}"
+    );
+    assert!(
+        cluster.stderr().contains("is not responding"),
+        "{}",
+        cluster.stderr()
+    );
+    let (status, _) = cluster.wait_within(Duration::from_secs(120), "pooch cluster");
+    assert!(status.success(), "{}", cluster.stderr());
+    assert_eq!(events(&out, "completed").len(), 1);
+}
+
+#[test]
+fn under_pooch_cluster_a_stalled_attempt_is_killed_and_the_cluster_restarted() {
+    // every process stopped: alive, silent to no one, and no epoch completes
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let out = dir.path().join("out");
+    let mut cluster = Process::start(&mut supervised(&data, &out, &["--stall-timeout", "3"]));
+    let pids = [started_pid(&out, 0), started_pid(&out, 1)];
+    wait_for_versions(&out);
+    for pid in pids {
+        // SAFETY: kill(2) on a process of the cluster this test started
+        unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+        }
+    }
+    let stopped = Instant::now();
+    while events(&out, "restart").is_empty() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "no restart within 20 s of a stall:\n{}",
+            cluster.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let stalled = events(&out, "stalled");
+    assert_eq!(stalled.len(), 1, "{}", cluster.stderr());
+    assert_eq!(events(&out, "killed").len(), 2, "{}", cluster.stderr());
+    let (status, _) = cluster.wait_within(Duration::from_secs(120), "pooch cluster");
+    assert!(status.success(), "{}", cluster.stderr());
+    assert_eq!(events(&out, "completed").len(), 1);
+}
+
+#[test]
 fn pooch_cluster_gives_up_when_the_restart_budget_is_spent() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = small_data(dir.path());
@@ -520,9 +619,66 @@ fn sigterm_to_pooch_cluster_stops_every_process_cleanly() {
     }
 }
 
+/// Polls `/readyz` every 20 ms from the first time it is ready until told to stop, counting
+/// the polls that were not ready (or not answered) after that.
+struct ReadyWatch {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl ReadyWatch {
+    /// Waits (up to 60 s) for `/readyz` to be ready, then starts watching it.
+    fn start(address: std::net::SocketAddr) -> ReadyWatch {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("a client");
+        let url = format!("http://{address}/readyz");
+        let ready = move || {
+            client
+                .get(&url)
+                .send()
+                .is_ok_and(|answer| answer.status().is_success())
+        };
+        let started = Instant::now();
+        while !ready() {
+            assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&done);
+        let thread = std::thread::spawn(move || {
+            let (mut polls, mut not_ready) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                polls += 1;
+                not_ready += u64::from(!ready());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (polls, not_ready)
+        });
+        ReadyWatch { done, thread }
+    }
+
+    /// Stops watching: (polls, polls not ready).
+    fn finish(self) -> (u64, u64) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the readyz watch")
+    }
+}
+
+/// The versions the supervisor promoted, from `OUT/decisions.jsonl`.
+fn promoted_versions(out: &Path) -> std::collections::BTreeSet<u64> {
+    json_lines(&out.join("decisions.jsonl"))
+        .iter()
+        .filter(|decision| decision["action"] == "promoted")
+        .filter_map(|decision| decision["version"].as_u64())
+        .collect()
+}
+
 #[test]
 fn the_supervisor_serves_under_load_through_a_worker_death() {
     use loadgen::LoadConfig;
+    use std::collections::BTreeMap;
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = small_data(dir.path());
     let out = dir.path().join("out");
@@ -540,17 +696,8 @@ fn the_supervisor_serves_under_load_through_a_worker_death() {
         .parse()
         .expect("an address");
     let pid = started_pid(&out, 1);
-    // ready once the first version is on disk
-    let client = reqwest::blocking::Client::new();
-    let started = Instant::now();
-    while !client
-        .get(format!("http://{address}/readyz"))
-        .send()
-        .is_ok_and(|answer| answer.status().is_success())
-    {
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // ready once the first version is on disk; from then on it must stay ready
+    let readiness = ReadyWatch::start(address);
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
         // SAFETY: kill(2) on a process of the cluster this test started
@@ -567,15 +714,28 @@ fn the_supervisor_serves_under_load_through_a_worker_death() {
         warmup: Duration::ZERO,
         threads: 1,
     };
-    let report = loadgen::run(&config, |request| {
-        format!(
-            r#"{{"dog": "dog-{}", "hashtags": ["ball"]}}"#,
-            request % 400
-        )
-        .into_bytes()
-    })
+    // every answer's version (or `None`, for an answer that names none), counted
+    let versions: Arc<Mutex<BTreeMap<Option<u64>, u64>>> = Arc::default();
+    let seen = Arc::clone(&versions);
+    let report = loadgen::run_inspecting(
+        &config,
+        |request| {
+            format!(
+                r#"{{"dog": "dog-{}", "hashtags": ["ball"]}}"#,
+                request % 400
+            )
+            .into_bytes()
+        },
+        move |answer| {
+            let version = serde_json::from_slice::<Json>(answer)
+                .ok()
+                .and_then(|answer| answer["version"].as_u64());
+            *seen.lock().expect("versions").entry(version).or_default() += 1;
+        },
+    )
     .expect("load");
     killer.join().expect("killer");
+    let (polls, not_ready) = readiness.finish();
     assert_eq!((report.errors, report.non_2xx), (0, 0), "{report:?}");
     // open loop at 1,000 q/s for 3 s: on a loaded machine some requests may go unsent, but
     // none that was sent failed
@@ -583,25 +743,11 @@ fn the_supervisor_serves_under_load_through_a_worker_death() {
         report.ok + report.unsent >= 2500 && report.ok >= 1000,
         "{report:?}"
     );
-    let answer: Json = client
-        .post(format!("http://{address}/v1/predict"))
-        .body(r#"{"dog": "dog-17"}"#)
-        .send()
-        .expect("an answer")
-        .json()
-        .expect("JSON");
-    let version = answer["version"].as_u64().expect("a version");
-    // the supervisor folds in the feature changes process 0 feeds it
-    assert!(answer["features_epoch"].as_u64().is_some(), "{answer}");
-    let promoted: Vec<u64> = json_lines(&out.join("decisions.jsonl"))
-        .iter()
-        .filter(|decision| decision["action"] == "promoted")
-        .filter_map(|decision| decision["version"].as_u64())
-        .collect();
-    assert!(promoted.contains(&version), "{version} not in {promoted:?}");
-    let metrics = client
-        .get(format!("http://{address}/metrics"))
-        .send()
+    assert_eq!(
+        not_ready, 0,
+        "/readyz not ready {not_ready} of {polls} times"
+    );
+    let metrics = reqwest::blocking::get(format!("http://{address}/metrics"))
         .expect("metrics")
         .text()
         .expect("text");
@@ -613,4 +759,122 @@ fn the_supervisor_serves_under_load_through_a_worker_death() {
     let (status, _) = cluster.wait_within(Duration::from_secs(120), "pooch cluster");
     assert!(status.success(), "{}", cluster.stderr());
     assert_eq!(events(&out, "restart").len(), 1);
+    // every answer named a version, and the supervisor promoted each one named
+    let versions = versions.lock().expect("versions").clone();
+    let answered: u64 = versions.values().sum();
+    assert_eq!(answered, report.ok, "{versions:?}");
+    let promoted = promoted_versions(&out);
+    for version in versions.keys() {
+        assert!(
+            version.is_some_and(|version| promoted.contains(&version)),
+            "answers named {version:?}, not promoted ({promoted:?}); all: {versions:?}"
+        );
+    }
+}
+
+/// The address a server's "serving on http://ADDR" line names.
+fn served_address(line: &str) -> std::net::SocketAddr {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address")
+        .parse()
+        .expect("an address")
+}
+
+/// The answer to one query, as (version, features_epoch, probability).
+fn ask(address: std::net::SocketAddr) -> Option<(u64, u64, String)> {
+    let answer: Json = reqwest::blocking::Client::new()
+        .post(format!("http://{address}/v1/predict"))
+        .body(r#"{"dog": "dog-17", "hashtags": ["ball"]}"#)
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    Some((
+        answer["version"].as_u64()?,
+        answer["features_epoch"].as_u64()?,
+        answer["probability"].to_string(),
+    ))
+}
+
+#[test]
+fn replicas_following_a_cluster_serve_and_agree_with_its_supervisor() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = small_data(dir.path());
+    let out = dir.path().join("out");
+    let mut cluster = Process::start(&mut supervised(&data, &out, &["--http", ":0"]));
+    let supervisor =
+        served_address(&cluster.wait_for_line("serving on http://", Duration::from_secs(30)));
+    let mut replicas: Vec<Process> = (0..2)
+        .map(|_| {
+            Process::start(
+                Command::new(POOCH)
+                    .arg("serve")
+                    .arg(&out)
+                    .arg("--pipeline")
+                    .arg(sniffable_spec())
+                    .arg("--data")
+                    .arg(&data)
+                    .args(["--http", ":0"]),
+            )
+        })
+        .collect();
+    let mut addresses = vec![supervisor];
+    for replica in &mut replicas {
+        let line = replica.wait_for_line("serving on http://", Duration::from_secs(30));
+        addresses.push(served_address(&line));
+    }
+    // each serves while the run goes on (ready once a version is stored)
+    for &address in &addresses {
+        let (_, not_ready) = ReadyWatch::start(address).finish();
+        assert_eq!(not_ready, 0);
+    }
+    cluster.wait_for_line("the run is complete", Duration::from_secs(120));
+    // once caught up, every server answers alike: same version, features and probability
+    let started = Instant::now();
+    loop {
+        let answers: Vec<_> = addresses.iter().map(|&address| ask(address)).collect();
+        if answers[0].is_some() && answers.iter().all(|answer| *answer == answers[0]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the servers disagree: {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // the replicas wrote their own decisions, not the supervisor's file
+    let own = std::fs::read_dir(out.join("replicas"))
+        .expect("OUT/replicas")
+        .count();
+    assert_eq!(own, 2);
+    for replica in &mut replicas {
+        replica.signal(libc::SIGTERM);
+        let (status, _) = replica.wait_within(Duration::from_secs(10), "pooch serve");
+        assert!(status.success(), "{}", replica.stderr());
+    }
+    cluster.signal(libc::SIGTERM);
+    let (status, _) = cluster.wait_within(Duration::from_secs(10), "pooch cluster");
+    assert!(status.success(), "{}", cluster.stderr());
+}
+
+#[test]
+fn pooch_serve_refuses_a_directory_that_is_not_there() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("nothing");
+    let output = Command::new(POOCH)
+        .arg("serve")
+        .arg(&missing)
+        .arg("--pipeline")
+        .arg(sniffable_spec())
+        .args(["--http", ":0"])
+        .output()
+        .expect("pooch starts");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("no such directory"),
+        "{stderr}"
+    );
 }

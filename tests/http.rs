@@ -47,7 +47,7 @@ impl Backend for FakeBackend {
         Ok(Prediction {
             probability: score(dog),
             model: "pooch".into(),
-            version: 3,
+            version: Some(3),
             features_epoch: Some(42),
         })
     }
@@ -461,6 +461,34 @@ fn metric_value(metrics: &str, name_and_labels: &str) -> f64 {
                 .map(|value| value.parse().expect("a number"))
         })
         .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{metrics}"))
+}
+
+#[test]
+fn an_idle_server_gives_a_floods_memory_back_once_and_not_for_a_trickle() {
+    let (server, _backend) = start(HttpConfig::default());
+    let trims = |server: &HttpServer| {
+        let (_, metrics) = get(server, "/metrics");
+        metric_value(&metrics, "pooch_http_memory_trims_total")
+    };
+    // a trickle of single queries is not a flood
+    for _ in 0..20 {
+        assert_serving(&server);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(trims(&server), 0.0);
+    // 11 batches of 1000 are: once idle, the server trims, once
+    let batch = json!({"queries": (0..1000).map(|index| json!({"dog": format!("dog-{index}")})).collect::<Vec<_>>()});
+    for _ in 0..11 {
+        let (status, answer) = post(&server, "/v1/predict", batch.to_string());
+        assert_eq!(status, 200, "{answer}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while trims(&server) == 0.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(trims(&server), 1.0, "one trim after the flood");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(trims(&server), 1.0, "no trim while nothing new is answered");
 }
 
 #[test]

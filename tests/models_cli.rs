@@ -9,11 +9,11 @@ use std::sync::Arc;
 use dataflows::publish::model::{Evidence, ModelVersion, RoundMetrics, Weights};
 use pooch::publish::{SnapshotMeta, SnapshotStore};
 use pooch::serve::supervisor::{
-    Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig,
+    Action, Actor, Control, ControlWatcher, DecisionLog, Supervisor, SupervisorConfig, spare_served,
 };
 
 pub mod support;
-use support::pooch;
+use support::{pooch, sniffable_spec};
 
 const MODEL: &str = "pooch-predictor";
 
@@ -114,17 +114,20 @@ fn list_shows_versions_metrics_and_statuses() {
             .unwrap_or_else(|| panic!("no row for version {number} in\n{listing}"))
             .to_owned()
     };
+    // written with an empty meta: the line of spec hash ""
     assert!(
-        row("1").contains("0.5000  finite      promoted"),
+        row("1").contains("0.5000  finite      spec:                  promoted"),
         "{listing}"
     );
     assert!(row("2").contains("serving (promoted)"), "{listing}");
     assert!(
-        row("3").contains("NON-FINITE  rejected: its weights are not all finite"),
+        row("3").contains("NON-FINITE")
+            && row("3").contains("rejected: its weights are not all finite"),
         "{listing}"
     );
     assert!(
-        row("4").contains("0.9000  finite      rejected: no better than the constant model"),
+        row("4").contains("0.9000  finite")
+            && row("4").contains("rejected: no better than the constant model"),
         "{listing}"
     );
     assert!(
@@ -302,4 +305,132 @@ fn a_missing_store_or_bad_usage_exits_2() {
         "../escape",
     ]);
     assert_eq!(bad_name.status.code(), Some(2));
+}
+
+/// The store's versions by file name.
+fn stored(store: &Path) -> Vec<u64> {
+    let store = SnapshotStore::open(store, 1).expect("the store");
+    let listed = store.list(MODEL).expect("a listing");
+    listed.iter().map(|stored| stored.version).collect()
+}
+
+#[test]
+fn retention_spares_the_version_the_decisions_say_serves() {
+    let out = tempfile::tempdir().expect("temporary directory");
+    let store_dir = out.path().join("snapshots");
+    // keeps the newest 2, and what serves or would be rolled back to
+    let mut store = spare_served(SnapshotStore::open(&store_dir, 2).expect("open store"));
+    let mut supervisor = Supervisor::new(MODEL, SupervisorConfig::default()).expect("supervisor");
+    let mut log = DecisionLog::open(DecisionLog::path_for_store(&store_dir)).expect("log");
+    // versions 1 and 2 are promoted on the rounds after them; every later one is far worse
+    // than the constant model
+    for number in 1..=9 {
+        let mut model = version(number, 0.5, true);
+        if number > 1 {
+            let quality = if number <= 3 { 0.5 } else { 2.0 };
+            model.metrics.scored = evidence(number - 1, quality);
+        }
+        store
+            .write(&model, &SnapshotMeta::default())
+            .expect("write snapshot");
+        let decisions = supervisor.on_version(&model, 0).expect("supervise");
+        log.append_all(&decisions).expect("log");
+    }
+    assert_eq!(supervisor.serving(), Some(2));
+    // version 2 serves, version 1 is where a rollback would go: both stay
+    assert_eq!(stored(&store_dir), [1, 2, 8, 9]);
+
+    // a pin asked for from the command line is spared too, from the next write on
+    let pinned = pooch(&[
+        "models",
+        "pin",
+        "--store",
+        &store_arg(&store_dir),
+        "--model",
+        MODEL,
+        "--version",
+        "8",
+    ]);
+    assert!(pinned.status.success(), "{}", text(&pinned.stderr));
+    for number in 10..=11 {
+        store
+            .write(&version(number, 0.5, true), &SnapshotMeta::default())
+            .expect("write snapshot");
+    }
+    assert_eq!(stored(&store_dir), [1, 2, 8, 10, 11]);
+}
+
+#[test]
+fn list_shows_each_versions_line_and_marks_other_lines_incompatible() {
+    let out = tempfile::tempdir().expect("temporary directory");
+    let store_dir = out.path().join("snapshots");
+    let mut store = SnapshotStore::open(&store_dir, 10).expect("open store");
+    let spec = pooch::spec::load(&sniffable_spec(), None).expect("the shipped spec");
+    let ours = SnapshotMeta {
+        features_hash: spec.features_hash.clone(),
+        spec_hash: spec.hash.clone(),
+        ..SnapshotMeta::default()
+    };
+    let theirs = SnapshotMeta {
+        features_hash: "0123456789abcdef".to_owned(),
+        ..SnapshotMeta::default()
+    };
+    for (number, meta) in [(1, &theirs), (2, &theirs), (3, &ours)] {
+        store
+            .write(&version(number, 0.5, true), meta)
+            .expect("write snapshot");
+    }
+    let row = |listing: &str, number: &str| {
+        listing
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(number))
+            .unwrap_or_else(|| panic!("no row for version {number} in\n{listing}"))
+            .to_owned()
+    };
+    let plain = pooch(&["models", "list", "--store", &store_arg(&store_dir)]);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    let listing = text(&plain.stdout);
+    assert!(row(&listing, "1").contains("0123456789abcdef"), "{listing}");
+    assert!(
+        row(&listing, "3").contains(&spec.features_hash),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("note: versions of 2 lines are in the store"),
+        "{listing}"
+    );
+
+    let spec_arg = sniffable_spec().to_str().expect("UTF-8 path").to_owned();
+    let checked = pooch(&[
+        "models",
+        "list",
+        "--store",
+        &store_arg(&store_dir),
+        "--pipeline",
+        &spec_arg,
+    ]);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let listing = text(&checked.stdout);
+    for number in ["1", "2"] {
+        let row = row(&listing, number);
+        assert!(
+            row.contains("incompatible with") && row.contains("features hash 0123456789abcdef"),
+            "{listing}"
+        );
+    }
+    assert!(!row(&listing, "3").contains("incompatible"), "{listing}");
+    assert!(
+        listing.contains(&format!("line of {spec_arg}: {}", spec.features_hash)),
+        "{listing}"
+    );
+
+    let missing = pooch(&[
+        "models",
+        "list",
+        "--store",
+        &store_arg(&store_dir),
+        "--pipeline",
+        "/no/such/spec.toml",
+    ]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
 }

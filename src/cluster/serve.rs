@@ -14,6 +14,10 @@
 //! a feed file ([`feed_path`]), and the supervisor folds in each epoch newer than the last it
 //! has. A restarted attempt makes the file anew and replays the epochs it has from the start
 //! (the same changes: the run is deterministic), which are skipped until it gets past them.
+//!
+//! The same follower serves on its own as `pooch serve OUT` ([`ClusterEndpoint::start`]
+//! without counters): it only reads the output directory (and writes its own decisions
+//! file), so any number of them can follow one run, each answering alike.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,11 +43,30 @@ pub fn feed_path(out: &std::path::Path) -> std::path::PathBuf {
     out.join("serving-feed.jsonl")
 }
 
+/// Removes a feed left by an earlier run in `out` (it is not this run's: the first attempt
+/// writes it anew), so that no follower folds in another run's features.
+pub fn clear_feed(out: &std::path::Path) -> Result<(), RunError> {
+    match std::fs::remove_file(feed_path(out)) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RunError::Output(crate::runtime::output::OutputError {
+            path: feed_path(out),
+            source,
+        })),
+    }
+}
+
+/// How many of a feed file's first bytes tell one file from another with the same inode
+/// number (a file removed and made anew may get its number back).
+const FEED_PREFIX_BYTES: usize = 256;
+
 /// Where the supervisor is in the feed file.
 struct FeedFollower {
     path: std::path::PathBuf,
     /// The file being read (its inode): a restart makes a new one.
     inode: Option<u64>,
+    /// The file's first bytes (up to [`FEED_PREFIX_BYTES`]) when it was last read.
+    prefix: Vec<u8>,
     /// Bytes consumed, up to the last complete line.
     offset: u64,
     /// The newest epoch folded in.
@@ -51,28 +74,43 @@ struct FeedFollower {
 }
 
 impl FeedFollower {
-    /// Folds in the complete epochs written since the last call.
-    fn follow(&mut self, serving: &ServingState) {
+    /// Folds in the complete epochs written since the last call; returns them.
+    fn follow(&mut self, serving: &ServingState) -> Vec<u64> {
         use std::io::{Read, Seek, SeekFrom};
         use std::os::unix::fs::MetadataExt;
+        let mut folded = Vec::new();
         let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
+            return folded;
         };
-        let Ok(meta) = file.metadata() else { return };
-        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
+        let Ok(meta) = file.metadata() else {
+            return folded;
+        };
+        let mut prefix = vec![0; FEED_PREFIX_BYTES.min(usize::try_from(meta.len()).unwrap_or(0))];
+        if file.read_exact(&mut prefix).is_err() {
+            return folded;
+        }
+        let shared = prefix.len().min(self.prefix.len());
+        if self.inode != Some(meta.ino())
+            || meta.len() < self.offset
+            || prefix[..shared] != self.prefix[..shared]
+        {
             // a new attempt's feed: read it from its start, skipping epochs already folded in
+            // (a resumed attempt's starts after the checkpoint: its first bytes differ)
             self.inode = Some(meta.ino());
             self.offset = 0;
         }
+        self.prefix = prefix;
         if meta.len() == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
+            return folded;
         }
         let mut text = String::new();
         if file.read_to_string(&mut text).is_err() {
-            return;
+            return folded;
         }
         // only complete lines: the writer may be in the middle of one
-        let Some(end) = text.rfind('\n') else { return };
+        let Some(end) = text.rfind('\n') else {
+            return folded;
+        };
         for line in text[..end].lines() {
             let Ok(entry) = serde_json::from_str::<FeedLine>(line) else {
                 continue;
@@ -80,9 +118,11 @@ impl FeedFollower {
             if self.applied.is_none_or(|applied| entry.epoch > applied) {
                 serving.apply_epoch(entry.epoch, &entry.changes);
                 self.applied = Some(entry.epoch);
+                folded.push(entry.epoch);
             }
         }
         self.offset += end as u64 + 1;
+        folded
     }
 }
 
@@ -96,7 +136,7 @@ struct FeedLine {
 /// The serving state and the cluster's counters, behind one HTTP endpoint.
 struct ClusterBackend {
     serving: Arc<ServingState>,
-    counters: Arc<ClusterCounters>,
+    counters: Option<Arc<ClusterCounters>>,
 }
 
 impl Backend for ClusterBackend {
@@ -126,7 +166,9 @@ impl Backend for ClusterBackend {
 
     fn metrics(&self, out: &mut String) {
         Backend::metrics(&*self.serving, out);
-        self.counters.metrics_text(out);
+        if let Some(counters) = &self.counters {
+            counters.metrics_text(out);
+        }
     }
 }
 
@@ -140,42 +182,42 @@ pub struct ClusterEndpoint {
 impl ClusterEndpoint {
     /// Sets up the serving state over `OUT/snapshots` (the newest good version serves at
     /// once), listens, and starts following the store.
+    ///
+    /// The supervisor's decisions go to `decisions`; `counters`, the cluster supervisor's,
+    /// are added to `/metrics` (`None` for `pooch serve`).
     pub fn start(
         spec: &Spec,
         out: &std::path::Path,
         retain: usize,
         http: HttpConfig,
-        counters: Arc<ClusterCounters>,
+        decisions: &std::path::Path,
+        counters: Option<Arc<ClusterCounters>>,
     ) -> Result<Self, RunError> {
         let plan = &spec.plan;
         let store_dir = out.join("snapshots");
         let supervisor = Supervisor::new(plan.model.name.clone(), spec.supervisor.clone())?;
         let serving = Arc::new(ServingState::with_supervisor(plan.clone(), supervisor));
-        let log = DecisionLog::open(DecisionLog::path_for_store(&store_dir))?;
+        serving.set_line(spec.features_hash.clone());
+        let log = DecisionLog::open(decisions)?;
         serving.attach_store(store_dir.clone(), log)?;
         let store = SnapshotStore::open(&store_dir, retain.max(1))?;
-        // a feed left by an earlier run is not this run's: its first attempt writes anew
-        match std::fs::remove_file(feed_path(out)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(RunError::Output(crate::runtime::output::OutputError {
-                    path: feed_path(out),
-                    source,
-                }));
-            }
-        }
         let mut newest = 0;
         follow(&store, spec, &serving, &mut newest);
+        let backend_is_cluster = counters.is_some();
         let backend = ClusterBackend {
             serving: Arc::clone(&serving),
             counters,
         };
         let server = crate::serve::http::spawn(http, Arc::new(backend)).map_err(RunError::Http)?;
+        let who = if backend_is_cluster {
+            "pooch cluster"
+        } else {
+            "pooch serve"
+        };
         eprintln!(
-            "pooch cluster: serving on http://{} (from {}, through the workers' failures)",
+            "{who}: serving on http://{} (following {}, through the workers' failures)",
             server.local_addr(),
-            store_dir.display()
+            out.display()
         );
         let done = Arc::new(AtomicBool::new(false));
         let follower = {
@@ -183,6 +225,7 @@ impl ClusterEndpoint {
             let mut feed = FeedFollower {
                 path: feed_path(out),
                 inode: None,
+                prefix: Vec::new(),
                 offset: 0,
                 applied: None,
             };
@@ -192,7 +235,7 @@ impl ClusterEndpoint {
                     while !done.load(Ordering::Relaxed) {
                         std::thread::sleep(FOLLOW_INTERVAL);
                         follow(&store, &spec, &serving, &mut newest);
-                        feed.follow(&serving);
+                        let _ = feed.follow(&serving);
                         serving.poll_control();
                     }
                 })
@@ -245,5 +288,58 @@ fn follow(store: &SnapshotStore, spec: &Spec, serving: &ServingState, newest: &m
         {
             serving.publish(Arc::new(snapshot.model));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_line(epoch: u64) -> String {
+        // a change long enough that a few lines pass the compared first bytes
+        let changes: Vec<_> = (0..8u64).map(|key| ((key, 0u32), (1i64, 1i64))).collect();
+        format!(
+            "{}\n",
+            serde_json::json!({"epoch": epoch, "changes": changes})
+        )
+    }
+
+    fn feed_of(epochs: std::ops::Range<u64>) -> String {
+        epochs.map(feed_line).collect()
+    }
+
+    #[test]
+    fn a_feed_made_anew_is_read_from_its_start_even_with_the_same_inode() {
+        let spec = crate::spec::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/sniffable.toml"),
+            None,
+        )
+        .expect("the shipped spec");
+        let serving = ServingState::new(spec.plan.clone());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = feed_path(dir.path());
+        let mut feed = FeedFollower {
+            path: path.clone(),
+            inode: None,
+            prefix: Vec::new(),
+            offset: 0,
+            applied: None,
+        };
+        std::fs::write(&path, feed_of(0..3)).expect("feed");
+        assert_eq!(feed.follow(&serving), [0, 1, 2]);
+        // a partial line waits for its end
+        let mut grown = feed_of(0..4);
+        grown.push_str("{\"epoch\": 4");
+        std::fs::write(&path, &grown).expect("feed");
+        assert_eq!(feed.follow(&serving), [3]);
+        // an attempt replaying from the start: the epochs folded in already are skipped
+        std::fs::remove_file(&path).expect("removed");
+        std::fs::write(&path, feed_of(0..6)).expect("feed");
+        assert_eq!(feed.follow(&serving), [4, 5]);
+        // a resumed attempt's feed, rewritten in place (the same inode) and longer than what
+        // was read: its first bytes differ, so it is read from its start, no epoch lost
+        std::fs::write(&path, feed_of(6..16)).expect("feed");
+        assert_eq!(feed.follow(&serving), (6..16).collect::<Vec<_>>());
+        assert_eq!(serving.features_epoch(), Some(15));
     }
 }

@@ -6,6 +6,18 @@
 //!   timeout) and starts the cluster again. A restart replays the input from the start: the
 //!   run is deterministic, so its results are those of a run never interrupted. Every attempt
 //!   numbers its versions from the same first version, so the answers name the same ones.
+//! - Restarts and resume ([`StartFrom`]): nothing here removes or truncates anything in the
+//!   output directory. When `pooch run` resumes from `OUT/checkpoints` on its own (it knows
+//!   `--fresh`), the first attempt passes `--fresh` (a run starts clean, as it always has) and a
+//!   restart passes nothing that defeats the resume: it continues from the newest checkpoint
+//!   the manifest lists, numbering versions from the checkpoint's count, or from the start of
+//!   the input when there is none yet.
+//! - A stall watchdog ([`StallWatch`]) covers what the processes' heartbeat cannot see: a
+//!   cluster whose processes are all alive but whose dataflow completes no epoch (every
+//!   process stopped or hung, a livelock, an operator that never returns). Process 0 writes
+//!   each complete epoch to the serving feed; when it has not changed for `stall_timeout`,
+//!   the attempt is stalled: its processes are killed and the cluster restarts. It is off for
+//!   a run that follows its input (`--follow`), which may wait for data as long as it likes.
 //! - There is a restart budget: more than `max_restarts` restarts within `restart_window`,
 //!   and it gives up (status 1).
 //! - Every start, death, restart, stop, completion and give-up is a JSON line in
@@ -36,6 +48,12 @@ pub struct SuperviseOptions {
     pub run_args: Vec<String>,
     /// More of them, for process 0 only.
     pub first_process_args: Vec<String>,
+    /// The version an attempt from the start of the input numbers from (the store's next
+    /// before the first attempt), passed as `--first-version`.
+    pub first_version: u64,
+    /// Whether `pooch run` resumes from the newest checkpoint in its `--out` unless given
+    /// `--fresh` (the flag's presence says so).
+    pub run_resumes: bool,
     /// Timely's flags for every process (`-w`), without `-n`, `-p` and `-h`.
     pub timely_args: Vec<String>,
     /// The run's output directory: the hostfile and the log go there.
@@ -46,6 +64,11 @@ pub struct SuperviseOptions {
     pub restart_window: Duration,
     /// After a stop, how long the processes have to end before they are killed.
     pub stop_grace: Duration,
+    /// An attempt whose process 0 completes no epoch (writes nothing to `feed`) for this long
+    /// is stalled; `None`: no watchdog.
+    pub stall_timeout: Option<Duration>,
+    /// The feed process 0 writes each complete epoch to (`--serving-feed`).
+    pub feed: PathBuf,
 }
 
 /// How supervision ended.
@@ -93,6 +116,8 @@ pub struct ClusterCounters {
     pub restarts: AtomicU64,
     /// Times the restart budget ran out.
     pub give_ups: AtomicU64,
+    /// Attempts ended by the stall watchdog.
+    pub stalls: AtomicU64,
     /// The attempt running now (1 for the first).
     pub attempt: AtomicU64,
 }
@@ -116,6 +141,11 @@ impl ClusterCounters {
                 "pooch_cluster_restarts_total",
                 "Times the cluster supervisor restarted the cluster.",
                 &self.restarts,
+            ),
+            (
+                "pooch_cluster_stalls_total",
+                "Attempts the cluster supervisor ended because no epoch completed for the stall timeout.",
+                &self.stalls,
             ),
             (
                 "pooch_cluster_give_ups_total",
@@ -180,6 +210,68 @@ impl EventLog {
     }
 }
 
+/// Where an attempt's processes start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The start of the input, any checkpoint left from an earlier run removed (`--fresh`,
+    /// when the run resumes on its own): the first attempt.
+    Fresh,
+    /// The start of the input: a restart, with no checkpoint to resume from (or a run that
+    /// does not resume).
+    Input,
+    /// A restart resuming from the newest listed checkpoint, at its cut.
+    Checkpoint {
+        /// The checkpoint's cut.
+        cut: u64,
+    },
+}
+
+impl StartFrom {
+    /// Where attempt `attempt` (1 for the first) starts, given what is in `out`.
+    pub fn for_attempt(attempt: u64, run_resumes: bool, out: &Path) -> StartFrom {
+        if attempt == 1 {
+            return StartFrom::Fresh;
+        }
+        if !run_resumes {
+            return StartFrom::Input;
+        }
+        match newest_listed_cut(out) {
+            Some(cut) => StartFrom::Checkpoint { cut },
+            None => StartFrom::Input,
+        }
+    }
+
+    /// What `pooch run` is given for it: `--fresh` first (if the run knows it), and the first
+    /// version unless a checkpoint carries the numbering on.
+    pub fn run_args(self, run_resumes: bool, first_version: u64) -> Vec<String> {
+        let mut args = Vec::new();
+        if self == StartFrom::Fresh && run_resumes {
+            args.push("--fresh".to_owned());
+        }
+        if !matches!(self, StartFrom::Checkpoint { .. }) {
+            args.extend(["--first-version".to_owned(), first_version.to_string()]);
+        }
+        args
+    }
+
+    /// For the log.
+    pub fn describe(self) -> String {
+        match self {
+            StartFrom::Fresh => "the start of the input (a clean start)".to_owned(),
+            StartFrom::Input => "the start of the input".to_owned(),
+            StartFrom::Checkpoint { cut } => format!("the newest checkpoint (cut {cut})"),
+        }
+    }
+}
+
+/// The cut of the newest checkpoint `OUT/checkpoints/MANIFEST.json` lists, if any. The run
+/// itself verifies it (and falls back to an older one, or the start, if it does not).
+fn newest_listed_cut(out: &Path) -> Option<u64> {
+    use crate::runtime::checkpoint::{CheckpointStore, DEFAULT_RETAIN};
+    let store = CheckpointStore::open(out, DEFAULT_RETAIN).ok()?;
+    store.list().ok()?.last().map(|listed| listed.cut)
+}
+
 /// A process of the current attempt.
 struct Running {
     index: usize,
@@ -212,20 +304,24 @@ pub fn supervise(
     let mut attempt = 1u64;
     loop {
         counters.attempt.store(attempt, Ordering::Relaxed);
+        let from = StartFrom::for_attempt(attempt, options.run_resumes, &options.out);
+        let attempt_args = from.run_args(options.run_resumes, options.first_version);
         let mut running = Vec::with_capacity(options.processes);
         for index in 0..options.processes {
-            let child = spawn(options, &hostfile, index)?;
+            let child = spawn(options, &hostfile, index, &attempt_args)?;
             counters.starts.fetch_add(1, Ordering::Relaxed);
-            log.event(
-                json!({"event": "start", "attempt": attempt, "process": index, "pid": child.id()}),
-            )?;
+            log.event(json!({
+                "event": "start", "attempt": attempt, "process": index, "pid": child.id(),
+                "from": from.describe(),
+            }))?;
             running.push(Running {
                 index,
                 child,
                 exited: None,
             });
         }
-        match watch_attempt(&mut running, stop) {
+        let mut stall = StallWatch::new(&options.feed, options.stall_timeout);
+        match watch_attempt(&mut running, stop, &mut stall) {
             AttemptEnd::Completed => {
                 log.event(json!({"event": "completed", "attempt": attempt}))?;
                 return Ok(Outcome::Completed);
@@ -235,6 +331,19 @@ pub fn supervise(
                 stop_all(&mut running, options.stop_grace, &mut log)?;
                 log.event(json!({"event": "stopped", "attempt": attempt}))?;
                 return Ok(Outcome::Stopped);
+            }
+            AttemptEnd::Stalled { silent } => {
+                counters.stalls.fetch_add(1, Ordering::Relaxed);
+                log.event(json!({
+                    "event": "stalled", "attempt": attempt,
+                    "silent_secs": silent.as_secs_f64(),
+                    "why": format!(
+                        "no epoch completed (nothing new in {}) for {:.1} s",
+                        options.feed.display(),
+                        silent.as_secs_f64()
+                    ),
+                }))?;
+                kill_all(&mut running, &mut log, attempt, "the attempt stalled")?;
             }
             AttemptEnd::Death { index, status } => {
                 // the processes that ended with it (a survivor that saw it die, moments
@@ -258,7 +367,12 @@ pub fn supervise(
                         "status": describe(status),
                     }))?;
                 }
-                kill_all(&mut running, &mut log, attempt)?;
+                kill_all(
+                    &mut running,
+                    &mut log,
+                    attempt,
+                    "another process of the attempt died",
+                )?;
             }
         }
         // the restart budget: at most `max_restarts` within the window
@@ -285,7 +399,7 @@ pub fn supervise(
         log.event(json!({
             "event": "restart", "attempt": attempt,
             "restarts_in_window": restarts.len(), "max_restarts": options.max_restarts,
-            "from": "the start of the input",
+            "from": StartFrom::for_attempt(attempt, options.run_resumes, &options.out).describe(),
         }))?;
         if stop.load(Ordering::Relaxed) {
             log.event(json!({"event": "stopped", "attempt": attempt}))?;
@@ -299,9 +413,13 @@ fn spawn(
     options: &SuperviseOptions,
     hostfile: &Path,
     index: usize,
+    attempt_args: &[String],
 ) -> Result<Child, SuperviseError> {
     let mut command = Command::new(&options.program);
-    command.arg("run").args(&options.run_args);
+    command
+        .arg("run")
+        .args(&options.run_args)
+        .args(attempt_args);
     if index == 0 {
         command.args(&options.first_process_args);
     }
@@ -329,13 +447,57 @@ enum AttemptEnd {
     Completed,
     Stop,
     Death { index: usize, status: ExitStatus },
+    Stalled { silent: Duration },
 }
 
-/// Waits for every process to exit well, one to die, or a stop.
-fn watch_attempt(running: &mut [Running], stop: &AtomicBool) -> AttemptEnd {
+/// The stall watchdog: when the feed last changed (its inode or its length).
+pub struct StallWatch {
+    feed: PathBuf,
+    bound: Option<Duration>,
+    seen: Option<(u64, u64)>,
+    changed: Instant,
+}
+
+impl StallWatch {
+    /// Watches `feed` from now, with no bound for `None`.
+    pub fn new(feed: &Path, bound: Option<Duration>) -> Self {
+        StallWatch {
+            feed: feed.to_owned(),
+            bound,
+            seen: feed_state(feed),
+            changed: Instant::now(),
+        }
+    }
+
+    /// How long the feed has been unchanged, once that is the bound or more.
+    pub fn stalled(&mut self) -> Option<Duration> {
+        let bound = self.bound?;
+        let now = feed_state(&self.feed);
+        if now != self.seen {
+            self.seen = now;
+            self.changed = Instant::now();
+        }
+        let silent = self.changed.elapsed();
+        (silent >= bound).then_some(silent)
+    }
+}
+
+/// The feed's inode and length, if it is there.
+fn feed_state(feed: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(feed)
+        .ok()
+        .map(|meta| (meta.ino(), meta.len()))
+}
+
+/// Waits for every process to exit well, one to die, a stall, or a stop.
+fn watch_attempt(running: &mut [Running], stop: &AtomicBool, stall: &mut StallWatch) -> AttemptEnd {
     loop {
         if stop.load(Ordering::Relaxed) {
             return AttemptEnd::Stop;
+        }
+        if let Some(silent) = stall.stalled() {
+            return AttemptEnd::Stalled { silent };
         }
         for process in running
             .iter_mut()
@@ -384,6 +546,7 @@ fn kill_all(
     running: &mut [Running],
     log: &mut EventLog,
     attempt: u64,
+    why: &str,
 ) -> Result<(), SuperviseError> {
     for process in running
         .iter_mut()
@@ -396,7 +559,7 @@ fn kill_all(
         process.exited = status;
         log.event(json!({
             "event": "killed", "attempt": attempt, "process": process.index, "pid": pid,
-            "why": "another process of the attempt died",
+            "why": why,
         }))?;
     }
     Ok(())
@@ -447,4 +610,86 @@ fn stop_all(
         }))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::checkpoint::{CheckpointStore, DEFAULT_RETAIN};
+
+    fn args(from: StartFrom, run_resumes: bool) -> Vec<String> {
+        from.run_args(run_resumes, 7)
+    }
+
+    #[test]
+    fn the_stall_watch_fires_only_after_the_bound_without_a_change() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let feed = dir.path().join("serving-feed.jsonl");
+        let mut off = StallWatch::new(&feed, None);
+        let mut watch = StallWatch::new(&feed, Some(Duration::from_millis(300)));
+        std::thread::sleep(Duration::from_millis(200));
+        // a new file is progress
+        std::fs::write(&feed, "{}\n").expect("feed");
+        assert_eq!(watch.stalled(), None);
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(&feed, "{}\n{}\n").expect("feed");
+        assert_eq!(watch.stalled(), None);
+        std::thread::sleep(Duration::from_millis(350));
+        let silent = watch.stalled().expect("stalled");
+        assert!(silent >= Duration::from_millis(300), "{silent:?}");
+        assert_eq!(off.stalled(), None);
+    }
+
+    #[test]
+    fn a_run_that_does_not_resume_starts_every_attempt_from_the_input_numbered_alike() {
+        let out = tempfile::tempdir().expect("temporary directory");
+        for attempt in [1, 2, 3] {
+            let from = StartFrom::for_attempt(attempt, false, out.path());
+            assert_eq!(args(from, false), ["--first-version", "7"]);
+        }
+    }
+
+    #[test]
+    fn the_first_attempt_is_fresh_and_a_restart_resumes_without_fresh() {
+        let out = tempfile::tempdir().expect("temporary directory");
+        let first = StartFrom::for_attempt(1, true, out.path());
+        assert_eq!(first, StartFrom::Fresh);
+        assert_eq!(args(first, true), ["--fresh", "--first-version", "7"]);
+        // a restart before any checkpoint: from the input, numbered as the first attempt
+        let early = StartFrom::for_attempt(2, true, out.path());
+        assert_eq!(early, StartFrom::Input);
+        assert_eq!(args(early, true), ["--first-version", "7"]);
+    }
+
+    #[test]
+    fn a_restart_with_a_listed_checkpoint_resumes_from_it_leaving_the_numbering_to_it() {
+        let out = tempfile::tempdir().expect("temporary directory");
+        let store = CheckpointStore::open(out.path(), DEFAULT_RETAIN).expect("store");
+        let manifest = serde_json::json!({
+            "format": crate::runtime::checkpoint::FORMAT_VERSION,
+            "checkpoints": [
+                {"file": "c0001.ckpt", "cut": 100, "bytes": 1, "checksum": "0"},
+                {"file": "c0002.ckpt", "cut": 200, "bytes": 1, "checksum": "0"},
+            ],
+        });
+        std::fs::write(
+            store.dir().join(crate::runtime::checkpoint::MANIFEST),
+            manifest.to_string(),
+        )
+        .expect("manifest");
+        assert_eq!(store.list().expect("listed").len(), 2);
+        let restart = StartFrom::for_attempt(2, true, out.path());
+        assert_eq!(restart, StartFrom::Checkpoint { cut: 200 });
+        assert!(args(restart, true).is_empty());
+        // the first attempt of a run is clean whatever an earlier run left
+        assert_eq!(
+            StartFrom::for_attempt(1, true, out.path()),
+            StartFrom::Fresh
+        );
+        // a run that does not resume ignores the checkpoints
+        assert_eq!(
+            StartFrom::for_attempt(2, false, out.path()),
+            StartFrom::Input
+        );
+    }
 }

@@ -9,7 +9,7 @@
 //! A snapshot file's layout is the [`format`](mod@super::format)'s; the store decides where files
 //! go, which are kept, and how they are written ([`crate::files::replace`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -77,14 +77,27 @@ pub struct ManifestEntry {
     pub checksum: u64,
 }
 
-/// A directory of snapshots: `<dir>/<model>/v<version>.snap`, at most `retain` per model.
+/// A directory of snapshots: `<dir>/<model>/v<version>.snap`, at most `retain` per model
+/// besides the versions it is told to spare ([`SnapshotStore::sparing`]).
 ///
 /// One store writes to a directory at a time: `write` reads and rewrites the manifest, and
 /// takes `&mut self` so that a store shared in-process cannot interleave two of them.
-#[derive(Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
     retain: usize,
+    /// The versions of a model that retention must not delete, whatever their age.
+    spared: Option<Box<dyn FnMut(&str) -> BTreeSet<u64> + Send>>,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SnapshotStore")
+            .field("dir", &self.dir)
+            .field("retain", &self.retain)
+            .field("sparing", &self.spared.is_some())
+            .finish()
+    }
 }
 
 impl SnapshotStore {
@@ -96,7 +109,19 @@ impl SnapshotStore {
             return Err(SnapshotError::InvalidRetain { dir, retain });
         }
         fs::create_dir_all(&dir).map_err(io_error(&dir, "create the snapshot directory"))?;
-        Ok(SnapshotStore { dir, retain })
+        Ok(SnapshotStore {
+            dir,
+            retain,
+            spared: None,
+        })
+    }
+
+    /// Never deletes, past the retention limit, the versions `spared(model)` names when a
+    /// version of `model` is written (the serving one, a pinned one: see
+    /// [`crate::serve::supervisor::spare_served`]). They do not count against the limit.
+    pub fn sparing(mut self, spared: impl FnMut(&str) -> BTreeSet<u64> + Send + 'static) -> Self {
+        self.spared = Some(Box::new(spared));
+        self
     }
 
     /// The store's directory.
@@ -147,11 +172,16 @@ impl SnapshotStore {
         let file_name = snapshot_file_name(model.version);
         let path = files::replace(&model_dir, &file_name, &file_bytes)?;
 
-        // keep the newest `retain` versions on disk, this one included
+        // keep the newest `retain` versions on disk, this one included, and those spared
         let mut versions: Vec<u64> = present.iter().map(|stored| stored.version).collect();
         versions.push(model.version);
-        let keep_from = versions.len().saturating_sub(self.retain);
-        let (expired, kept) = versions.split_at(keep_from);
+        let spared = self
+            .spared
+            .as_mut()
+            .map(|spared| spared(&model.name))
+            .unwrap_or_default();
+        let (expired, kept) = expire(&versions, self.retain, &spared);
+        let (expired, kept) = (expired.as_slice(), kept.as_slice());
 
         // the manifest of the kept versions
         let written = ManifestEntry {
@@ -322,6 +352,22 @@ mod hex_u64 {
             .and_then(|digits| u64::from_str_radix(digits, 16).ok())
             .ok_or_else(|| D::Error::custom(format!("{text:?} is not a 0x-prefixed hex u64")))
     }
+}
+
+/// Splits versions (ascending) into those past the retention limit and those kept: the
+/// newest `retain`, and every spared one.
+fn expire(versions: &[u64], retain: usize, spared: &BTreeSet<u64>) -> (Vec<u64>, Vec<u64>) {
+    let keep_from = versions.len().saturating_sub(retain);
+    let mut expired = Vec::new();
+    let mut kept = Vec::new();
+    for (index, &version) in versions.iter().enumerate() {
+        if index < keep_from && !spared.contains(&version) {
+            expired.push(version);
+        } else {
+            kept.push(version);
+        }
+    }
+    (expired, kept)
 }
 
 /// The file name of a version: `v` and at least eight digits, so names sort like versions.
@@ -503,6 +549,33 @@ mod tests {
                 .to_string()
                 .contains("pooch/v00000003.snap: checksum mismatch (file says 0x")
         );
+    }
+
+    #[test]
+    fn retention_spares_the_versions_it_is_told_to() {
+        let (_dir, store) = store(2);
+        // version 2 serves from the third write on
+        let mut store = store.sparing(|model| {
+            assert_eq!(model, "pooch");
+            BTreeSet::from([2])
+        });
+        for version in 1..=6 {
+            store.write(&model(version, 4), &meta()).expect("write");
+        }
+        let versions: Vec<u64> = store
+            .list("pooch")
+            .expect("list")
+            .iter()
+            .map(|stored| stored.version)
+            .collect();
+        assert_eq!(versions, vec![2, 5, 6]);
+        let manifest = store.manifest("pooch").expect("manifest").expect("present");
+        let listed: Vec<u64> = manifest
+            .versions
+            .iter()
+            .map(|entry| entry.version)
+            .collect();
+        assert_eq!(listed, vec![2, 5, 6]);
     }
 
     #[test]

@@ -93,10 +93,11 @@ impl Leader {
                 files.query_error(error)?;
             }
         }
-        let store = SnapshotStore::open(
+        // retention spares what serves, is pinned, or a rollback would go to
+        let store = crate::serve::supervisor::spare_served(SnapshotStore::open(
             options.out.join("snapshots"),
             options.retain_snapshots.max(1),
-        )?;
+        )?);
         // a supervised cluster's restart numbers from its first attempt's first version, and
         // leaves alone the versions an earlier attempt stored
         let store_next = store.next_version(&plan.model.name)?;

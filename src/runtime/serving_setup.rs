@@ -49,6 +49,8 @@ pub fn start_serving(spec: &Spec, options: &RunOptions) -> Result<Arc<ServingSta
     let mut servable = BTreeSet::new();
     let mut foreign = BTreeSet::new();
     let mut skipped: Vec<(Option<u64>, SnapshotError)> = Vec::new();
+    // the line (features hash) of each incompatible snapshot
+    let mut lines = std::collections::BTreeMap::new();
     let mut newest: Option<Snapshot> = None;
     for stored in store.list(model)? {
         match publish::read(&stored.path) {
@@ -73,6 +75,10 @@ pub fn start_serving(spec: &Spec, options: &RunOptions) -> Result<Arc<ServingSta
                 }
                 Err(reason) => {
                     foreign.insert(stored.version);
+                    lines.insert(
+                        stored.version,
+                        crate::serve::models::line_of(&snapshot.meta),
+                    );
                     skipped.push((
                         Some(stored.version),
                         SnapshotError::Incompatible {
@@ -110,11 +116,13 @@ pub fn start_serving(spec: &Spec, options: &RunOptions) -> Result<Arc<ServingSta
             json!({
                 "version": version,
                 "incompatible": matches!(error, SnapshotError::Incompatible { .. }),
+                "line": version.and_then(|version| lines.get(&version)),
                 "reason": error.to_string(),
             })
         })
         .collect();
     serving.set_skipped(listed, foreign);
+    serving.set_line(spec.features_hash.clone());
     if restored > 0 {
         serving.settle();
         match serving.serving() {

@@ -21,6 +21,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -61,7 +62,7 @@ pub trait Backend: Send + Sync + 'static {
     fn unpin(&self, model: &str) -> Result<Value, ApiError>;
     /// `POST /v1/models/{name}/rollback`. Returns a JSON describing the decision.
     fn rollback(&self, model: &str) -> Result<Value, ApiError>;
-    /// Ready = a model is loaded.
+    /// Ready = a query gets an answer: a model is loaded, or a declared fallback answers.
     fn ready(&self) -> bool;
     /// Appends the backend's own Prometheus text-format metrics (facts read, dead letters,
     /// epoch, frontier lag, version served...).
@@ -80,10 +81,11 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Prediction {
     /// The predicted probability of the positive label.
     pub probability: f64,
-    /// The model that answered.
+    /// The model that answered: the pipeline's, or `"constant"` for the declared fallback.
     pub model: String,
-    /// The version of that model that answered.
-    pub version: u64,
+    /// The version of that model that answered; `null` for the constant fallback, which has
+    /// none.
+    pub version: Option<u64>,
     /// The epoch whose features the answer read, if it read any.
     pub features_epoch: Option<u64>,
 }
@@ -240,6 +242,8 @@ pub fn spawn(config: HttpConfig, backend: Arc<dyn Backend>) -> Result<HttpServer
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         max_in_flight: config.max_in_flight,
         request_timeout: config.request_timeout,
+        answered_since_trim: AtomicU64::new(0),
+        large_bodies: Arc::new(Semaphore::new(2 * config.worker_threads)),
     });
     let router = router(shared.clone());
     let (stop, stopped) = oneshot::channel();
@@ -276,6 +280,7 @@ async fn accept_loop(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let connections = Arc::new(Semaphore::new(config.max_connections));
+    let trimmer = tokio::spawn(trim_when_idle(shared.clone()));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -318,6 +323,7 @@ async fn accept_loop(
         });
     }
     drop(listener);
+    trimmer.abort();
     // Ends when every connection has finished its request in progress and closed.
     let _ = tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await;
 }
@@ -332,6 +338,11 @@ struct Shared {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     request_timeout: Duration,
+    /// Queries answered since the allocator last gave free memory back (see
+    /// [`trim_when_idle`]).
+    answered_since_trim: AtomicU64,
+    /// Large predict bodies parsed and answered at once at most (see [`LARGE_BODY_BYTES`]).
+    large_bodies: Arc<Semaphore>,
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -449,8 +460,42 @@ fn timed_out(shared: &Shared) -> Response {
     )
 }
 
+/// How often the server looks whether it is idle after a flood.
+const TRIM_CHECK: Duration = Duration::from_secs(1);
+
+/// Queries answered since the last trim before an idle server gives free memory back: a few
+/// batches' worth, so that a client asking one query a second never causes a trim.
+const TRIM_AFTER_QUERIES: u64 = 10_000;
+
+/// Gives the allocator's free memory back to the operating system once the server is idle
+/// (no request in progress) after answering at least [`TRIM_AFTER_QUERIES`] queries, so that
+/// the resident set returns near its level before a flood (see [`crate::serve::memory`]).
+/// Under steady load it never runs: the memory freed by one request is reused by the next.
+async fn trim_when_idle(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(TRIM_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let idle = shared.in_flight.available_permits() == shared.max_in_flight;
+        if !idle || shared.answered_since_trim.load(Ordering::Relaxed) < TRIM_AFTER_QUERIES {
+            continue;
+        }
+        shared.answered_since_trim.store(0, Ordering::Relaxed);
+        // it holds each arena's lock for a while: off the threads that poll the sockets
+        let released = tokio::task::spawn_blocking(crate::serve::memory::release_free_memory);
+        if released.await.is_ok() {
+            shared.metrics.memory_trims.inc();
+        }
+    }
+}
+
 /// Reads a body of at most `max_body_bytes` within `body_timeout` and parses it as JSON.
 async fn read_json(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+    parse_json(&read_body(shared, headers, body).await?).map_err(invalid_json)
+}
+
+/// Reads a body of at most `max_body_bytes` within `body_timeout`; an empty one is an error.
+async fn read_body(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     let limit = shared.max_body_bytes;
     let too_large = || {
         error_response(
@@ -494,16 +539,28 @@ async fn read_json(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<V
             "the request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|error| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON in the request body: {error}"),
-        )
-    })
+    Ok(bytes)
+}
+
+/// Parses a body as JSON.
+fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// The 400 of a body that is not JSON.
+fn invalid_json(error: serde_json::Error) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("invalid JSON in the request body: {error}"),
+    )
 }
 
 /// Queries of a batch answered between two yields to the runtime.
 const BATCH_SLICE: usize = 16;
+
+/// A predict body larger than this waits for one of the server's few large-body permits
+/// (twice its threads) before it is parsed: a batch of about 100 queries or more.
+const LARGE_BODY_BYTES: usize = 4 * 1024;
 
 /// One element of a batch answer: the prediction or why that query failed.
 #[derive(Serialize)]
@@ -513,15 +570,34 @@ enum BatchAnswer {
     Failed { error: String },
 }
 
+/// The answer to a batch.
+#[derive(Serialize)]
+struct BatchAnswers {
+    predictions: Vec<BatchAnswer>,
+}
+
 async fn predict(
     State(shared): State<Arc<Shared>>,
     deadline: Option<Extension<Deadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = match read_json(&shared, &headers, body).await {
-        Ok(request) => request,
+    let bytes = match read_body(&shared, &headers, body).await {
+        Ok(bytes) => bytes,
         Err(response) => return response,
+    };
+    // A large body (a batch) parses into tens of times its size and is answered a slice at a
+    // time: answered all at once, 512 batches in flight held 700 MB. A few are parsed and
+    // answered at a time; the others wait with their bytes alone.
+    let _large = if bytes.len() > LARGE_BODY_BYTES {
+        // the semaphore is never closed
+        shared.large_bodies.clone().acquire_owned().await.ok()
+    } else {
+        None
+    };
+    let request = match parse_json(&bytes) {
+        Ok(request) => request,
+        Err(error) => return invalid_json(error),
     };
     let Value::Object(fields) = &request else {
         return error_response(
@@ -530,6 +606,7 @@ async fn predict(
         );
     };
     let Some(queries) = fields.get("queries") else {
+        shared.answered_since_trim.fetch_add(1, Ordering::Relaxed);
         return match shared.backend.predict(&request) {
             Ok(prediction) => axum::Json(prediction).into_response(),
             Err(error) => error_response(error.status(), error.to_string()),
@@ -551,6 +628,9 @@ async fn predict(
             ),
         );
     }
+    shared
+        .answered_since_trim
+        .fetch_add(queries.len() as u64, Ordering::Relaxed);
     let mut predictions = Vec::with_capacity(queries.len());
     for (index, query) in queries.iter().enumerate() {
         // A batch whose queries add up to too long ends at the request timeout...
@@ -580,7 +660,9 @@ async fn predict(
             }
         });
     }
-    axum::Json(json!({ "predictions": predictions })).into_response()
+    // serialized straight from the answers: a `json!` tree of them would double the memory a
+    // batch holds
+    axum::Json(BatchAnswers { predictions }).into_response()
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Response {
@@ -760,6 +842,7 @@ struct ServerMetrics {
     connections_open: IntGauge,
     connections_total: IntCounter,
     shed: IntCounter,
+    memory_trims: IntCounter,
 }
 
 impl ServerMetrics {
@@ -795,6 +878,11 @@ impl ServerMetrics {
             "HTTP requests refused with 503 because max_in_flight were in progress",
         )
         .expect("a valid metric definition");
+        let memory_trims = IntCounter::new(
+            "pooch_http_memory_trims_total",
+            "Times the idle server gave the allocator's free memory back after a flood of queries",
+        )
+        .expect("a valid metric definition");
         let registry = prometheus::Registry::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -802,6 +890,7 @@ impl ServerMetrics {
             Box::new(connections_open.clone()),
             Box::new(connections_total.clone()),
             Box::new(shed.clone()),
+            Box::new(memory_trims.clone()),
         ] {
             registry.register(collector).expect("distinct metric names");
         }
@@ -812,6 +901,7 @@ impl ServerMetrics {
             connections_open,
             connections_total,
             shed,
+            memory_trims,
         }
     }
 }

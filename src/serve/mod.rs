@@ -8,10 +8,12 @@
 //! | [`supervisor`] | the rules that pick the version that serves, their log, the control file |
 //! | [`http`] | the HTTP endpoint, over any [`http::Backend`] |
 //! | [`console`] | the operator's console at `/` of the endpoint, and the journal it polls |
+//! | [`memory`] | giving the memory of a request flood back to the operating system |
 //! | [`models`] | the `pooch models` commands, on a snapshot store |
 
 pub mod console;
 pub mod http;
+pub mod memory;
 pub mod models;
 pub mod serving;
 mod supervision;

@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 
 use crate::files::io_error;
 use crate::publish::{
-    self, Snapshot, SnapshotError, SnapshotStore, StoredVersion, validate_model_name,
+    self, Snapshot, SnapshotError, SnapshotMeta, SnapshotStore, StoredVersion, validate_model_name,
 };
+use crate::runtime::serving_setup::compatibility;
 use crate::serve::supervisor::{
     Action, Actor, CONTROL_FILE_NAME, Command, Control, Decision, DecisionLog, DecisionMetrics,
     SupervisorError,
 };
+use crate::spec::Spec;
 
 /// What went wrong in a `pooch models` command.
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +114,16 @@ fn list_or_none<T: ToString>(items: &[T]) -> String {
 }
 
 /// `pooch models list`: per model (the one named, or every model in the store), its versions
-/// with epoch, round metrics, weights and status, what serves and what is pinned.
-pub fn list(store_dir: &Path, model: Option<&str>) -> Result<String, ModelsError> {
+/// with epoch, round metrics, weights, line and status, what serves and what is pinned.
+///
+/// A version's *line* is the features hash it was made for ([`line_of`]): versions of one line
+/// read their weights the same way, and a run serves only its own spec's line. Given the
+/// running `spec`, a version of another line is listed as incompatible, with the reason.
+pub fn list(
+    store_dir: &Path,
+    model: Option<&str>,
+    spec: Option<&Spec>,
+) -> Result<String, ModelsError> {
     let store = open_store(store_dir)?;
     let models = match model {
         Some(model) => {
@@ -143,7 +153,7 @@ pub fn list(store_dir: &Path, model: Option<&str>) -> Result<String, ModelsError
             .iter()
             .filter(|decision| &decision.model == model)
             .collect();
-        list_model(&mut out, &store, model, &history, &decisions_path)?;
+        list_model(&mut out, &store, model, &history, &decisions_path, spec)?;
     }
     Ok(out)
 }
@@ -154,8 +164,10 @@ fn list_model(
     model: &str,
     history: &[&Decision],
     decisions_path: &Path,
+    spec: Option<&Spec>,
 ) -> Result<(), ModelsError> {
     let stored = store.list(model)?;
+    let mut lines = BTreeSet::new();
     let control = Control::load(store.dir(), model)?;
     // what the supervisor last did: requests from the command line are not yet done
     let last = history
@@ -194,8 +206,8 @@ fn list_model(
 
     let _ = writeln!(
         out,
-        "{:>10}  {:>8}  {:>9}  {:>9}  {:<10}  status",
-        "version", "epoch", "examples", "logloss", "weights"
+        "{:>10}  {:>8}  {:>9}  {:>9}  {:<10}  {:<21}  status",
+        "version", "epoch", "examples", "logloss", "weights", "line"
     );
     for entry in &stored {
         let version = entry.version;
@@ -211,9 +223,18 @@ fn list_model(
         }
         match verified(model, entry.version, &entry.path) {
             Ok(snapshot) => {
+                let line = line_of(&snapshot.meta);
+                if let Some(spec) = spec
+                    && let Err(reason) = compatibility(&snapshot.meta, spec)
+                {
+                    status = format!(
+                        "incompatible with {}: {reason}; {status}",
+                        spec.path.display()
+                    );
+                }
                 let _ = writeln!(
                     out,
-                    "{:>10}  {:>8}  {:>9}  {:>9.4}  {:<10}  {status}",
+                    "{:>10}  {:>8}  {:>9}  {:>9.4}  {:<10}  {line:<21}  {status}",
                     version,
                     snapshot.model.epoch,
                     snapshot.model.metrics.examples,
@@ -224,18 +245,53 @@ fn list_model(
                         "NON-FINITE"
                     },
                 );
+                lines.insert(line);
             }
             Err(error) => {
                 let _ = writeln!(
                     out,
-                    "{:>10}  {:>8}  {:>9}  {:>9}  {:<10}  {status}; damaged: {error}",
-                    version, "-", "-", "-", "-"
+                    "{:>10}  {:>8}  {:>9}  {:>9}  {:<10}  {:<21}  {status}; damaged: {error}",
+                    version, "-", "-", "-", "-", "-"
                 );
             }
         }
     }
+    lines_note(out, &lines, spec);
     manifest_note(out, store, model, &stored);
     Ok(())
+}
+
+/// The line a snapshot belongs to: its features hash, or for a snapshot written before
+/// features hashes were recorded, `spec:` and its spec hash.
+pub fn line_of(meta: &SnapshotMeta) -> String {
+    if meta.features_hash.is_empty() {
+        format!("spec:{}", meta.spec_hash)
+    } else {
+        meta.features_hash.clone()
+    }
+}
+
+/// A note when the store holds versions of more than one line, or none of the spec's.
+fn lines_note(out: &mut String, lines: &BTreeSet<String>, spec: Option<&Spec>) {
+    match spec {
+        Some(spec) => {
+            let _ = writeln!(
+                out,
+                "line of {}: {} (only its versions serve in a run of it)",
+                spec.path.display(),
+                spec.features_hash
+            );
+        }
+        None if lines.len() > 1 => {
+            let _ = writeln!(
+                out,
+                "note: versions of {} lines are in the store ({}): a run serves only its own spec's line; give --pipeline SPEC to mark the others incompatible",
+                lines.len(),
+                lines.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        None => {}
+    }
 }
 
 /// Each version's last status in the decisions, as the listing shows it.

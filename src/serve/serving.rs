@@ -27,8 +27,11 @@ use crate::serve::console::{ConsoleJournal, DeadLetterNote, EpochPoint};
 use crate::serve::http::{ApiError, Backend, Prediction};
 use crate::serve::supervision::{Serve, Supervision};
 use crate::serve::supervisor::{
-    Decision, DecisionLog, Supervisor, SupervisorConfig, SupervisorError,
+    Decision, DecisionLog, Fallback, Supervisor, SupervisorConfig, SupervisorError,
 };
+
+/// The model name of answers from the constant fallback (`[serving] fallback = "constant"`).
+pub const CONSTANT_MODEL: &str = "constant";
 
 /// Why a request or an operator's command cannot be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,12 @@ impl ServingState {
     /// versions made for another spec, which are never loaded.
     pub fn set_skipped(&self, skipped: Vec<Json>, foreign: std::collections::BTreeSet<u64>) {
         self.supervise().set_skipped(skipped, foreign);
+    }
+
+    /// Names the line of versions this state serves: the running spec's features hash, which
+    /// every version it loads was made for (shown by `GET /v1/models`).
+    pub fn set_line(&self, features_hash: String) {
+        self.supervise().set_line(features_hash);
     }
 
     /// Adopts a stored version no decision names (see
@@ -271,9 +280,10 @@ impl ServingState {
         }
     }
 
-    /// Whether a model version is loaded and serving.
+    /// Whether `/v1/predict` answers: a model version is loaded and serving, or the spec
+    /// declares a fallback.
     pub fn ready(&self) -> bool {
-        self.serving().is_some()
+        self.serving().is_some() || self.has_fallback()
     }
 
     /// The version that serves now.
@@ -337,20 +347,45 @@ impl ServingState {
                 value.copied().unwrap_or((0, 0))
             });
         }
-        let features = featurize(&self.plan, &event);
         let Some(serving) = serving else {
-            return Err(ServeError::NoModel {
-                reason: self.supervise().why_nothing_serves(),
-            });
+            return self.fallback(features_epoch);
         };
+        let features = featurize(&self.plan, &event);
         let (probability, version) = (serving.predict(&features), serving.version);
         self.counters.predictions.fetch_add(1, Ordering::Relaxed);
         Ok(Prediction {
             probability,
             model: model.clone(),
-            version,
+            version: Some(version),
             features_epoch,
         })
+    }
+
+    /// The answer when no version serves: the constant model's (the running positive rate,
+    /// named `"constant"`, with no version) when the spec declares it as the fallback, else
+    /// why nothing serves.
+    fn fallback(&self, features_epoch: Option<u64>) -> Result<Prediction, ServeError> {
+        let supervision = self.supervise();
+        let supervisor = supervision.supervisor();
+        match supervisor.config().fallback {
+            Fallback::None => Err(ServeError::NoModel {
+                reason: supervision.why_nothing_serves(),
+            }),
+            Fallback::Constant => {
+                self.counters.predictions.fetch_add(1, Ordering::Relaxed);
+                Ok(Prediction {
+                    probability: supervisor.constant_probability(),
+                    model: CONSTANT_MODEL.to_owned(),
+                    version: None,
+                    features_epoch,
+                })
+            }
+        }
+    }
+
+    /// Whether the spec declares a fallback that answers when no version serves.
+    fn has_fallback(&self) -> bool {
+        self.supervise().supervisor().config().fallback != Fallback::None
     }
 
     /// The versions held, their metrics and status, and which one serves, as JSON.
@@ -567,6 +602,42 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_constant_fallback_answers_as_itself_until_a_version_serves() {
+        let plan = state().plan().clone();
+        let config = SupervisorConfig {
+            fallback: Fallback::Constant,
+            ..SupervisorConfig::default()
+        };
+        let supervisor = Supervisor::new(plan.model.name.clone(), config).unwrap();
+        let state = ServingState::with_supervisor(plan, supervisor);
+        assert!(state.ready(), "the fallback answers");
+        let answer = state.predict(&json!({"dog": "dog-1"})).unwrap();
+        // no round seen yet: one positive and one negative imagined
+        assert_eq!(
+            (answer.model.as_str(), answer.version, answer.probability),
+            (CONSTANT_MODEL, None, 0.5)
+        );
+        let body = serde_json::to_value(&answer).unwrap();
+        assert_eq!(body["model"], json!("constant"));
+        assert_eq!(body["version"], Json::Null);
+        // version 1 is judged on the round of version 2 (100 examples, 50 positive)
+        state.publish(version(1, 1.0));
+        let answer = state.predict(&json!({"dog": "dog-1"})).unwrap();
+        assert_eq!(
+            (answer.model.as_str(), answer.version),
+            (CONSTANT_MODEL, None)
+        );
+        state.publish(version(2, 1.0));
+        let answer = state.predict(&json!({"dog": "dog-1"})).unwrap();
+        assert_eq!(
+            (answer.model.as_str(), answer.version),
+            ("pooch-predictor", Some(1))
+        );
+        // a bad query is still refused, fallback or not
+        assert!(state.predict(&json!({"hashtags": ["ball"]})).is_err());
+    }
+
+    #[test]
     fn the_newest_finite_version_serves_and_a_nan_one_never_does() {
         let state = state();
         state.publish(version(1, 1.0));
@@ -574,13 +645,19 @@ mod tests {
         let scored = state
             .predict(&json!({"dog": "dog-1", "hashtags": ["ball"]}))
             .unwrap();
-        assert_eq!(scored.version, 1);
+        assert_eq!(scored.version, Some(1));
         assert_eq!(scored.probability, dataflows::learn::logistic::sigmoid(1.0));
         // version 3 serves once the examples it scored arrive, with version 4
         state.publish(version(3, -1.0));
-        assert_eq!(state.predict(&json!({"dog": "dog-1"})).unwrap().version, 1);
+        assert_eq!(
+            state.predict(&json!({"dog": "dog-1"})).unwrap().version,
+            Some(1)
+        );
         state.publish(version(4, -1.0));
-        assert_eq!(state.predict(&json!({"dog": "dog-1"})).unwrap().version, 3);
+        assert_eq!(
+            state.predict(&json!({"dog": "dog-1"})).unwrap().version,
+            Some(3)
+        );
         assert_eq!(state.held().len(), 3);
     }
 
@@ -590,7 +667,10 @@ mod tests {
         for number in 1..=4 {
             state.publish(version(number, number as f32));
         }
-        let asked = || state.predict(&json!({"dog": "dog-1"})).unwrap().version;
+        let asked = || {
+            let answer = state.predict(&json!({"dog": "dog-1"})).unwrap();
+            answer.version.expect("a version answers")
+        };
         assert_eq!(asked(), 3);
         // version 1 is no longer held (the newest 3 are, with what serves)
         state.pin("pooch-predictor", 2).unwrap();

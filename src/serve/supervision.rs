@@ -48,6 +48,8 @@ pub(super) struct Supervision {
     skipped: Vec<Json>,
     /// Versions in the store made for another spec, which are never loaded.
     foreign: BTreeSet<u64>,
+    /// The line of versions served: the running spec's features hash, when known.
+    line: Option<String>,
 }
 
 /// What requests should read once decisions are settled.
@@ -75,6 +77,7 @@ impl Supervision {
             recent: Vec::new(),
             skipped: Vec::new(),
             foreign: BTreeSet::new(),
+            line: None,
         }
     }
 
@@ -95,6 +98,11 @@ impl Supervision {
     pub(super) fn set_skipped(&mut self, skipped: Vec<Json>, foreign: BTreeSet<u64>) {
         self.skipped = skipped;
         self.foreign = foreign;
+    }
+
+    /// Names the line of versions served (the running spec's features hash).
+    pub(super) fn set_line(&mut self, line: String) {
+        self.line = Some(line);
     }
 
     /// Adopts a stored version no decision names (see [`Supervisor::adopt`]).
@@ -202,6 +210,7 @@ impl Supervision {
             .collect();
         json!({
             "name": self.supervisor.model(),
+            "line": self.line,
             "serving": serving,
             "pinned": self.supervisor.pinned(),
             "held": held,

@@ -5,7 +5,7 @@ use dataflows::plan::ServingPlan;
 use serde::Deserialize;
 
 use super::{Checker, SpecError};
-use crate::serve::supervisor::SupervisorConfig;
+use crate::serve::supervisor::{Fallback, SupervisorConfig};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +17,7 @@ pub(super) struct ServingSection {
     rollback_threshold: Option<f64>,
     window_epochs: Option<usize>,
     min_live_examples: Option<u64>,
+    fallback: Option<Fallback>,
 }
 
 impl Default for ServingSection {
@@ -28,6 +29,7 @@ impl Default for ServingSection {
             rollback_threshold: None,
             window_epochs: None,
             min_live_examples: None,
+            fallback: None,
         }
     }
 }
@@ -63,6 +65,7 @@ impl Checker<'_> {
             min_live_examples: serving
                 .min_live_examples
                 .unwrap_or(defaults.min_live_examples),
+            fallback: serving.fallback.unwrap_or(defaults.fallback),
             ..defaults
         };
         config
@@ -74,8 +77,20 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::serve::supervisor::Fallback;
     use crate::spec::parse;
     use crate::spec::tests::{error_for, root};
+
+    /// The shipped spec with `line` added to `[serving]`.
+    fn text_with(path: &std::path::Path, line: &str) -> String {
+        std::fs::read_to_string(path)
+            .expect("shipped spec")
+            .replacen(
+                "keep_versions = 3",
+                &format!("keep_versions = 3\n{line}"),
+                1,
+            )
+    }
 
     #[test]
     fn the_supervisor_rules_come_from_serving() {
@@ -91,6 +106,18 @@ mod tests {
         assert_eq!(spec.supervisor.promote_margin, 0.1);
         assert_eq!(spec.supervisor.window_epochs, 4);
         assert_eq!(spec.supervisor.rollback_threshold, 0.25);
+        assert_eq!(spec.supervisor.fallback, Fallback::None);
+        let fallback = text_with(&path, "fallback = \"constant\"");
+        let spec = parse(&fallback, &path, None).expect("a valid spec");
+        assert_eq!(spec.supervisor.fallback, Fallback::Constant);
+        let message = error_for(|text| {
+            text.replacen(
+                "keep_versions = 3",
+                "keep_versions = 3\nfallback = \"last\"",
+                1,
+            )
+        });
+        assert!(message.contains("fallback"), "{message}");
         let message = error_for(|text| {
             text.replacen(
                 "keep_versions = 3",

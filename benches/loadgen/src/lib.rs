@@ -112,6 +112,20 @@ pub fn run<F>(config: &LoadConfig, body: F) -> Result<LoadReport, LoadError>
 where
     F: Fn(u64) -> Vec<u8> + Send + Sync + 'static,
 {
+    run_inspecting(config, body, |_| {})
+}
+
+/// [`run`], handing the body of every measured 2xx answer to `inspect` (on the generator's
+/// threads, as the answer comes in): for a test that checks what every answer says.
+pub fn run_inspecting<F, I>(
+    config: &LoadConfig,
+    body: F,
+    inspect: I,
+) -> Result<LoadReport, LoadError>
+where
+    F: Fn(u64) -> Vec<u8> + Send + Sync + 'static,
+    I: Fn(&[u8]) + Send + Sync + 'static,
+{
     if config.connections == 0 {
         return Err(LoadError::Config("connections must be at least 1".into()));
     }
@@ -128,6 +142,7 @@ where
         .enable_all()
         .build()?;
     let body = Arc::new(body);
+    let inspect: Arc<dyn Fn(&[u8]) + Send + Sync> = Arc::new(inspect);
     let tallies = runtime.block_on(async {
         let start = Instant::now() + Duration::from_millis(10);
         let measure_from = start + config.warmup;
@@ -144,7 +159,7 @@ where
                     measure_from,
                     end,
                 };
-                tokio::spawn(drive_connection(plan, body.clone()))
+                tokio::spawn(drive_connection(plan, body.clone(), inspect.clone()))
             })
             .collect();
         let mut tallies = Vec::with_capacity(tasks.len());
@@ -217,7 +232,11 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
     Some(sender)
 }
 
-async fn drive_connection<F>(plan: Plan, body: Arc<F>) -> Tally
+async fn drive_connection<F>(
+    plan: Plan,
+    body: Arc<F>,
+    inspect: Arc<dyn Fn(&[u8]) + Send + Sync>,
+) -> Tally
 where
     F: Fn(u64) -> Vec<u8> + Send + Sync + 'static,
 {
@@ -301,7 +320,7 @@ where
                         .into_body()
                         .collect()
                         .await
-                        .map(|_| status)
+                        .map(|collected| (status, collected.to_bytes()))
                         .map_err(|_| ())
                 }
                 Err(_) => Err(()),
@@ -318,10 +337,11 @@ where
             continue;
         }
         match outcome {
-            Ok(status) => {
+            Ok((status, answer)) => {
                 let latency_us = previous_answer_at.duration_since(counted_from).as_micros() as u64;
                 tally.histogram.saturating_record(latency_us.max(1));
                 if status.is_success() {
+                    inspect(&answer);
                     tally.ok += 1;
                 } else {
                     tally.non_2xx += 1;

@@ -19,6 +19,7 @@ pub fn config() -> SupervisorConfig {
         window_epochs: 2,
         min_live_examples: 100,
         keep_versions: 1000,
+        fallback: super::policy::Fallback::None,
     }
 }
 

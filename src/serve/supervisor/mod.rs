@@ -6,6 +6,7 @@
 //! | [`policy`] | the rules: [`Supervisor`], its [`SupervisorConfig`], version statuses |
 //! | [`decisions`] | what was decided ([`Decision`]), and `decisions.jsonl` ([`DecisionLog`]) |
 //! | [`control`] | operators' [`Command`]s in a model's [`Control`] file, and the [`ControlWatcher`] |
+//! | [`retention`] | the versions snapshot retention must spare ([`spare_served`]) |
 //!
 //! The policy is plain state with no I/O: every method returns the decisions it made, and the
 //! caller ([`crate::serve::serving`]) logs them and acts on them. Commands from the command
@@ -19,6 +20,7 @@ use crate::publish::SnapshotError;
 pub mod control;
 pub mod decisions;
 pub mod policy;
+pub mod retention;
 
 #[cfg(test)]
 mod fixtures;
@@ -30,7 +32,8 @@ pub use decisions::{
     Action, Actor, DECISIONS_FILE_NAME, Decision, DecisionLog, DecisionMetrics, DecisionsRead,
     Reference, ReferenceKind, WindowMetrics,
 };
-pub use policy::{Published, Supervisor, SupervisorConfig, VersionStatus};
+pub use policy::{Fallback, Published, Supervisor, SupervisorConfig, VersionStatus};
+pub use retention::{ServedVersions, spare_served};
 
 /// What went wrong in the supervisor, its decisions file or a control file.
 #[derive(Debug, thiserror::Error)]

@@ -72,6 +72,20 @@ pub struct SupervisorConfig {
     /// chosen or the pinned one), and can then no longer be pinned or rolled back to.
     /// Default 1000.
     pub keep_versions: usize,
+    /// What `/v1/predict` answers with when no version serves. Default: nothing (503).
+    pub fallback: Fallback,
+}
+
+/// What answers a query when no version serves (`[serving] fallback`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Nothing: the query gets 503 with the reason.
+    #[default]
+    None,
+    /// The constant model, the running positive rate ([`Supervisor::constant_probability`]),
+    /// named `"constant"` in the answer, with no version.
+    Constant,
 }
 
 impl Default for SupervisorConfig {
@@ -83,6 +97,7 @@ impl Default for SupervisorConfig {
             window_epochs: 8,
             min_live_examples: 500,
             keep_versions: 1000,
+            fallback: Fallback::None,
         }
     }
 }
