@@ -222,6 +222,17 @@ impl OutputFiles {
     ) -> Result<(), OutputError> {
         let mut line = serde_json::to_value(metrics).unwrap_or(Json::Null);
         if let Json::Object(object) = &mut line {
+            // an empty calibration is left out, as it always was
+            for scores in ["epoch_scores", "running"] {
+                if let Some(Json::Object(scores)) = object.get_mut(scores)
+                    && scores
+                        .get("calibration")
+                        .and_then(Json::as_array)
+                        .is_some_and(Vec::is_empty)
+                {
+                    scores.remove("calibration");
+                }
+            }
             object.insert("model_version".to_owned(), json!(model_version));
             object.insert("elapsed_secs".to_owned(), json!(elapsed_secs));
             object.insert(

@@ -765,7 +765,7 @@ impl Checkpoints {
         copying: Instant,
     ) {
         self.peers_expected = worker.peers();
-        let mut debug_last = Instant::now();
+
         let complete = loop {
             match parts_at(&leader.borrow().parts, cut, self.peers_expected) {
                 Gathered::Declined => break false,
@@ -774,20 +774,6 @@ impl Checkpoints {
             }
             if heard.borrow().stop {
                 break false;
-            }
-            if std::env::var_os("POOCH_DEBUG_CKPT").is_some()
-                && debug_last.elapsed() > Duration::from_secs(2)
-            {
-                debug_last = Instant::now();
-                let l = leader.borrow();
-                eprintln!(
-                    "DEBUG cut {cut} parts {:?} sinks {:?}",
-                    l.parts
-                        .iter()
-                        .map(|(a, w, p)| (*a, *w, p.is_some()))
-                        .collect::<Vec<_>>(),
-                    l.sink_frontiers
-                );
             }
             worker.step();
         };
@@ -827,25 +813,6 @@ impl Checkpoints {
             outputs,
             collector,
         };
-        if std::env::var_os("POOCH_DEBUG_CKPT").is_some() {
-            eprintln!(
-                "DEBUG write cut {cut} outputs {:?} workers {:?}",
-                checkpoint.outputs,
-                checkpoint
-                    .workers
-                    .iter()
-                    .map(|part| (
-                        part.state.worker,
-                        part.reader.worker,
-                        part.reader
-                            .files
-                            .iter()
-                            .map(|f| (f.share, f.position, f.ended, f.waiting.is_some()))
-                            .collect::<Vec<_>>()
-                    ))
-                    .collect::<Vec<_>>()
-            );
-        }
         let copied = copying.elapsed();
         self.finish();
         let written = Arc::clone(&self.written);
