@@ -259,6 +259,23 @@ struct RunArgs {
     /// run (`pooch cluster --http` passes it to process 0).
     #[arg(long, value_name = "FILE", hide = true)]
     serving_feed: Option<PathBuf>,
+    /// Checkpoint at every epoch boundary that is a multiple of N epochs (0: never by
+    /// epochs). A run on an OUT holding a checkpoint of the same spec resumes from the newest.
+    #[arg(long, value_name = "N", default_value_t = pooch::runtime::checkpoint::DEFAULT_EPOCHS)]
+    checkpoint_epochs: u64,
+    /// And once SECS of wall time have passed since the last checkpoint (0: never by time).
+    #[arg(long, value_name = "SECS", default_value_t = pooch::runtime::checkpoint::DEFAULT_SECS)]
+    checkpoint_secs: u64,
+    /// How many checkpoints are kept in OUT/checkpoints.
+    #[arg(long, value_name = "N", default_value_t = pooch::runtime::checkpoint::DEFAULT_RETAIN as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    retain_checkpoints: u64,
+    /// Start over from the first fact even if OUT holds a checkpoint (its checkpoints are
+    /// removed).
+    #[arg(long)]
+    fresh: bool,
+    /// For crash tests: abort the process once N checkpoints have been written.
+    #[arg(long, value_name = "N", hide = true)]
+    debug_abort_after_checkpoints: Option<u64>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -402,6 +419,14 @@ fn run_command(args: RunArgs) -> ExitCode {
     };
     options.first_version = args.first_version;
     options.serving_feed = args.serving_feed;
+    options.checkpoints = pooch::runtime::CheckpointOptions {
+        every_epochs: args.checkpoint_epochs,
+        every: (args.checkpoint_secs > 0)
+            .then(|| std::time::Duration::from_secs(args.checkpoint_secs)),
+        retain: args.retain_checkpoints as usize,
+        fresh: args.fresh,
+        abort_after: args.debug_abort_after_checkpoints,
+    };
     options.slow_training_per_epoch = args
         .debug_slow_training_ms
         .map(std::time::Duration::from_millis);

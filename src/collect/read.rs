@@ -19,10 +19,11 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::collect::delimited::LineScratch;
 use crate::collect::row::parse_line;
 use crate::collect::shard::{IngestError, MAX_LINE_BYTES, ShardReader};
+use crate::runtime::checkpoint::FileIdentity;
 use crate::runtime::output::{DeadLetter, RAW_LIMIT, ReadProgress};
 
 /// What a line became.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Item {
     /// A fact.
     Fact(Fact),
@@ -53,7 +54,7 @@ pub struct FileFailure {
 }
 
 /// Running counts of one source on this worker.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCounts {
     /// Lines that became facts (or corrections).
     pub facts: u64,
@@ -84,6 +85,8 @@ struct Cursor {
     /// workers that find the files at different moments).
     hashed_ids: Option<u64>,
     path: PathBuf,
+    /// The share of the file this cursor reads: worker `share.0` of `share.1`.
+    share: (usize, usize),
     shard: ShardReader,
     scratch: LineScratch,
     state: State,
@@ -187,6 +190,7 @@ impl Reader {
             file_index,
             hashed_ids,
             path,
+            share: (worker, peers),
             shard,
             scratch: LineScratch::default(),
             state: State::Pending,
@@ -462,6 +466,217 @@ impl Reader {
                 .cursors
                 .iter()
                 .any(|cursor| !matches!(cursor.state, State::Ended))
+    }
+}
+
+/// A worker's reading as it stood at a checkpoint's cut: every file's share, where its
+/// reading stood, and the line read but not yet given to the graph; the running counts.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReaderState {
+    /// The worker of how many that read.
+    pub worker: usize,
+    /// How many workers there were.
+    pub peers: usize,
+    /// Every file's share.
+    pub files: Vec<FileState>,
+    /// Per source: the running counts.
+    pub counts: Vec<SourceCounts>,
+    /// Per source timed by its order: the next fact's time.
+    pub order_time: Vec<Time>,
+    /// The latest event time given to the graph.
+    pub max_time: Option<Time>,
+    /// The digest of every fact and correction given to the graph.
+    pub digest: u64,
+}
+
+/// One file's share at a cut.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileState {
+    /// The source.
+    pub source: SourceId,
+    /// The file's part of position-based fact ids.
+    pub file_index: u32,
+    /// The seed of hashed fact ids, for files found by a glob.
+    pub hashed_ids: Option<u64>,
+    /// The file.
+    pub path: PathBuf,
+    /// The share read: worker `share.0` of `share.1`.
+    pub share: (usize, usize),
+    /// Just past the last line read (the waiting one included).
+    pub position: u64,
+    /// The file as it was at the cut.
+    pub identity: FileIdentity,
+    /// The item read and waiting its turn: its time, the item, its line's offset.
+    pub waiting: Option<(Time, Item, u64)>,
+    /// The waiting item's place among items of its time.
+    pub order: u64,
+    /// The digest of the waiting item's line.
+    pub line_digest: u64,
+    /// The share is finished (or its file failed).
+    pub ended: bool,
+}
+
+impl Reader {
+    /// The reading as it stands, for a checkpoint. An error names a file that cannot be
+    /// identified.
+    pub fn state(&self) -> Result<ReaderState, crate::files::FileError> {
+        let mut heap_order: BTreeMap<usize, u64> = BTreeMap::new();
+        for Reverse((_, order, cursor)) in self.heap.iter() {
+            heap_order.insert(*cursor, *order);
+        }
+        let mut files = Vec::with_capacity(self.cursors.len());
+        for (index, cursor) in self.cursors.iter().enumerate() {
+            files.push(FileState {
+                source: cursor.source,
+                file_index: cursor.file_index,
+                hashed_ids: cursor.hashed_ids,
+                path: cursor.path.clone(),
+                share: cursor.share,
+                position: cursor.shard.position(),
+                identity: FileIdentity::of(&cursor.path)?,
+                waiting: cursor.waiting.clone(),
+                order: heap_order.get(&index).copied().unwrap_or(0),
+                line_digest: cursor.line_digest,
+                ended: matches!(cursor.state, State::Ended),
+            });
+        }
+        Ok(ReaderState {
+            worker: self.worker,
+            peers: self.peers,
+            files,
+            counts: self.counts.clone(),
+            order_time: self.order_time.clone(),
+            max_time: self.max_time,
+            digest: self.digest,
+        })
+    }
+
+    /// A reader that goes on from the readings `mine` stood at, as worker `worker` of
+    /// `peers`: each file's share is read on as it was shared then (so a checkpoint of
+    /// another layout is read on by the workers its states are handed to). `known` is every
+    /// file of every state of the checkpoint: a file a source's glob matches that none knew
+    /// is opened as new. An error names a file that was replaced or truncated since, or
+    /// cannot be opened.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume(
+        plan: &Plan,
+        mine: &[ReaderState],
+        known: &std::collections::BTreeSet<PathBuf>,
+        worker: usize,
+        peers: usize,
+        chunk_bytes: u64,
+        follow: bool,
+    ) -> Result<Self, (String, PathBuf, String)> {
+        let mut reader = Reader {
+            worker,
+            peers,
+            chunk_bytes,
+            follow,
+            cursors: Vec::new(),
+            heap: BinaryHeap::new(),
+            started: true,
+            counts: vec![SourceCounts::default(); plan.sources.len()],
+            order_time: vec![0; plan.sources.len()],
+            max_time: None,
+            digest: 0,
+            failures: Vec::new(),
+            since_poll: 0,
+        };
+        for state in mine {
+            reader.absorb(plan, state)?;
+        }
+        for (index, source) in plan.sources.iter().enumerate() {
+            if source.glob.is_none() {
+                continue;
+            }
+            for path in source.paths.iter().filter(|path| !known.contains(*path)) {
+                let hashed = Some(symbol(path.to_string_lossy().as_bytes()));
+                reader
+                    .add_file(plan, index as SourceId, 0, hashed, path.clone())
+                    .map_err(|(source, path, error)| (source, path, error.to_string()))?;
+            }
+        }
+        Ok(reader)
+    }
+
+    /// Takes on the files of one reading at a cut.
+    fn absorb(
+        &mut self,
+        plan: &Plan,
+        state: &ReaderState,
+    ) -> Result<(), (String, PathBuf, String)> {
+        for (source, counts) in state.counts.iter().enumerate() {
+            let Some(mine) = self.counts.get_mut(source) else {
+                continue;
+            };
+            mine.facts += counts.facts;
+            mine.malformed += counts.malformed;
+            mine.late_dropped += counts.late_dropped;
+            mine.late_admitted += counts.late_admitted;
+            mine.time_range = match (mine.time_range, counts.time_range) {
+                (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+                (a, b) => a.or(b),
+            };
+        }
+        for (source, time) in state.order_time.iter().enumerate() {
+            if let Some(mine) = self.order_time.get_mut(source) {
+                *mine = (*mine).max(*time);
+            }
+        }
+        self.max_time = self.max_time.max(state.max_time);
+        self.digest = self.digest.wrapping_add(state.digest);
+        for file in &state.files {
+            let name = plan
+                .sources
+                .get(usize::from(file.source))
+                .map_or_else(String::new, |source| source.name.clone());
+            if let Some(why) = file.identity.differs(&file.path) {
+                return Err((name, file.path.clone(), why));
+            }
+            let header = plan.sources[usize::from(file.source)].header;
+            let open = if self.follow {
+                ShardReader::open_following
+            } else {
+                ShardReader::open
+            };
+            let (share_worker, share_peers) = file.share;
+            let mut shard = open(
+                &file.path,
+                share_worker,
+                share_peers,
+                self.chunk_bytes,
+                header,
+            )
+            .map_err(|error| (name.clone(), file.path.clone(), error.to_string()))?;
+            shard.resume_at(file.position);
+            let index = self.cursors.len();
+            let state = if file.waiting.is_some() {
+                State::Waiting
+            } else if file.ended {
+                State::Ended
+            } else {
+                State::Pending
+            };
+            if let Some((time, _, _)) = &file.waiting {
+                self.heap.push(Reverse((*time, file.order, index)));
+            }
+            self.cursors.push(Cursor {
+                source: file.source,
+                file_index: file.file_index,
+                hashed_ids: file.hashed_ids,
+                path: file.path.clone(),
+                share: file.share,
+                shard,
+                scratch: LineScratch::default(),
+                state,
+                waiting: file.waiting.clone(),
+                line_digest: file.line_digest,
+            });
+            if matches!(self.cursors[index].state, State::Pending) {
+                self.refill(plan, index);
+            }
+        }
+        Ok(())
     }
 }
 

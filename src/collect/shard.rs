@@ -661,6 +661,37 @@ impl ShardReader {
         self.position
     }
 
+    /// Moves the reader on to `position`, a line start (or the end of the file) that an
+    /// earlier reader of the same share of the same file returned as its
+    /// [`ShardReader::position`]: the next line returned is the one starting there, if this
+    /// worker's chunk holds it, else the first line of the next chunk this worker owns. A
+    /// position before the data (nothing read yet) leaves the reader where it is.
+    pub fn resume_at(&mut self, position: u64) {
+        if position <= self.data_start || matches!(self.state, WalkState::AwaitingHeader) {
+            return;
+        }
+        let chunk = position / self.chunk_bytes;
+        let worker = self.next_chunk % self.peers;
+        self.position = position;
+        self.cursor = position;
+        if chunk % self.peers == worker {
+            let full_end = chunk.saturating_add(1).saturating_mul(self.chunk_bytes);
+            let end = if self.following.is_some() {
+                full_end
+            } else {
+                full_end.min(self.file.length)
+            };
+            self.next_chunk = chunk.saturating_add(self.peers);
+            self.read_until = end;
+            self.state = WalkState::InChunk { end };
+        } else {
+            // the next chunk of this worker's after the one holding `position`
+            let ahead = (worker + self.peers - chunk % self.peers) % self.peers;
+            self.next_chunk = chunk.saturating_add(ahead);
+            self.state = WalkState::BetweenChunks;
+        }
+    }
+
     /// The file offset just past the buffered bytes.
     fn buffer_end(&self) -> u64 {
         self.buffer_start + self.buffer_filled as u64

@@ -28,7 +28,9 @@ use dataflows::checkpoint::WorkerState;
 use dataflows::fact::Time;
 use serde::{Deserialize, Serialize};
 
+use crate::collect::read::ReaderState;
 use crate::files::{self, FileError, io_error};
+use crate::runtime::collector::Collector;
 
 /// The first bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"POOCHCKP";
@@ -42,11 +44,13 @@ pub const MANIFEST: &str = "MANIFEST.json";
 pub const DEFAULT_RETAIN: usize = 3;
 /// A checkpoint every this many epochs by default.
 pub const DEFAULT_EPOCHS: u64 = 100;
+/// And at least once every this many seconds of wall time by default.
+pub const DEFAULT_SECS: u64 = 60;
 /// How many bytes of a file's start its identity hashes.
 const PREFIX_BYTES: usize = 4096;
 
 /// Everything a continuation from a cut needs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The hash of the spec the run was started from.
     pub spec_hash: String,
@@ -59,28 +63,18 @@ pub struct Checkpoint {
     /// The length of every output file at the cut, by name under `OUT/`: a resumed run cuts
     /// each back to it.
     pub outputs: BTreeMap<String, u64>,
+    /// What worker 0 had gathered from the outputs before the cut (the summary's counts),
+    /// without the readers' counts, which the workers' readings carry.
+    pub collector: Collector,
 }
 
 /// One worker's part of a checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerCheckpoint {
     /// The graph's state.
     pub state: WorkerState,
-    /// Where the worker's reading stood in each of its files.
-    pub reading: Vec<FilePosition>,
-}
-
-/// Where a worker's reading stood in one file, and which file it was.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilePosition {
-    /// The source.
-    pub source: String,
-    /// The file.
-    pub path: PathBuf,
-    /// The offset just past the last line given to the graph.
-    pub offset: u64,
-    /// The file as it was then.
-    pub identity: FileIdentity,
+    /// Where the worker's reading stood in each of its files, and which files they were.
+    pub reader: ReaderState,
 }
 
 /// What tells a file from another that took its name: its inode, its length then, and a hash
@@ -436,19 +430,19 @@ mod tests {
             cut,
             workers: vec![WorkerCheckpoint {
                 state,
-                reading: vec![FilePosition {
-                    source: "posts".into(),
-                    path: "posts.csv".into(),
-                    offset: 120,
-                    identity: FileIdentity {
-                        inode: 7,
-                        len: 500,
-                        prefix_hash: 9,
-                    },
-                }],
+                reader: ReaderState {
+                    worker: 0,
+                    peers: 1,
+                    files: Vec::new(),
+                    counts: Vec::new(),
+                    order_time: Vec::new(),
+                    max_time: Some(cut),
+                    digest: 9,
+                },
             }],
             next_version: 12,
             outputs: BTreeMap::from([("metrics.jsonl".to_owned(), 4096)]),
+            collector: Collector::default(),
         }
     }
 
@@ -458,7 +452,11 @@ mod tests {
         let store = CheckpointStore::open(out.path(), 3).expect("a store");
         store.write(&checkpoint(600, "abc")).expect("written");
         let (newest, refusals) = store.newest("abc").expect("a manifest");
-        assert_eq!(newest, Some(checkpoint(600, "abc")));
+        let bytes = |checkpoint: &Checkpoint| encode(checkpoint).expect("encoded");
+        assert_eq!(
+            newest.as_ref().map(bytes),
+            Some(bytes(&checkpoint(600, "abc")))
+        );
         assert!(refusals.is_empty());
     }
 
@@ -528,7 +526,7 @@ mod tests {
         let store = CheckpointStore::open(out.path(), 3).expect("a store");
         store.write(&checkpoint(100, "abc")).expect("written");
         store.clear().expect("cleared");
-        assert_eq!(store.newest("abc").expect("read").0, None);
+        assert!(store.newest("abc").expect("read").0.is_none());
         assert!(store.list().expect("listed").is_empty());
     }
 

@@ -15,7 +15,7 @@ use crate::runtime::output::ReadProgress;
 use crate::runtime::summary::SourceCounts;
 
 /// What worker 0 learns over a run, for progress lines and the summary.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Collector {
     /// The latest counts of every reader, by (worker, source).
     pub reads: BTreeMap<(u32, u16), ReadProgress>,
@@ -109,6 +109,18 @@ impl Collector {
             }
         }
         positions
+    }
+
+    /// What a checkpoint at `cut` keeps: everything but the readers' counts (the readings
+    /// in the checkpoint carry them, and send them again on resuming) and the positions
+    /// recorded at or after the cut.
+    pub fn at_cut(&self, cut: u64) -> Collector {
+        let mut kept = self.clone();
+        kept.reads.clear();
+        for by_open in kept.positions.values_mut() {
+            by_open.retain(|open, _| *open < cut);
+        }
+        kept
     }
 
     /// Copies the reading counters into the serving state's metrics.

@@ -55,6 +55,17 @@ impl Feeder {
         }
     }
 
+    /// Forgets the timed queries asked before `cut`: a run resumed from a checkpoint at
+    /// `cut` asked them before it.
+    pub fn skip_queries_before(&mut self, cut: Time) {
+        self.timed_queries.retain(|(time, _, _)| *time >= cut);
+    }
+
+    /// The epoch length in event-time seconds.
+    pub fn tick_secs(&self) -> u64 {
+        self.tick_secs
+    }
+
     /// The start of the epoch the input may close up to, given the latest time read.
     pub fn watermark(&self, max_seen: Option<Time>) -> Time {
         let Some(max) = max_seen else { return 0 };

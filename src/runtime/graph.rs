@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use dataflows::checkpoint::Checkpointing;
 use dataflows::collect::Correction;
 use dataflows::event::Query;
 use dataflows::fact::{Fact, Time};
@@ -11,13 +12,16 @@ use dataflows::learn::train::EndOfReading;
 use dataflows::plan::Plan;
 use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::Input as _;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::runtime::RunOptions;
+use crate::runtime::checkpoint::WorkerCheckpoint;
 use crate::runtime::output::{DeadLetter, ReadProgress};
 use crate::runtime::serving_feed::{FeedWriter, attach_serving};
 use crate::runtime::sinks::{
@@ -32,6 +36,8 @@ pub struct Control {
     max_seen: Time,
     /// The sender was asked to stop.
     stop: bool,
+    /// Worker 0 announces a checkpoint at this cut (wall-clock checkpoints).
+    cut: Option<Time>,
 }
 
 /// What a worker has heard from the others (and itself).
@@ -41,6 +47,8 @@ pub struct Heard {
     pub max_seen: Time,
     /// Some worker was asked to stop.
     pub stop: bool,
+    /// The latest cut worker 0 announced a checkpoint at.
+    pub announced_cut: Option<Time>,
 }
 
 /// The graph's inputs, all at the same time: the open epoch's start.
@@ -59,7 +67,15 @@ pub struct Inputs {
     control: InputHandleVec<Time, Control>,
     /// This worker's end of reading, for the trainers.
     ends: InputHandleVec<Time, EndOfReading>,
+    /// This worker's parts of checkpoints, for worker 0.
+    pub parts: InputHandleVec<Time, Part>,
 }
+
+/// A worker's part of the checkpoint at a cut: the cut, the worker, and its part; `None`
+/// says the worker declines every cut up to this one that it has not taken (it had closed
+/// the epochs past them when it heard of them, or has stopped reading): no checkpoint is
+/// written at such a cut.
+pub type Part = (Time, usize, Option<WorkerCheckpoint>);
 
 impl Inputs {
     /// The start of the open epoch: everything before it has been given to the graph.
@@ -76,6 +92,9 @@ impl Inputs {
         self.progress.advance_to(time);
         self.control.advance_to(time);
         self.ends.advance_to(time);
+        if *self.parts.time() < time {
+            self.parts.advance_to(time);
+        }
         self.facts.flush();
         self.corrections.flush();
         self.queries.flush();
@@ -83,8 +102,31 @@ impl Inputs {
 
     /// Tells the other workers at once the latest time read, and whether to stop.
     pub fn tell_others(&mut self, max_seen: Time, stop: bool) {
-        self.control.send(Control { max_seen, stop });
+        self.control.send(Control {
+            max_seen,
+            stop,
+            cut: None,
+        });
         self.control.flush();
+    }
+
+    /// Tells every worker (this one too) to checkpoint at `cut`.
+    pub fn announce_cut(&mut self, max_seen: Time, cut: Time) {
+        self.control.send(Control {
+            max_seen,
+            stop: false,
+            cut: Some(cut),
+        });
+        self.control.flush();
+    }
+
+    /// Sends this worker's part of a checkpoint to worker 0.
+    pub fn send_part(&mut self, part: Part) {
+        self.parts.send(part);
+        // the exchange to worker 0 holds what it is given until the time moves on: move it
+        // on at once (nothing downstream of the parts depends on their time)
+        let next = self.parts.time().saturating_add(1);
+        self.parts.advance_to(next);
     }
 
     /// Sends this worker's end of reading and closes every input but the queries, which it
@@ -98,6 +140,7 @@ impl Inputs {
             progress,
             control,
             mut ends,
+            parts,
         } = self;
         ends.send(report);
         drop(ends);
@@ -106,6 +149,7 @@ impl Inputs {
         drop(dead);
         drop(progress);
         drop(control);
+        drop(parts);
         queries
     }
 }
@@ -130,6 +174,7 @@ pub fn build(
     worker: &mut Worker,
     plan: &Rc<Plan>,
     settings: dataflows::Settings,
+    checkpointing: &Rc<Checkpointing>,
     options: &RunOptions,
     serve_features: bool,
     leader: &SharedLeader,
@@ -140,13 +185,22 @@ pub fn build(
     let mut progress_input = InputHandleVec::<Time, ReadProgress>::new();
     let mut control_input = InputHandleVec::<Time, Control>::new();
     let mut ends_input = InputHandleVec::<Time, EndOfReading>::new();
+    let mut parts_input = InputHandleVec::<Time, Part>::new();
     let slow_training = options.slow_training_per_epoch;
     let (facts, corrections, queries, probe, learning) = worker.dataflow::<Time, _, _>(|scope| {
         let (facts_input, facts) = scope.new_collection::<Fact, isize>();
         let (corrections_input, corrections) = scope.new_collection::<Correction, isize>();
         let (queries_input, queries) = scope.new_collection::<Query, isize>();
         let ends = scope.input_from(&mut ends_input);
-        let graph = dataflows::build(plan, settings, facts, corrections, queries, ends);
+        let graph = dataflows::build_with(
+            plan,
+            settings,
+            checkpointing,
+            facts,
+            corrections,
+            queries,
+            ends,
+        );
         drop(graph.models);
         // every worker of every process builds the same graph: the feature changes flow
         // wherever some process serves, though only worker 0 (on process 0) holds a state
@@ -178,7 +232,24 @@ pub fn build(
                 let mut heard = heard_by.borrow_mut();
                 heard.max_seen = heard.max_seen.max(control.max_seen);
                 heard.stop |= control.stop;
+                heard.announced_cut = heard.announced_cut.max(control.cut);
             });
+
+        // the workers' parts of checkpoints, gathered at worker 0 (across processes too)
+        let parts_leader = leader.clone();
+        scope.input_from(&mut parts_input).exchange(|_| 0).sink(
+            Pipeline,
+            "Sink: checkpoint parts",
+            move |(input, _)| {
+                input.for_each(|_, data| {
+                    if let Some(leader) = &parts_leader {
+                        leader.borrow_mut().parts.append(data);
+                    } else {
+                        data.clear();
+                    }
+                });
+            },
+        );
 
         // `learning` follows training, which reading must not outrun; `probe` follows everything,
         // and what worker 0 writes alone is routed to it before the probe, so that a done probe
@@ -250,6 +321,7 @@ pub fn build(
             progress: progress_input,
             control: control_input,
             ends: ends_input,
+            parts: parts_input,
         },
         probe,
         learning,

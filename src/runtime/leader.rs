@@ -1,6 +1,7 @@
 //! Worker 0's share of the work that is not reading: the output files, the snapshot writer,
 //! the bookkeeping, and the summary at the end.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
@@ -11,8 +12,9 @@ use serde_json::Value as Json;
 
 use crate::collect::queries::{self, Queries};
 use crate::publish::SnapshotStore;
+use crate::runtime::checkpoint::{Checkpoint, WorkerCheckpoint};
 use crate::runtime::collector::Collector;
-use crate::runtime::output::{OutputError, OutputFiles};
+use crate::runtime::output::{DeadLetter, OutputError, OutputFiles};
 use crate::runtime::snapshot_writer::SnapshotWriter;
 use crate::runtime::summary::{RunEnd, Summary};
 use crate::runtime::{LiveAnswer, RunError, RunOptions};
@@ -40,6 +42,16 @@ pub struct Leader {
     pub started: Instant,
     /// The first output that failed; the run fails with it at the end.
     first_error: Option<OutputError>,
+    /// Each sink's input frontier when it last ran: a checkpoint's output lengths are taken
+    /// once every sink has passed the cut.
+    pub sink_frontiers: BTreeMap<&'static str, Time>,
+    /// While a checkpoint at this cut is taken, dead letters at or after it are held back
+    /// (other workers may have read past the cut), and written once it is taken.
+    pub holding: Option<Time>,
+    /// The dead letters held back.
+    pub held: Vec<DeadLetter>,
+    /// The workers' parts of checkpoints, as they arrived (see [`crate::runtime::graph::Part`]).
+    pub parts: Vec<(Time, usize, Option<WorkerCheckpoint>)>,
 }
 
 /// How the workers' reading ended, for the summary.
@@ -55,9 +67,20 @@ pub struct ReadingEnd {
 impl Leader {
     /// Creates the output files, reads the queries (writing the malformed ones' errors),
     /// opens the snapshot store and starts its writer.
-    pub fn start(spec: &Spec, options: &RunOptions) -> Result<(Leader, Queries), RunError> {
+    ///
+    /// Resuming from a checkpoint, the files are cut back to its lengths and appended to,
+    /// the malformed queries' errors (written before the cut) are not written again, and the
+    /// bookkeeping is the checkpoint's.
+    pub fn start(
+        spec: &Spec,
+        options: &RunOptions,
+        resume: Option<&Checkpoint>,
+    ) -> Result<(Leader, Queries), RunError> {
         let plan = &spec.plan;
-        let mut files = OutputFiles::create(&options.out)?;
+        let mut files = match resume {
+            Some(checkpoint) => OutputFiles::resume(&options.out, &checkpoint.outputs)?,
+            None => OutputFiles::create(&options.out)?,
+        };
         let queries = match &options.queries {
             Some(path) => queries::read(path, plan).map_err(|source| RunError::Queries {
                 path: path.clone(),
@@ -65,8 +88,10 @@ impl Leader {
             })?,
             None => Queries::default(),
         };
-        for error in &queries.errors {
-            files.query_error(error)?;
+        if resume.is_none() {
+            for error in &queries.errors {
+                files.query_error(error)?;
+            }
         }
         // retention spares what serves, is pinned, or a rollback would go to
         let store = crate::serve::supervisor::spare_served(SnapshotStore::open(
@@ -85,11 +110,15 @@ impl Leader {
                 name: "snapshot-writer",
                 source,
             })?;
+        let collector = match resume {
+            Some(checkpoint) => checkpoint.collector.clone(),
+            None => Collector::new(queries.errors.len() as u64),
+        };
         let leader = Leader {
             files,
             live_answers: None,
             next_version,
-            collector: Collector::new(queries.errors.len() as u64),
+            collector,
             query_ids: queries
                 .queries
                 .iter()
@@ -100,6 +129,10 @@ impl Leader {
             snapshots,
             started: Instant::now(),
             first_error: None,
+            sink_frontiers: BTreeMap::new(),
+            holding: None,
+            held: Vec::new(),
+            parts: Vec::new(),
         };
         Ok((leader, queries))
     }
@@ -108,6 +141,39 @@ impl Leader {
     pub fn record(&mut self, result: Result<(), OutputError>) {
         if let Err(error) = result {
             self.first_error.get_or_insert(error);
+        }
+    }
+
+    /// Notes where a sink's input frontier stands.
+    pub fn note_frontier(&mut self, sink: &'static str, frontier: Time) {
+        self.sink_frontiers.insert(sink, frontier);
+    }
+
+    /// Whether every sink that has run has passed `cut`.
+    pub fn sinks_passed(&self, cut: Time) -> bool {
+        self.sink_frontiers
+            .values()
+            .all(|&frontier| frontier >= cut)
+    }
+
+    /// Writes a dead letter, or holds it back while a checkpoint before its time is taken.
+    pub fn dead_letter(&mut self, time: Time, letter: DeadLetter) {
+        if self.holding.is_some_and(|cut| time >= cut) {
+            self.held.push(letter);
+            return;
+        }
+        self.collector.dead_letters += 1;
+        let result = self.files.dead_letter(&letter);
+        self.record(result);
+    }
+
+    /// The checkpoint is taken: writes the dead letters held back for it.
+    pub fn release_held(&mut self) {
+        self.holding = None;
+        for letter in std::mem::take(&mut self.held) {
+            self.collector.dead_letters += 1;
+            let result = self.files.dead_letter(&letter);
+            self.record(result);
         }
     }
 

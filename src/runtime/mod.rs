@@ -110,6 +110,46 @@ pub struct RunOptions {
     /// Write each complete epoch's feature changes to this file (worker 0), for a serving
     /// process outside the run (`pooch cluster --http`).
     pub serving_feed: Option<PathBuf>,
+    /// When checkpoints are taken.
+    pub checkpoints: CheckpointOptions,
+}
+
+/// When checkpoints are taken, how many are kept, and whether a run resumes from one.
+#[derive(Clone, Debug)]
+pub struct CheckpointOptions {
+    /// A checkpoint at every epoch boundary that is a multiple of this many epochs; 0 for
+    /// none by epochs.
+    pub every_epochs: u64,
+    /// A checkpoint once this much wall-clock time has passed since the last; `None` for none
+    /// by time.
+    pub every: Option<Duration>,
+    /// How many checkpoints are kept.
+    pub retain: usize,
+    /// Start over even if `OUT/` holds a checkpoint of the same spec (its checkpoints are
+    /// removed).
+    pub fresh: bool,
+    /// For crash tests: abort the process (as a `kill -9` would end it) once this many
+    /// checkpoints are on disk.
+    pub abort_after: Option<u64>,
+}
+
+impl CheckpointOptions {
+    /// Whether any checkpoint is taken.
+    pub fn enabled(&self) -> bool {
+        self.every_epochs > 0 || self.every.is_some()
+    }
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions {
+            every_epochs: checkpoint::DEFAULT_EPOCHS,
+            every: Some(Duration::from_secs(checkpoint::DEFAULT_SECS)),
+            retain: checkpoint::DEFAULT_RETAIN,
+            fresh: false,
+            abort_after: None,
+        }
+    }
 }
 
 impl RunOptions {
@@ -135,6 +175,7 @@ impl RunOptions {
             cluster: crate::cluster::ClusterSettings::default(),
             first_version: None,
             serving_feed: None,
+            checkpoints: CheckpointOptions::default(),
         }
     }
 }
@@ -198,6 +239,9 @@ pub enum RunError {
     /// The processes of a cluster did not all join (or a signal stopped the wait).
     #[error("cluster: {0}")]
     Join(#[from] crate::cluster::connect::ConnectError),
+    /// The checkpoints could not be read, or the run cannot go on from one.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A worker failed.
     #[error("worker {worker}: {message}")]
     Worker {
@@ -232,6 +276,7 @@ impl RunError {
             RunError::Join(error) => error.is_usage(),
             RunError::Output(_)
             | RunError::Snapshot(_)
+            | RunError::Checkpoint(_)
             | RunError::Thread { .. }
             | RunError::Worker { .. } => false,
         }
@@ -299,8 +344,9 @@ pub fn run_until(
         timely::CommunicationConfig::Cluster { process, .. } => *process,
         _ => 0,
     };
+    let resume = resume_from(&spec, &options)?;
     let leader = if process == 0 {
-        Some(Leader::start(&spec, &options)?)
+        Some(Leader::start(&spec, &options, resume.as_ref())?)
     } else {
         None
     };
@@ -310,7 +356,7 @@ pub fn run_until(
         _ => None,
     };
     options.serving = endpoint.as_ref().map(Endpoint::serving);
-    let job = Arc::new(Job::new(spec, options, leader, live, stop));
+    let job = Arc::new(Job::new(spec, options, leader, live, stop, resume));
     let summary = worker::execute(config, &job)?;
     if let Some(endpoint) = endpoint {
         if job.options.serve_after_input {
@@ -319,6 +365,51 @@ pub fn run_until(
         endpoint.shutdown();
     }
     Ok(summary)
+}
+
+/// The checkpoint the run goes on from: the newest good one of this spec in `OUT/`, unless
+/// `--fresh` (which removes them). Each one passed over is reported on stderr with why; what
+/// is resumed is said there too.
+fn resume_from(
+    spec: &spec::Spec,
+    options: &RunOptions,
+) -> Result<Option<checkpoint::Checkpoint>, RunError> {
+    let failed = |error: checkpoint::CheckpointError| RunError::Checkpoint(error.to_string());
+    let dir = options.out.join("checkpoints");
+    if !dir.join(checkpoint::MANIFEST).exists() {
+        return Ok(None);
+    }
+    let store = checkpoint::CheckpointStore::open(&options.out, options.checkpoints.retain)
+        .map_err(failed)?;
+    if options.checkpoints.fresh {
+        store.clear().map_err(failed)?;
+        return Ok(None);
+    }
+    let (newest, refusals) = store.newest(&spec.hash).map_err(failed)?;
+    for refusal in &refusals {
+        eprintln!("pooch run: {refusal}");
+    }
+    let Some(checkpoint) = newest else {
+        if !refusals.is_empty() {
+            eprintln!("pooch run: no usable checkpoint: starting over from the first fact");
+        }
+        return Ok(None);
+    };
+    let facts: u64 = checkpoint
+        .workers
+        .iter()
+        .flat_map(|worker| &worker.reader.counts)
+        .map(|counts| counts.facts)
+        .sum();
+    eprintln!(
+        "pooch run: resuming from {}: cut {} (epoch {}), {facts} facts already counted, \
+         taken at {} workers",
+        dir.join(format!("c{:020}.ckpt", checkpoint.cut)).display(),
+        checkpoint.cut,
+        spec.plan.epoch(checkpoint.cut),
+        checkpoint.workers.len(),
+    );
+    Ok(Some(checkpoint))
 }
 
 /// Timely's configuration from its flags.

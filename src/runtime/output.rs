@@ -104,6 +104,60 @@ impl OutputFiles {
         })
     }
 
+    /// Opens the run's files in `dir` to go on from a checkpoint: each is cut back to the
+    /// length `lengths` gives it (what was written before the cut), and appended to. A file
+    /// shorter than that, or missing, is an error naming it.
+    pub fn resume(dir: &Path, lengths: &BTreeMap<String, u64>) -> Result<Self, OutputError> {
+        let open = |name: &str| -> Result<BufWriter<File>, OutputError> {
+            let path = dir.join(name);
+            let failed = |source| OutputError {
+                path: path.clone(),
+                source,
+            };
+            let length = lengths.get(name).copied().unwrap_or(0);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(length == 0)
+                .truncate(false)
+                .open(&path)
+                .map_err(failed)?;
+            let now = file.metadata().map_err(failed)?.len();
+            if now < length {
+                return Err(failed(std::io::Error::other(format!(
+                    "{now} bytes, shorter than the {length} the checkpoint recorded: it was \
+                     changed since (start over with --fresh)"
+                ))));
+            }
+            file.set_len(length).map_err(failed)?;
+            let mut file = file;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(failed)?;
+            Ok(BufWriter::new(file))
+        };
+        Ok(OutputFiles {
+            answers: open("answers.jsonl")?,
+            metrics: open("metrics.jsonl")?,
+            dead_letters: open("dead-letter.jsonl")?,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Flushes every file and returns their lengths, by name: what a checkpoint records.
+    pub fn lengths(&mut self) -> Result<BTreeMap<String, u64>, OutputError> {
+        self.flush()?;
+        let mut lengths = BTreeMap::new();
+        for name in ["answers.jsonl", "metrics.jsonl", "dead-letter.jsonl"] {
+            let path = self.dir.join(name);
+            let length = std::fs::metadata(&path)
+                .map_err(|source| OutputError {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            lengths.insert(name.to_owned(), length);
+        }
+        Ok(lengths)
+    }
+
     fn line(
         writer: &mut BufWriter<File>,
         dir: &Path,
@@ -168,6 +222,17 @@ impl OutputFiles {
     ) -> Result<(), OutputError> {
         let mut line = serde_json::to_value(metrics).unwrap_or(Json::Null);
         if let Json::Object(object) = &mut line {
+            // an empty calibration is left out, as it always was
+            for scores in ["epoch_scores", "running"] {
+                if let Some(Json::Object(scores)) = object.get_mut(scores)
+                    && scores
+                        .get("calibration")
+                        .and_then(Json::as_array)
+                        .is_some_and(Vec::is_empty)
+                {
+                    scores.remove("calibration");
+                }
+            }
             object.insert("model_version".to_owned(), json!(model_version));
             object.insert("elapsed_secs".to_owned(), json!(elapsed_secs));
             object.insert(

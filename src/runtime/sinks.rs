@@ -81,6 +81,7 @@ fn sink_answers(leader: &SharedLeader, answers: StreamVec<'_, Time, Answer>) {
             return;
         };
         let mut leader = leader.borrow_mut();
+        leader.note_frontier("answers", frontier_of(frontier));
         input.for_each_stamp(|stamp, data| {
             let time = stamp.least().copied().unwrap_or(0);
             for container in data {
@@ -130,7 +131,12 @@ fn sink_metrics(
 ) {
     let sink_leader = leader.clone();
     let sink_plan = Rc::clone(plan);
-    epochs.sink(Pipeline, "Sink: metrics", move |(input, _)| {
+    epochs.sink(Pipeline, "Sink: metrics", move |(input, frontier)| {
+        if let Some(leader) = &sink_leader {
+            leader
+                .borrow_mut()
+                .note_frontier("metrics", frontier_of(frontier));
+        }
         input.for_each(|_, data| {
             let Some(leader) = &sink_leader else { return };
             let mut leader = leader.borrow_mut();
@@ -256,7 +262,12 @@ fn sink_versions(
 ) {
     let sink_leader = leader.clone();
     // every worker publishes the same versions; worker 0's copy is stored
-    versions.sink(Pipeline, "Sink: snapshots", move |(input, _)| {
+    versions.sink(Pipeline, "Sink: snapshots", move |(input, frontier)| {
+        if let Some(leader) = &sink_leader {
+            leader
+                .borrow_mut()
+                .note_frontier("versions", frontier_of(frontier));
+        }
         input.for_each(|_, data| {
             let Some(leader) = &sink_leader else { return };
             let mut leader = leader.borrow_mut();
@@ -323,6 +334,11 @@ fn graph_error_letter(plan: &Plan, error: &GraphError) -> DeadLetter {
     }
 }
 
+/// Where a sink's input frontier stands: its least time, or `Time::MAX` once it is empty.
+fn frontier_of(frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Time {
+    frontier.frontier().first().copied().unwrap_or(Time::MAX)
+}
+
 /// An epoch's metrics as the console plots them.
 fn console_point(
     metrics: &EpochMetrics,
@@ -361,12 +377,19 @@ fn sink_dead_letters(
     dead: StreamVec<'_, Time, DeadLetter>,
 ) {
     let sink_leader = leader.clone();
-    dead.sink(Pipeline, "Sink: dead letters", move |(input, _)| {
-        input.for_each(|_, data| {
-            let Some(leader) = &sink_leader else { return };
+    dead.sink(Pipeline, "Sink: dead letters", move |(input, frontier)| {
+        if let Some(leader) = &sink_leader {
+            leader
+                .borrow_mut()
+                .note_frontier("dead letters", frontier_of(frontier));
+        }
+        input.for_each_stamp(|stamp, data| {
+            let Some(leader) = &sink_leader else {
+                return;
+            };
+            let time = stamp.least().copied().unwrap_or(0);
             let mut leader = leader.borrow_mut();
-            for letter in data.drain(..) {
-                leader.collector.dead_letters += 1;
+            for letter in data.flat_map(|container| container.drain(..)) {
                 if let Some(serving) = &serving {
                     serving.record_dead_letter(DeadLetterNote {
                         source: letter.source.clone(),
@@ -375,8 +398,7 @@ fn sink_dead_letters(
                         reason: letter.reason.clone(),
                     });
                 }
-                let result = leader.files.dead_letter(&letter);
-                leader.record(result);
+                leader.dead_letter(time, letter);
             }
         });
     });
@@ -390,7 +412,12 @@ fn sink_progress(
     progress: StreamVec<'_, Time, ReadProgress>,
 ) {
     let sink_leader = leader.clone();
-    progress.sink(Pipeline, "Sink: read progress", move |(input, _)| {
+    progress.sink(Pipeline, "Sink: read progress", move |(input, frontier)| {
+        if let Some(leader) = &sink_leader {
+            leader
+                .borrow_mut()
+                .note_frontier("progress", frontier_of(frontier));
+        }
         input.for_each(|_, data| {
             let Some(leader) = &sink_leader else { return };
             let mut leader = leader.borrow_mut();
@@ -414,7 +441,12 @@ pub fn attach_exact_sink(
     let sink_leader = leader.clone();
     let sink_plan = Rc::clone(plan);
     // reports leave worker 0 only, where the leader is
-    exact.sink(Pipeline, "Sink: exact", move |(input, _)| {
+    exact.sink(Pipeline, "Sink: exact", move |(input, frontier)| {
+        if let Some(leader) = &sink_leader {
+            leader
+                .borrow_mut()
+                .note_frontier("exact", frontier_of(frontier));
+        }
         input.for_each(|_, data| {
             let Some(leader) = &sink_leader else { return };
             let mut leader = leader.borrow_mut();

@@ -63,8 +63,9 @@ pub struct Scores {
     /// `lookup_outputs / examples_in`: exactly 1 when each example is emitted once.
     pub join_output_per_example: Option<f64>,
     /// The servable model's predictions against the labels, in bins of predicted probability:
-    /// a calibration diagram. Empty until an example is scored.
-    #[serde(default, skip_serializing_if = "Calibration::is_empty")]
+    /// a calibration diagram. Empty until an example is scored. Always serialized (binary
+    /// checkpoints need every field); `metrics.jsonl` leaves an empty one out.
+    #[serde(default)]
     pub calibration: Calibration,
 }
 
