@@ -259,11 +259,13 @@ struct RunArgs {
     /// run (`pooch cluster --http` passes it to process 0).
     #[arg(long, value_name = "FILE", hide = true)]
     serving_feed: Option<PathBuf>,
-    /// Checkpoint at every epoch boundary that is a multiple of N epochs (0: never by
-    /// epochs). A run on an OUT holding a checkpoint of the same spec resumes from the newest.
+    /// Checkpoint at every epoch boundary that is a multiple of N epochs (0, the default:
+    /// never by epochs; checkpoints are opt-in while they hold every fact, see the README).
+    /// A run on an OUT holding a checkpoint of the same spec resumes from the newest.
     #[arg(long, value_name = "N", default_value_t = pooch::runtime::checkpoint::DEFAULT_EPOCHS)]
     checkpoint_epochs: u64,
-    /// And once SECS of wall time have passed since the last checkpoint (0: never by time).
+    /// And once SECS of wall time have passed since the last checkpoint (0, the default:
+    /// never by time; 60 is a sane value for a long stream).
     #[arg(long, value_name = "SECS", default_value_t = pooch::runtime::checkpoint::DEFAULT_SECS)]
     checkpoint_secs: u64,
     /// How many checkpoints are kept in OUT/checkpoints.

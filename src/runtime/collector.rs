@@ -43,8 +43,8 @@ pub struct Collector {
     pub drifts: Vec<DriftAlarm>,
 }
 
-/// What worker 0 learns of one challenger over a run.
-#[derive(Clone, Debug, Default)]
+/// What worker 0 learns of one challenger over a run (in a checkpoint with the rest).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct ChallengerRun {
     /// Its latest epoch metrics.
     pub last_epoch: Option<EpochMetrics>,
