@@ -2,7 +2,7 @@
 //! `--out` resumes, and its outputs equal those of an uninterrupted run, at 1 and 2 workers; a
 //! damaged newest checkpoint is refused, named, and the one before it used.
 
-mod support;
+pub mod support;
 
 use std::path::Path;
 
