@@ -423,8 +423,7 @@ fn run_command(args: RunArgs) -> ExitCode {
     options.serving_feed = args.serving_feed;
     options.checkpoints = pooch::runtime::CheckpointOptions {
         every_epochs: args.checkpoint_epochs,
-        every: (args.checkpoint_secs > 0)
-            .then(|| std::time::Duration::from_secs(args.checkpoint_secs)),
+        every: pooch::runtime::checkpoint::interval(args.checkpoint_secs),
         retain: args.retain_checkpoints as usize,
         fresh: args.fresh,
         abort_after: args.debug_abort_after_checkpoints,

@@ -193,3 +193,22 @@ fn fresh_starts_over_and_removes_the_checkpoints() {
         "--fresh resumed:\n{stderr}"
     );
 }
+
+#[test]
+fn checkpoints_are_off_by_default_in_the_library_and_the_command_line() {
+    assert!(!pooch::runtime::CheckpointOptions::default().enabled());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    generate(&data, 60, 2);
+    let out = dir.path().join("out");
+    check(&run(
+        &sniffable_spec(),
+        &out,
+        &["--data", data.to_str().expect("utf-8")],
+        &["-w", "1"],
+    ));
+    assert!(
+        checkpoints(&out).is_empty(),
+        "a default run took checkpoints"
+    );
+}

@@ -48,6 +48,12 @@ pub const DEFAULT_RETAIN: usize = 3;
 pub const DEFAULT_EPOCHS: u64 = 0;
 /// And at least once every this many seconds of wall time by default: none (0), as above.
 pub const DEFAULT_SECS: u64 = 0;
+
+/// The wall-clock trigger for a setting in seconds: none for 0 (not a checkpoint at every
+/// epoch).
+pub fn interval(secs: u64) -> Option<std::time::Duration> {
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}
 /// How many bytes of a file's start its identity hashes.
 const PREFIX_BYTES: usize = 4096;
 

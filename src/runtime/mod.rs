@@ -144,7 +144,7 @@ impl Default for CheckpointOptions {
     fn default() -> Self {
         CheckpointOptions {
             every_epochs: checkpoint::DEFAULT_EPOCHS,
-            every: Some(Duration::from_secs(checkpoint::DEFAULT_SECS)),
+            every: checkpoint::interval(checkpoint::DEFAULT_SECS),
             retain: checkpoint::DEFAULT_RETAIN,
             fresh: false,
             abort_after: None,
