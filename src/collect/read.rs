@@ -120,6 +120,33 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader of no file yet, for `worker` of `peers`; `started` when it goes on from a
+    /// checkpoint rather than from the files' starts.
+    fn empty(
+        plan: &Plan,
+        worker: usize,
+        peers: usize,
+        chunk_bytes: u64,
+        follow: bool,
+        started: bool,
+    ) -> Self {
+        Reader {
+            worker,
+            peers,
+            chunk_bytes,
+            follow,
+            cursors: Vec::new(),
+            heap: BinaryHeap::new(),
+            started,
+            counts: vec![SourceCounts::default(); plan.sources.len()],
+            order_time: vec![0; plan.sources.len()],
+            max_time: None,
+            digest: 0,
+            failures: Vec::new(),
+            since_poll: 0,
+        }
+    }
+
     /// Opens this worker's share of every file of the plan's sources.
     pub fn open(
         plan: &Plan,
@@ -128,21 +155,7 @@ impl Reader {
         chunk_bytes: u64,
         follow: bool,
     ) -> Result<Self, (String, PathBuf, IngestError)> {
-        let mut reader = Reader {
-            worker,
-            peers,
-            chunk_bytes,
-            follow,
-            cursors: Vec::new(),
-            heap: BinaryHeap::new(),
-            started: false,
-            counts: vec![SourceCounts::default(); plan.sources.len()],
-            order_time: vec![0; plan.sources.len()],
-            max_time: None,
-            digest: 0,
-            failures: Vec::new(),
-            since_poll: 0,
-        };
+        let mut reader = Reader::empty(plan, worker, peers, chunk_bytes, follow, false);
         let mut file_index = 0u32;
         for (index, source) in plan.sources.iter().enumerate() {
             for path in &source.paths {
@@ -567,21 +580,7 @@ impl Reader {
         chunk_bytes: u64,
         follow: bool,
     ) -> Result<Self, (String, PathBuf, String)> {
-        let mut reader = Reader {
-            worker,
-            peers,
-            chunk_bytes,
-            follow,
-            cursors: Vec::new(),
-            heap: BinaryHeap::new(),
-            started: true,
-            counts: vec![SourceCounts::default(); plan.sources.len()],
-            order_time: vec![0; plan.sources.len()],
-            max_time: None,
-            digest: 0,
-            failures: Vec::new(),
-            since_poll: 0,
-        };
+        let mut reader = Reader::empty(plan, worker, peers, chunk_bytes, follow, true);
         for state in mine {
             reader.absorb(plan, state)?;
         }
